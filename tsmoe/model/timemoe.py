@@ -1,0 +1,448 @@
+"""Time-MoE: a decoder-only, sparse mixture-of-experts time-series transformer.
+
+Read top to bottom: input embedding, RMSNorm, rotary embedding, attention, SwiGLU expert, sparse MoE
+layer, decoder layer, the model with its forecast heads and losses, then `generate`.
+
+Every definition follows the public reference implementation (Time-MoE, ICLR 2025) so that its
+checkpoints load and give the same numbers; see DESIGN.md section 3. One token per time point
+(no patching). Inputs are [B, L] for one channel or [B, L, C] for C channels, which are run
+independently as B*C series (channel independence).
+
+Module and parameter names match the reference's checkpoint keys, except that routed experts are
+stored stacked ([E, ...] per projection) so that expert compute can be one grouped matmul;
+`tsmoe.model.checkpoint` converts between the two layouts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from tsmoe.model.config import TimeMoEConfig
+from tsmoe.model.experts import EXPERT_KERNELS
+
+HUBER_DELTA = 2.0
+
+
+def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    """The aux loss's softmax runs in float32 for half types and in the input dtype otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+class InputEmbedding(nn.Module):
+    """Scalar -> hidden: silu(gate(x)) * emb(x), both bias-free linears."""
+
+    def __init__(self, config: TimeMoEConfig):
+        super().__init__()
+        self.emb_layer = nn.Linear(config.input_size, config.hidden_size, bias=False)
+        self.gate_layer = nn.Linear(config.input_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, L, 1] -> [N, L, H]
+        return F.silu(self.gate_layer(x)) * self.emb_layer(x)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm computed in float32 (also for float64 input, as the reference does)."""
+
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        wide = x.float()
+        wide = wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * wide.to(x.dtype)
+
+
+def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+    """cos and sin [L, head_dim] of the rotary angles, in the `rotate_half` layout.
+
+    Computed in float32 whatever `dtype` is: the reference does, and its checkpoints were trained so.
+    """
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim)
+    angles = torch.outer(positions.float(), inv_freq)
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate queries or keys [N, heads, L, D] by their positions' angles [L, D]."""
+    return x * cos + _rotate_half(x) * sin
+
+
+@dataclass
+class KVCache:
+    """Keys and values seen so far, per layer, for incremental decoding in `generate`."""
+
+    keys: list[torch.Tensor | None]
+    values: list[torch.Tensor | None]
+
+    @classmethod
+    def empty(cls, layers: int) -> "KVCache":
+        return cls([None] * layers, [None] * layers)
+
+    @property
+    def length(self) -> int:
+        return 0 if self.keys[0] is None else self.keys[0].shape[2]
+
+
+class Attention(nn.Module):
+    """Causal multi-head attention with RoPE; q/k/v linears carry a bias, the output does not."""
+
+    def __init__(self, config: TimeMoEConfig, layer_index: int):
+        super().__init__()
+        self.config = config
+        self.layer_index = layer_index
+        self.heads, self.kv_heads, self.head_dim = config.num_attention_heads, config.key_value_heads, config.head_dim
+        self.q_proj = nn.Linear(config.hidden_size, self.heads * self.head_dim, bias=True)
+        self.k_proj = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=True)
+        self.v_proj = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=True)
+        self.o_proj = nn.Linear(self.heads * self.head_dim, config.hidden_size, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [N, L, H]
+        cos: torch.Tensor,  # [L, D]
+        sin: torch.Tensor,  # [L, D]
+        mask: torch.Tensor | None,  # [N, 1, L, S] bool (True = attend), or None for plain causal
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        n, length, _ = x.shape
+        q = self.q_proj(x).view(n, length, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(n, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(n, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            if cache.keys[self.layer_index] is not None:
+                k = torch.cat((cache.keys[self.layer_index], k), dim=2)
+                v = torch.cat((cache.values[self.layer_index], v), dim=2)
+            cache.keys[self.layer_index], cache.values[self.layer_index] = k, v
+        if self.kv_heads != self.heads:
+            k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
+            v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
+        if self.config.attention_implementation == "sdpa":
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        else:
+            out = self._eager(q, k, v, mask)
+        return self.o_proj(out.transpose(1, 2).reshape(n, length, self.heads * self.head_dim))
+
+    @staticmethod
+    def _eager(q, k, v, mask):
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # [N, heads, L, S]
+        if mask is None:
+            length, keys = scores.shape[-2:]
+            mask = torch.ones(length, keys, dtype=torch.bool, device=q.device).tril(keys - length)
+        scores = scores.masked_fill(~mask, float("-inf"))
+        return F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype) @ v
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x)), bias-free: the shared expert (and the dense FFN)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class RoutedExperts(nn.Module):
+    """E SwiGLU experts of width intermediate_size // top_k, weights stacked per projection."""
+
+    def __init__(self, config: TimeMoEConfig):
+        super().__init__()
+        experts, hidden, width = config.num_experts, config.hidden_size, config.expert_intermediate_size
+        self.gate_proj = nn.Parameter(torch.empty(experts, width, hidden))
+        self.up_proj = nn.Parameter(torch.empty(experts, width, hidden))
+        self.down_proj = nn.Parameter(torch.empty(experts, hidden, width))
+        self.kernel = EXPERT_KERNELS[config.expert_implementation]
+
+    def forward(self, x, expert_index, expert_weight):  # [T, H], [T, k], [T, k] -> [T, H]
+        return self.kernel(x, expert_index, expert_weight, self.gate_proj, self.up_proj, self.down_proj)
+
+
+class SparseMoE(nn.Module):
+    """Top-k routed experts (weights not renormalised) plus a sigmoid-gated shared expert."""
+
+    def __init__(self, config: TimeMoEConfig):
+        super().__init__()
+        self.top_k = config.num_experts_per_tok
+        self.gate = nn.Linear(config.hidden_size, config.num_experts, bias=False)  # the router
+        self.experts = RoutedExperts(config)
+        self.shared_expert = SwiGLU(config.hidden_size, config.intermediate_size)
+        self.shared_expert_gate = nn.Linear(config.hidden_size, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = x.shape
+        tokens = x.reshape(-1, shape[-1])  # [T, H]
+        router_logits = self.gate(tokens)  # [T, E]
+        probabilities = F.softmax(router_logits, dim=-1, dtype=torch.float32)
+        expert_weight, expert_index = torch.topk(probabilities, self.top_k, dim=-1)
+        routed = self.experts(tokens, expert_index, expert_weight.to(x.dtype))
+        shared = torch.sigmoid(self.shared_expert_gate(tokens)) * self.shared_expert(tokens)
+        return (routed + shared).view(shape), router_logits
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block: x + attention(norm(x)), then x + ffn(norm(x))."""
+
+    def __init__(self, config: TimeMoEConfig, layer_index: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Attention(config, layer_index)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.ffn_layer = SwiGLU(config.hidden_size, config.intermediate_size) if config.use_dense else SparseMoE(config)
+
+    def forward(self, x, cos, sin, mask, cache=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
+        ffn_out = self.ffn_layer(self.post_attention_layernorm(x))
+        if isinstance(ffn_out, tuple):
+            ffn_out, router_logits = ffn_out
+            return x + ffn_out, router_logits
+        return x + ffn_out, None
+
+
+class Backbone(nn.Module):
+    """Embedding, decoder layers and the final norm (the reference's `model.` prefix)."""
+
+    def __init__(self, config: TimeMoEConfig):
+        super().__init__()
+        self.embed_layer = InputEmbedding(config)
+        self.layers = nn.ModuleList(DecoderLayer(config, index) for index in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class OutputHead(nn.Module):
+    """One forecast head: hidden -> the next `horizon` values, bias-free."""
+
+    def __init__(self, config: TimeMoEConfig, horizon: int):
+        super().__init__()
+        self.out_layer = nn.Linear(config.hidden_size, config.input_size * horizon, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_layer(x)
+
+
+@dataclass
+class TimeMoEOutput:
+    """What a forward pass returns. Shapes are for [B, L] input; [B, L, C] input adds C after L."""
+
+    predictions: dict[int, torch.Tensor]  # horizon h -> [B, L, h]; position t predicts x[t+1..t+h]
+    router_logits: list[torch.Tensor]  # one [B*L, E] per MoE layer (B*C*L for C channels)
+    aux_loss: torch.Tensor | None  # load-balancing loss (unscaled), None for dense models
+    last_hidden_state: torch.Tensor  # [B, L, H] after the final norm
+    loss: torch.Tensor | None = None  # mean head loss + router_aux_loss_factor * aux_loss
+    head_losses: dict[int, torch.Tensor] = field(default_factory=dict)  # horizon -> Huber loss
+
+
+class TimeMoE(nn.Module):
+    """Time-MoE with one forecast head per horizon; see the module docstring."""
+
+    def __init__(self, config: TimeMoEConfig):
+        super().__init__()
+        self.config = config
+        self.model = Backbone(config)
+        self.lm_heads = nn.ModuleList(OutputHead(config, horizon) for horizon in config.horizon_lengths)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, RoutedExperts):
+            for weight in (module.gate_proj, module.up_proj, module.down_proj):
+                nn.init.normal_(weight, mean=0.0, std=std)
+        elif isinstance(module, SparseMoE) and self.config.router_init_std is not None:
+            # SparseMoE is visited after its router (apply is post-order), so this wins.
+            nn.init.normal_(module.gate.weight, mean=0.0, std=self.config.router_init_std)
+
+    # --- checkpoints (reference format) ------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path, **overrides) -> "TimeMoE":
+        """Load a checkpoint directory in the reference format (config.json + weights)."""
+        from tsmoe.model.checkpoint import load_pretrained
+
+        return load_pretrained(path, **overrides)
+
+    def save_pretrained(self, path) -> None:
+        """Write config.json and model.safetensors in the reference format."""
+        from tsmoe.model.checkpoint import save_pretrained
+
+        save_pretrained(self, path)
+
+    # --- forward -----------------------------------------------------------------------------
+    def forward(
+        self,
+        x: torch.Tensor,  # [B, L] or [B, L, C]
+        labels: torch.Tensor | None = None,  # same shape as x; labels[:, t] is the value after x[:, t]
+        loss_masks: torch.Tensor | None = None,  # [B, L] or like labels; 0 excludes a target
+        attention_mask: torch.Tensor | None = None,  # [B, L]; 0 marks padding
+    ) -> TimeMoEOutput:
+        """Predict every horizon at every position; with labels, also the training loss."""
+        channels = x.shape[2] if x.dim() == 3 else None
+        series = _to_series(x)  # [N, L]
+        if attention_mask is not None:
+            attention_mask = _to_series(_broadcast_channels(attention_mask, channels))
+        if loss_masks is not None:
+            loss_masks = _to_series(_broadcast_channels(loss_masks, channels))
+        hidden, router_logits = self._backbone(series, attention_mask)
+        series_predictions = [head(hidden) for head in self.lm_heads]  # [N, L, h] each
+        predictions = {
+            horizon: _from_series(prediction, channels)
+            for horizon, prediction in zip(self.config.horizon_lengths, series_predictions)
+        }
+        aux_loss = None
+        if router_logits:
+            real_tokens = None
+            if self.config.aux_loss_real_tokens_only:
+                real_tokens = attention_mask if attention_mask is not None else loss_masks
+            aux_loss = load_balancing_loss(router_logits, self.config.num_experts_per_tok, real_tokens)
+        output = TimeMoEOutput(predictions, router_logits, aux_loss, _from_series(hidden, channels))
+        if labels is not None:
+            targets = _to_series(labels)
+            output.head_losses = {
+                horizon: forecast_loss(prediction, targets, loss_masks)
+                for horizon, prediction in zip(self.config.horizon_lengths, series_predictions)
+            }
+            output.loss = torch.stack(list(output.head_losses.values())).mean()
+            if aux_loss is not None and self.config.apply_aux_loss:
+                output.loss = output.loss + self.config.router_aux_loss_factor * aux_loss
+        return output
+
+    def _backbone(self, series, attention_mask, cache: KVCache | None = None):
+        """[N, L] values -> final hidden states [N, L, H] and per-layer router logits."""
+        start = 0 if cache is None else cache.length
+        hidden = self.model.embed_layer(series.unsqueeze(-1))
+        positions = torch.arange(start, start + series.shape[1], device=series.device)
+        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, hidden.dtype)
+        mask = _attention_mask(attention_mask, series.shape[1], start)
+        router_logits = []
+        for layer in self.model.layers:
+            if self.config.activation_checkpointing and self.training and torch.is_grad_enabled():
+                hidden, logits = checkpoint(layer, hidden, cos, sin, mask, use_reentrant=False)
+            else:
+                hidden, logits = layer(hidden, cos, sin, mask, cache)
+            if logits is not None:
+                router_logits.append(logits)
+        return self.model.norm(hidden), router_logits
+
+    # --- forecasting -------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, context: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Forecast `max_new_tokens` points after `context` ([B, L] or [B, L, C]) -> [B, L + n].
+
+        Multi-resolution decoding, as the reference does: at each step, use the longest horizon
+        that fits in what is left, append that head's forecast from the last position, continue
+        with the key/value cache.
+        """
+        channels = context.shape[2] if context.dim() == 3 else None
+        series = _to_series(context)
+        cache = KVCache.empty(self.config.num_hidden_layers)
+        step_input, produced = series, []
+        remaining = max_new_tokens
+        while remaining > 0:
+            hidden, _ = self._backbone(step_input, None, cache)
+            fitting = [h for h in self.config.horizon_lengths if h <= remaining]
+            horizon = fitting[-1] if fitting else self.config.horizon_lengths[0]
+            head = self.lm_heads[self.config.horizon_lengths.index(horizon)]
+            step_input = head(hidden[:, -1])[:, :remaining]  # [N, min(h, remaining)]
+            produced.append(step_input)
+            remaining -= step_input.shape[1]
+        return _from_series(torch.cat([series, *produced], dim=1), channels)
+
+
+# --- losses ---------------------------------------------------------------------------------
+def forecast_loss(prediction: torch.Tensor, labels: torch.Tensor, loss_masks: torch.Tensor | None) -> torch.Tensor:
+    """Huber(delta 2) of one head's forecasts [N, L, h] against labels [N, L].
+
+    Position t's forecast covers labels[t .. t+h-1]; targets past the window are zero (and, with a
+    loss mask, masked out), exactly as the reference builds them.
+    """
+    horizon = prediction.shape[-1]
+    targets = F.pad(labels, (0, horizon - 1)).unfold(-1, horizon, 1)  # [N, L, h]
+    losses = F.huber_loss(prediction, targets, reduction="none", delta=HUBER_DELTA)
+    if loss_masks is None:
+        return losses.mean()
+    masks = F.pad(loss_masks.to(losses.dtype), (0, horizon - 1)).unfold(-1, horizon, 1)
+    return (losses * masks).sum() / masks.sum()
+
+
+def load_balancing_loss(
+    router_logits: list[torch.Tensor], top_k: int, real_tokens: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Switch-style aux loss over all layers: E * sum_{j,e} f[j, e] * mean p[:, e].
+
+    f[j, e] is the share of tokens whose j-th choice is expert e. There is no 1/top_k factor, so a
+    uniform router scores top_k. `real_tokens` ([N, L], 1 = count) restricts both averages.
+    """
+    logits = torch.cat(router_logits, dim=0)  # [layers*T, E]
+    num_experts = logits.shape[-1]
+    probabilities = F.softmax(logits, dim=-1, dtype=_at_least_float32(logits.dtype))
+    # Token shares are float32 even for float64 logits: the reference counts them so.
+    choices = F.one_hot(torch.topk(probabilities, top_k, dim=-1).indices, num_experts).float()  # [T, k, E]
+    if real_tokens is None:
+        tokens_per_expert = choices.mean(dim=0)  # [k, E]
+        probability_per_expert = probabilities.mean(dim=0)  # [E]
+    else:
+        weights = real_tokens.reshape(-1).float().repeat(len(router_logits))  # [layers*T]
+        tokens_per_expert = (choices * weights[:, None, None]).sum(0) / weights.sum()
+        weights = weights.to(probabilities.dtype)
+        probability_per_expert = (probabilities * weights[:, None]).sum(0) / weights.sum()
+    return num_experts * (tokens_per_expert * probability_per_expert).sum()
+
+
+# --- shape helpers ----------------------------------------------------------------------------
+def _to_series(x: torch.Tensor) -> torch.Tensor:
+    """[B, L] stays; [B, L, C] -> [B*C, L] (channel independence); [B, L, C, h] -> [B*C, L, h]."""
+    if x.dim() == 2:
+        return x
+    if x.dim() == 3:
+        return x.transpose(1, 2).reshape(-1, x.shape[1])
+    return x.transpose(1, 2).reshape(-1, x.shape[1], x.shape[3])
+
+
+def _from_series(x: torch.Tensor, channels: int | None) -> torch.Tensor:
+    """Inverse of _to_series: [B*C, L, ...] -> [B, L, C, ...]."""
+    if channels is None:
+        return x
+    x = x.reshape(-1, channels, *x.shape[1:])
+    return x.transpose(1, 2)
+
+
+def _broadcast_channels(mask: torch.Tensor, channels: int | None) -> torch.Tensor:
+    """A [B, L] mask applies to every channel of a [B, L, C] input."""
+    if channels is not None and mask.dim() == 2:
+        return mask.unsqueeze(-1).expand(*mask.shape, channels)
+    return mask
+
+
+def _attention_mask(attention_mask: torch.Tensor | None, length: int, start: int) -> torch.Tensor | None:
+    """Boolean [N, 1, L, start+L] mask (causal, padding keys hidden), or None for plain causal."""
+    if attention_mask is None and start == 0:
+        return None
+    keys = start + length
+    device = attention_mask.device if attention_mask is not None else None
+    mask = torch.ones(length, keys, dtype=torch.bool, device=device).tril(start)[None, None]
+    if attention_mask is not None:
+        # A padding query keeps its own key so that its softmax row is never empty.
+        real_keys = attention_mask.bool()[:, None, None, :]
+        diagonal = torch.zeros(length, keys, dtype=torch.bool, device=device)
+        diagonal[torch.arange(length), torch.arange(start, keys)] = True
+        mask = mask & (real_keys | diagonal)
+    return mask
