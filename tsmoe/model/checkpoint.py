@@ -62,6 +62,12 @@ def from_reference_names(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch
     for (prefix, projection), experts in per_expert.items():
         if sorted(experts) != list(range(len(experts))):
             raise ValueError(f"{prefix}.*.{projection}: expert indices {sorted(experts)} are not 0..{len(experts) - 1}")
+        for index, tensor in experts.items():
+            if tensor.shape != experts[0].shape:
+                raise ValueError(
+                    f"{prefix}.{index}.{projection}.weight: shape {tuple(tensor.shape)}, "
+                    f"but expert 0 has {tuple(experts[0].shape)}"
+                )
         converted[f"{prefix}.{projection}"] = torch.stack([experts[index] for index in range(len(experts))])
     return converted
 
@@ -104,14 +110,18 @@ def to_reference_list(names: list[str], limit: int = 5) -> str:
 def load_pretrained(path: str | Path, **overrides: Any) -> TimeMoE:
     """Load a checkpoint directory written by the reference or by `save_pretrained`."""
     directory = Path(path)
-    config_path = directory / CONFIG_FILE
+    return build_from_reference(load_config(directory), _read_weights(directory), **overrides)
+
+
+def load_config(path: str | Path) -> TimeMoEConfig:
+    """The validated config of a checkpoint directory; errors name the file."""
+    config_path = Path(path) / CONFIG_FILE
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path}: no config.json in checkpoint directory")
     try:
-        config = TimeMoEConfig.from_reference_dict(json.loads(config_path.read_text()))
-    except (json.JSONDecodeError, ValueError) as error:
+        return TimeMoEConfig.from_reference_dict(json.loads(config_path.read_text()))
+    except ValueError as error:  # also json.JSONDecodeError and pydantic's ValidationError
         raise ValueError(f"{config_path}: {error}") from error
-    return build_from_reference(config, _read_weights(directory), **overrides)
 
 
 def _read_weights(directory: Path) -> dict[str, torch.Tensor]:

@@ -21,9 +21,14 @@ import torch.nn.functional as F
 _HAS_GROUPED_MM = hasattr(F, "grouped_mm")
 
 
-def _grouped_mm_supports(x: torch.Tensor) -> bool:
-    """grouped_mm runs float32/bfloat16 on CPU; on CUDA its kernels take bfloat16 only (SM80+)."""
+def _grouped_mm_supports(x: torch.Tensor, expert_width: int) -> bool:
+    """grouped_mm runs float32/bfloat16 on CPU; on CUDA its kernels take bfloat16 only (SM80+).
+
+    Both also need every row to start on a 16-byte boundary.
+    """
     if not _HAS_GROUPED_MM:
+        return False
+    if any((width * x.element_size()) % 16 for width in (x.shape[-1], expert_width)):
         return False
     if x.device.type == "cpu":
         return x.dtype in (torch.float32, torch.bfloat16)
@@ -64,20 +69,23 @@ def grouped_experts(
     order = torch.argsort(flat_expert, stable=True)
     token = order // top_k  # which token each sorted row comes from
     rows = x[token]  # [T*k, H], grouped by expert
-    tokens_per_expert = torch.bincount(flat_expert, minlength=num_experts)
-    if _grouped_mm_supports(x):
+    # scatter_add keeps the count's shape static (bincount's depends on the data), so the
+    # grouped path compiles without graph breaks.
+    tokens_per_expert = torch.zeros(num_experts, dtype=torch.long, device=x.device).scatter_add_(
+        0, flat_expert, torch.ones_like(flat_expert)
+    )
+    if _grouped_mm_supports(x, gate_proj.shape[1]):
         ends = torch.cumsum(tokens_per_expert, 0).to(torch.int32)
         hidden = F.silu(F.grouped_mm(rows, gate_proj.transpose(1, 2), offs=ends)) * F.grouped_mm(
             rows, up_proj.transpose(1, 2), offs=ends
         )
         expert_out = F.grouped_mm(hidden, down_proj.transpose(1, 2), offs=ends)  # [T*k, H]
     else:
-        # float64 (parity tests), fp16/fp32 on GPUs and older torch: same layout, a matmul per group.
+        # float64 (parity tests), fp16/fp32 on GPUs, odd widths and older torch: a matmul per group.
         pieces = []
         for expert, group in enumerate(torch.split(rows, tokens_per_expert.tolist())):
-            if group.numel():
-                hidden = F.silu(group @ gate_proj[expert].T) * (group @ up_proj[expert].T)
-                pieces.append(hidden @ down_proj[expert].T)
+            hidden = F.silu(group @ gate_proj[expert].T) * (group @ up_proj[expert].T)
+            pieces.append(hidden @ down_proj[expert].T)
         expert_out = torch.cat(pieces)
     expert_out = expert_out * expert_weight.reshape(-1)[order, None]
     return torch.zeros_like(x).index_add_(0, token, expert_out)

@@ -1,0 +1,493 @@
+"""TimeMoE behaviour: channel independence, padding, attention and expert kernels, generate, init and losses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+from tsmoe.model import TimeMoE, TimeMoEConfig
+from tsmoe.model.experts import grouped_experts, loop_experts
+from tsmoe.model.timemoe import load_balancing_loss
+
+TINY = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_experts=4,
+    num_experts_per_tok=2,
+    horizon_lengths=[1, 4, 8],
+)
+EXACT = dict(rtol=1e-10, atol=1e-10)
+# RoPE angles and the eager softmax are computed in float32 even for float64 models (as the
+# reference does), so computations that take different paths through them agree to float32 rounding.
+FLOAT32_ROUNDING = dict(rtol=1e-6, atol=1e-6)
+
+
+def tiny_model(seed: int = 0, dtype=torch.float64, **overrides) -> TimeMoE:
+    """A tiny model whose tokens spread over every expert (the 0.02 init routes them all alike)."""
+    torch.manual_seed(seed)
+    model = TimeMoE(TimeMoEConfig(**{**TINY, **overrides}))
+    with torch.no_grad():
+        for weight in model.model.embed_layer.parameters():
+            weight.normal_(0.0, 1.0)
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.normal_(0.0, 0.3)
+            layer.self_attn.k_proj.weight.normal_(0.0, 0.3)
+            if not model.config.use_dense:
+                layer.ffn_layer.gate.weight.normal_(0.0, 0.5)
+    return model.to(dtype).eval()
+
+
+def series(*shape, seed: int = 1, dtype=torch.float64) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=generator, dtype=dtype)
+
+
+def gradients(model: TimeMoE) -> dict[str, torch.Tensor]:
+    return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def assert_all_experts_used(router_logits, top_k: int, num_experts: int) -> None:
+    """Guards a comparison's strength: an expert with no tokens could hide a dispatch bug."""
+    for logits in router_logits:
+        chosen = torch.topk(logits, top_k, dim=-1).indices.reshape(-1)
+        assert torch.bincount(chosen, minlength=num_experts).min() > 0
+
+
+def huber(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    error = (prediction - target).abs()
+    return torch.where(error <= 2.0, 0.5 * error**2, 2.0 * (error - 1.0))
+
+
+# --- channel independence ------------------------------------------------------------------------
+def test_multichannel_outputs_equal_each_channel_run_alone():
+    model = tiny_model()
+    x = series(2, 24, 3)
+    with torch.no_grad():
+        out = model(x)
+        for channel in range(3):
+            alone = model(x[..., channel])
+            for horizon in (1, 4, 8):
+                assert out.predictions[horizon].shape == (2, 24, 3, horizon)
+                assert_close(out.predictions[horizon][:, :, channel], alone.predictions[horizon], **EXACT)
+            assert_close(out.last_hidden_state[:, :, channel], alone.last_hidden_state, **EXACT)
+    assert out.last_hidden_state.shape == (2, 24, 3, 32)
+    assert [logits.shape for logits in out.router_logits] == [(2 * 3 * 24, 4)] * 2
+
+
+def flattened(x: torch.Tensor) -> torch.Tensor:
+    """[B, L, C] -> [B*C, L], series ordered batch-major then channel."""
+    return x.transpose(1, 2).reshape(-1, x.shape[1])
+
+
+def test_multichannel_loss_equals_loss_of_the_flattened_series():
+    model = tiny_model()
+    x, labels = series(2, 24, 3), 3 * series(2, 24, 3, seed=2)
+    loss_masks = torch.ones(2, 24, dtype=torch.float64)
+    loss_masks[1, 17:] = 0
+    with torch.no_grad():
+        out = model(x, labels=labels, loss_masks=loss_masks)
+        expected = model(
+            flattened(x), labels=flattened(labels), loss_masks=loss_masks.repeat_interleave(3, dim=0)
+        )
+    assert_close(out.loss, expected.loss, **EXACT)
+    assert_close(out.aux_loss, expected.aux_loss, **EXACT)
+    for horizon in (1, 4, 8):
+        assert_close(out.head_losses[horizon], expected.head_losses[horizon], **EXACT)
+
+
+# --- padding -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_left_padding_leaves_real_token_outputs_unchanged(attention):
+    model = tiny_model(attention_implementation=attention)
+    x = series(2, 20)
+    # Row 0 is left-padded by 6 large values; row 1 has no left padding, only 6 masked at its end.
+    padded = torch.zeros(2, 26, dtype=torch.float64)
+    attention_mask = torch.zeros(2, 26)
+    padded[0, :6], padded[0, 6:], attention_mask[0, 6:] = 5 * series(6, seed=3), x[0], 1
+    padded[1, :20], padded[1, 20:], attention_mask[1, :20] = x[1], 0.0, 1
+    with torch.no_grad():
+        alone = model(x)
+        masked = model(padded, attention_mask=attention_mask)
+        unmasked = model(padded)
+    for horizon in (1, 4, 8):
+        assert_close(masked.predictions[horizon][0, 6:], alone.predictions[horizon][0], **FLOAT32_ROUNDING)
+        assert_close(masked.predictions[horizon][1, :20], alone.predictions[horizon][1], **FLOAT32_ROUNDING)
+    assert_close(masked.last_hidden_state[0, 6:], alone.last_hidden_state[0], **FLOAT32_ROUNDING)
+    # Without the mask the padding is attended to: shows the equality above is the mask's doing.
+    assert (unmasked.predictions[1][0, 6:] - alone.predictions[1][0]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("with_mask", [True, False], ids=["masked", "unmasked"])
+def test_right_padding_never_changes_outputs_at_real_positions(attention, with_mask):
+    model = tiny_model(attention_implementation=attention)
+    x = series(2, 20)
+    padded = torch.cat([x, 7 * series(2, 8, seed=4)], dim=1)
+    attention_mask = torch.cat([torch.ones(2, 20), torch.zeros(2, 8)], dim=1) if with_mask else None
+    with torch.no_grad():
+        alone = model(x)
+        out = model(padded, attention_mask=attention_mask)
+    for horizon in (1, 4, 8):
+        assert_close(out.predictions[horizon][:, :20], alone.predictions[horizon], **EXACT)
+    assert_close(out.last_hidden_state[:, :20], alone.last_hidden_state, **EXACT)
+
+
+# --- attention and expert kernels ----------------------------------------------------------------
+def run_with_gradients(model: TimeMoE, x, labels, **kwargs):
+    model.zero_grad()
+    out = model(x, labels=labels, **kwargs)
+    out.loss.backward()
+    return out, gradients(model)
+
+
+@pytest.mark.parametrize("with_mask", [False, True], ids=["causal", "left-padded"])
+def test_sdpa_and_eager_attention_agree_on_outputs_and_gradients(with_mask):
+    x, labels = series(3, 32), 3 * series(3, 32, seed=2)
+    attention_mask = None
+    if with_mask:
+        attention_mask = torch.ones(3, 32)
+        attention_mask[0, :5] = 0
+        attention_mask[2, :11] = 0
+    results = {}
+    for attention in ("sdpa", "eager"):
+        model = tiny_model(attention_implementation=attention)
+        results[attention] = run_with_gradients(model, x, labels, attention_mask=attention_mask)
+    (sdpa, sdpa_grads), (eager, eager_grads) = results["sdpa"], results["eager"]
+    # Eager's softmax is float32 (the reference's); SDPA's follows the float64 input.
+    assert_close(sdpa.loss, eager.loss, **FLOAT32_ROUNDING)
+    for horizon in (1, 4, 8):
+        assert_close(sdpa.predictions[horizon], eager.predictions[horizon], **FLOAT32_ROUNDING)
+    assert sdpa_grads.keys() == eager_grads.keys()
+    for name in sdpa_grads:
+        assert_close(sdpa_grads[name], eager_grads[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize(
+    "dtype, tolerance",
+    [(torch.float64, EXACT), (torch.float32, dict(rtol=1e-5, atol=1e-5))],
+    ids=["float64", "float32"],
+)
+def test_loop_and_grouped_expert_kernels_agree_on_outputs_and_gradients(dtype, tolerance):
+    x, labels = series(3, 32, dtype=dtype), 3 * series(3, 32, seed=2, dtype=dtype)
+    results = {}
+    for experts in ("loop", "grouped"):
+        model = tiny_model(dtype=dtype, expert_implementation=experts)
+        results[experts] = run_with_gradients(model, x, labels)
+    (loop, loop_grads), (grouped, grouped_grads) = results["loop"], results["grouped"]
+    assert_all_experts_used(loop.router_logits, 2, 4)
+    assert_close(grouped.loss, loop.loss, **tolerance)
+    for horizon in (1, 4, 8):
+        assert_close(grouped.predictions[horizon], loop.predictions[horizon], **tolerance)
+    for name in loop_grads:
+        assert_close(grouped_grads[name], loop_grads[name], **tolerance, msg=name)
+
+
+@pytest.mark.parametrize(
+    "dtype, tolerance",
+    [(torch.float64, EXACT), (torch.float32, dict(rtol=1e-5, atol=1e-5))],
+    ids=["float64", "float32"],
+)
+def test_expert_kernels_agree_when_experts_receive_no_tokens(dtype, tolerance):
+    x, labels = series(2, 24, dtype=dtype), 3 * series(2, 24, seed=2, dtype=dtype)
+    results = {}
+    for experts in ("loop", "grouped"):
+        model = tiny_model(dtype=dtype, expert_implementation=experts)
+        with torch.no_grad():
+            # A zero router ties every expert, so every token makes the same two choices.
+            for layer in model.model.layers:
+                layer.ffn_layer.gate.weight.zero_()
+        results[experts] = run_with_gradients(model, x, labels)
+    (loop, loop_grads), (grouped, grouped_grads) = results["loop"], results["grouped"]
+    chosen = torch.topk(loop.router_logits[0], 2, dim=-1).indices.reshape(-1)
+    unused = torch.bincount(chosen, minlength=4) == 0
+    assert int(unused.sum()) == 2
+    for horizon in (1, 4, 8):
+        assert_close(grouped.predictions[horizon], loop.predictions[horizon], **tolerance)
+    for name in loop_grads:
+        assert_close(grouped_grads[name], loop_grads[name], **tolerance, msg=name)
+    for grads in (loop_grads, grouped_grads):
+        for layer in range(2):
+            for name in ("gate_proj", "up_proj", "down_proj"):
+                stacked = grads[f"model.layers.{layer}.ffn_layer.experts.{name}"]
+                assert torch.count_nonzero(stacked[unused]) == 0
+                assert torch.count_nonzero(stacked[~unused]) > 0
+
+
+def naive_experts(x, expert_index, expert_weight, gate_proj, up_proj, down_proj):
+    """For each token, the sum over its k choices of weight * SwiGLU of that expert."""
+    rows = []
+    for token in range(x.shape[0]):
+        total = torch.zeros_like(x[token])
+        for choice in range(expert_index.shape[1]):
+            e = int(expert_index[token, choice])
+            hidden = F.silu(gate_proj[e] @ x[token]) * (up_proj[e] @ x[token])
+            total = total + expert_weight[token, choice] * (down_proj[e] @ hidden)
+        rows.append(total)
+    return torch.stack(rows)
+
+
+def kernel_inputs(dtype, tokens: int = 13, experts: int = 5, top_k: int = 2, never_chosen: int | None = 3):
+    generator = torch.Generator().manual_seed(5)
+    allowed = [e for e in range(experts) if e != never_chosen]
+    index = torch.stack(
+        [torch.tensor(allowed)[torch.randperm(len(allowed), generator=generator)[:top_k]] for _ in range(tokens)]
+    )
+    weight = torch.rand(tokens, top_k, generator=generator, dtype=dtype)
+    x, gate, up, down = (
+        torch.randn(*shape, generator=generator, dtype=dtype)
+        for shape in ((tokens, 8), (experts, 12, 8), (experts, 12, 8), (experts, 8, 12))
+    )
+    return x, index, weight, gate, up, down
+
+
+@pytest.mark.parametrize("kernel", [loop_experts, grouped_experts], ids=["loop", "grouped"])
+@pytest.mark.parametrize(
+    "dtype, tolerance",
+    [(torch.float64, EXACT), (torch.float32, dict(rtol=1e-5, atol=1e-5))],
+    ids=["float64", "float32"],
+)
+@pytest.mark.parametrize("top_k, never_chosen", [(2, 3), (3, None), (1, 0)], ids=["top2-gap", "top3", "top1-gap"])
+def test_expert_kernels_equal_a_naive_per_token_sum(kernel, dtype, tolerance, top_k, never_chosen):
+    inputs = kernel_inputs(dtype, top_k=top_k, never_chosen=never_chosen)
+    inputs = [t.requires_grad_(t.is_floating_point()) for t in inputs]
+    upstream = series(13, 8, seed=6, dtype=dtype)
+    actual = kernel(*inputs)
+    actual_grads = torch.autograd.grad((actual * upstream).sum(), [t for t in inputs if t.requires_grad])
+    expected = naive_experts(*inputs)
+    expected_grads = torch.autograd.grad((expected * upstream).sum(), [t for t in inputs if t.requires_grad])
+    assert_close(actual, expected, **tolerance)
+    for name, got, want in zip(["x", "weight", "gate", "up", "down"], actual_grads, expected_grads):
+        assert_close(got, want, **tolerance, msg=name)
+
+
+@pytest.mark.parametrize(
+    "kernel, dtype",
+    [
+        (loop_experts, torch.float32),
+        (loop_experts, torch.float64),
+        (grouped_experts, torch.float32),
+        (grouped_experts, torch.float64),
+    ],
+    ids=["loop-float32", "loop-float64", "grouped-float32", "grouped-float64"],
+)
+def test_expert_kernels_return_zeros_for_an_empty_token_batch(kernel, dtype):
+    x, index, weight, gate, up, down = kernel_inputs(dtype)
+    out = kernel(x[:0], index[:0], weight[:0], gate, up, down)
+    assert out.shape == (0, 8)
+    assert out.dtype == dtype
+
+
+def test_grouped_kernel_runs_any_valid_expert_width_in_float32():
+    # intermediate_size 60 over top-2 gives experts of width 30: a valid config.
+    x, labels = series(2, 16, dtype=torch.float32), 3 * series(2, 16, seed=2, dtype=torch.float32)
+    results = {}
+    for experts in ("loop", "grouped"):
+        model = tiny_model(dtype=torch.float32, intermediate_size=60, expert_implementation=experts)
+        results[experts] = run_with_gradients(model, x, labels)
+    (loop, loop_grads), (grouped, grouped_grads) = results["loop"], results["grouped"]
+    assert_close(grouped.loss, loop.loss, rtol=1e-5, atol=1e-5)
+    for name in loop_grads:
+        assert_close(grouped_grads[name], loop_grads[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+# --- generate ------------------------------------------------------------------------------------
+def naive_generate(model: TimeMoE, context: torch.Tensor, steps: int) -> torch.Tensor:
+    """Full forward over the whole sequence at every step, no cache."""
+    horizons = model.config.horizon_lengths
+    sequence, remaining = context, steps
+    while remaining > 0:
+        fitting = [h for h in horizons if h <= remaining]
+        horizon = max(fitting) if fitting else min(horizons)
+        forecast = model(sequence).predictions[horizon][:, -1, :remaining]
+        sequence = torch.cat([sequence, forecast], dim=1)
+        remaining -= forecast.shape[1]
+    return sequence
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize(
+    "horizons, steps",
+    [([1, 4, 8], 1), ([1, 4, 8], 7), ([1, 4, 8], 21), ([4, 8], 3), ([4, 8], 11)],
+    ids=["1-4-8:1", "1-4-8:7", "1-4-8:21", "4-8:3", "4-8:11"],
+)
+def test_generate_with_kv_cache_equals_naive_full_recompute(attention, horizons, steps):
+    model = tiny_model(attention_implementation=attention, horizon_lengths=horizons)
+    context = series(2, 16)
+    with torch.no_grad():
+        generated = model.generate(context, steps)
+        expected = naive_generate(model, context, steps)
+    assert generated.shape == (2, 16 + steps)
+    assert torch.equal(generated[:, :16], context)
+    assert_close(generated, expected, **EXACT)
+
+
+def test_generate_multichannel_equals_each_channel_alone():
+    model = tiny_model()
+    context = series(2, 16, 3)
+    with torch.no_grad():
+        generated = model.generate(context, 10)
+        for channel in range(3):
+            assert_close(generated[..., channel], model.generate(context[..., channel], 10), **EXACT)
+    assert generated.shape == (2, 26, 3)
+    assert torch.equal(generated[:, :16], context)
+
+
+# --- activation checkpointing --------------------------------------------------------------------
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    x, labels = series(2, 24), 3 * series(2, 24, seed=2)
+    loss_masks = torch.ones(2, 24)
+    loss_masks[0, 19:] = 0
+    results, layer_calls = {}, {}
+    for checkpointing in (False, True):
+        model = tiny_model(activation_checkpointing=checkpointing).train()
+        calls = []
+        model.model.layers[0].register_forward_pre_hook(lambda *_: calls.append(1))
+        results[checkpointing] = run_with_gradients(model, x, labels, loss_masks=loss_masks)
+        layer_calls[checkpointing] = len(calls)
+    # The recomputation in backward is what shows checkpointing really ran.
+    assert layer_calls == {False: 1, True: 2}
+    (plain, plain_grads), (checkpointed, checkpointed_grads) = results[False], results[True]
+    assert_close(checkpointed.loss, plain.loss, **EXACT)
+    for name in plain_grads:
+        assert_close(checkpointed_grads[name], plain_grads[name], **EXACT, msg=name)
+
+
+# --- init ----------------------------------------------------------------------------------------
+def test_router_init_std_scales_only_the_router():
+    torch.manual_seed(0)
+    model = TimeMoE(TimeMoEConfig(**{**TINY, "num_hidden_layers": 4, "router_init_std": 1e-4}))
+    routers = torch.cat([layer.ffn_layer.gate.weight.flatten() for layer in model.model.layers])
+    others = torch.cat(
+        [
+            module.weight.flatten()
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and not name.endswith("ffn_layer.gate")
+        ]
+        + [layer.ffn_layer.experts.gate_proj.flatten() for layer in model.model.layers]
+    )
+    linears = [module for module in model.modules() if isinstance(module, torch.nn.Linear)]
+    biases = [module.bias for module in linears if module.bias is not None]
+    assert 0.85e-4 < routers.std().item() < 1.15e-4
+    assert 0.0195 < others.std().item() < 0.0205
+    assert len(biases) == 4 * 3
+    assert all(torch.count_nonzero(bias) == 0 for bias in biases)
+
+
+def test_router_init_defaults_to_initializer_range():
+    torch.manual_seed(0)
+    model = TimeMoE(TimeMoEConfig(**{**TINY, "num_hidden_layers": 4}))
+    routers = torch.cat([layer.ffn_layer.gate.weight.flatten() for layer in model.model.layers])
+    assert 0.017 < routers.std().item() < 0.023
+
+
+# --- aux loss ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("num_experts, top_k, layers", [(4, 2, 2), (8, 2, 1), (8, 3, 3), (4, 1, 2)])
+def test_uniform_router_logits_give_aux_loss_equal_to_top_k(num_experts, top_k, layers):
+    logits = [torch.zeros(37, num_experts, dtype=torch.float64) for _ in range(layers)]
+    assert load_balancing_loss(logits, top_k).item() == top_k
+
+
+def test_aux_loss_with_all_tokens_marked_real_equals_the_unmasked_aux_loss():
+    logits = [series(40, 4, seed=seed) for seed in (1, 2)]
+    assert_close(load_balancing_loss(logits, 2, torch.ones(4, 10)), load_balancing_loss(logits, 2), **EXACT)
+
+
+def real_rows_aux_loss(out, real: torch.Tensor) -> torch.Tensor:
+    keep = real.reshape(-1).bool()
+    return load_balancing_loss([logits[keep] for logits in out.router_logits], 2)
+
+
+@pytest.mark.parametrize("mask_kind", ["attention_mask", "loss_masks"])
+def test_aux_loss_counts_only_real_tokens_when_asked(mask_kind):
+    model = tiny_model(aux_loss_real_tokens_only=True)
+    x = series(3, 24)
+    real = torch.ones(3, 24)
+    real[0, :9] = 0
+    real[2, :4] = 0
+    with torch.no_grad():
+        out = model(x, **{mask_kind: real})
+    assert_close(out.aux_loss, real_rows_aux_loss(out, real), **EXACT)
+    assert (out.aux_loss - load_balancing_loss(out.router_logits, 2)).abs() > 1e-3
+
+
+def test_aux_loss_counts_padding_by_default():
+    model = tiny_model()
+    x = series(3, 24)
+    real = torch.ones(3, 24)
+    real[0, :9] = 0
+    real[2, :4] = 0
+    with torch.no_grad():
+        out = model(x, attention_mask=real, loss_masks=real)
+    assert_close(out.aux_loss, load_balancing_loss(out.router_logits, 2), **EXACT)
+    assert (out.aux_loss - real_rows_aux_loss(out, real)).abs() > 1e-3
+
+
+# --- training loss -------------------------------------------------------------------------------
+def test_loss_is_mean_head_loss_plus_scaled_aux_loss():
+    model = tiny_model(router_aux_loss_factor=0.5)
+    x, labels = series(2, 24), 3 * series(2, 24, seed=2)
+    with torch.no_grad():
+        out = model(x, labels=labels)
+    assert sorted(out.head_losses) == [1, 4, 8]
+    expected = torch.stack(list(out.head_losses.values())).mean() + 0.5 * out.aux_loss
+    assert_close(out.loss, expected, **EXACT)
+    assert out.aux_loss > 1.0
+
+
+def test_loss_without_aux_is_the_plain_mean_of_head_losses():
+    model = tiny_model(apply_aux_loss=False)
+    x, labels = series(2, 24), 3 * series(2, 24, seed=2)
+    with torch.no_grad():
+        out = model(x, labels=labels)
+    assert out.aux_loss is not None
+    assert_close(out.loss, torch.stack(list(out.head_losses.values())).mean(), **EXACT)
+
+
+def test_head_losses_are_huber_against_zero_padded_and_masked_targets():
+    model = tiny_model()
+    length = 12
+    x, labels = series(2, length), 3 * series(2, length, seed=2)
+    loss_masks = torch.ones(2, length, dtype=torch.float64)
+    loss_masks[1, 9:] = 0
+    loss_masks[0, 3] = 0
+    with torch.no_grad():
+        unmasked = model(x, labels=labels)
+        masked = model(x, labels=labels, loss_masks=loss_masks)
+    for horizon in (1, 4, 8):
+        prediction = masked.predictions[horizon]
+        target = torch.zeros(2, length, horizon, dtype=torch.float64)
+        mask = torch.zeros(2, length, horizon, dtype=torch.float64)
+        for t in range(length):
+            for j in range(horizon):
+                if t + j < length:
+                    target[:, t, j], mask[:, t, j] = labels[:, t + j], loss_masks[:, t + j]
+        losses = huber(prediction, target)
+        assert_close(unmasked.head_losses[horizon], losses.mean(), **EXACT)
+        assert_close(masked.head_losses[horizon], (losses * mask).sum() / mask.sum(), **EXACT)
+
+
+def test_all_ones_loss_mask_matches_no_mask_only_for_horizon_one():
+    # Targets past the window are zeros: counted without a mask, masked out with one.
+    model = tiny_model()
+    x, labels = series(2, 24), 3 * series(2, 24, seed=2)
+    with torch.no_grad():
+        unmasked = model(x, labels=labels)
+        ones = model(x, labels=labels, loss_masks=torch.ones(2, 24))
+    assert_close(ones.head_losses[1], unmasked.head_losses[1], **EXACT)
+    for horizon in (4, 8):
+        assert (ones.head_losses[horizon] - unmasked.head_losses[horizon]).abs() > 1e-4
+
+
+def test_dense_model_has_no_router_logits_and_no_aux_loss():
+    model = tiny_model(use_dense=True)
+    x, labels = series(2, 24), 3 * series(2, 24, seed=2)
+    with torch.no_grad():
+        out = model(x, labels=labels)
+    assert out.router_logits == []
+    assert out.aux_loss is None
+    assert_close(out.loss, torch.stack(list(out.head_losses.values())).mean(), **EXACT)
+    assert not any("experts" in name for name, _ in model.named_parameters())

@@ -1,0 +1,1 @@
+"""The `tsmoe` command line."""

@@ -1,0 +1,31 @@
+"""`tsmoe` entry point: one subcommand group per stage of the flow."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tsmoe.cli import model_commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(prog="tsmoe", description="Time-MoE anomaly detectors: train, sweep, export.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    model_commands.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run the chosen command; errors print one line and exit 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (ValueError, FileNotFoundError) as error:
+        print(f"tsmoe {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
