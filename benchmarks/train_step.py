@@ -49,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--peak-tflops", type=float,
+                        help="the device's dense peak for --dtype, for model FLOP utilisation (MFU)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     return parser.parse_args(argv)
 
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     model = TimeMoE(config).to(device).train()
     step_model = torch.compile(model) if args.compile else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=args.implementation == "fast")
     dtype = DTYPES[args.dtype]
     autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -113,9 +115,13 @@ def main(argv: list[str] | None = None) -> dict:
         "step_s_median": step_s, "tokens_s": args.batch * args.ctx / step_s,
         "peak_memory_gib": peak_memory_gib(device), "steps": args.steps, "warmup": args.warmup,
     }
+    result["model_tflops_s"] = result["tokens_s"] * config.training_flops_per_token(args.ctx) / 1e12
+    result["mfu"] = result["model_tflops_s"] / args.peak_tflops if args.peak_tflops else None
+    mfu = f", MFU {result['mfu']:.1%}" if result["mfu"] is not None else ""
     print(
-        f"{args.implementation:>9} {args.dtype} {device}: {result['tokens_s']:,.0f} tokens/s "
-        f"(median step {step_s * 1000:.0f} ms over {args.steps}), peak memory {result['peak_memory_gib']:.2f} GiB"
+        f"{args.implementation:>9} {args.dtype} {device}: {result['tokens_s']:,.0f} tokens/s, "
+        f"{result['model_tflops_s'] * 1000:,.1f} model GFLOP/s{mfu} (median step {step_s * 1000:.0f} ms "
+        f"over {args.steps}), peak memory {result['peak_memory_gib']:.2f} GiB"
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -147,3 +147,10 @@ def test_reference_dict_writes_the_resolved_key_value_head_count():
     values = config.to_reference_dict()
     assert values["num_key_value_heads"] == 4
     assert TimeMoEConfig.from_reference_dict(values) == config.model_copy(update=dict(num_key_value_heads=4))
+
+
+def test_training_flops_per_token_follows_the_palm_convention():
+    config = preset("TimeMoE-50M")
+    _, active = config.parameter_counts()
+    assert config.training_flops_per_token(512) == 6 * active + 12 * 12 * 384 * 512
+    assert config.training_flops_per_token(2048) - config.training_flops_per_token(1024) == 12 * 12 * 384 * 1024

@@ -491,3 +491,36 @@ def test_dense_model_has_no_router_logits_and_no_aux_loss():
     assert out.aux_loss is None
     assert_close(out.loss, torch.stack(list(out.head_losses.values())).mean(), **EXACT)
     assert not any("experts" in name for name, _ in model.named_parameters())
+
+
+def test_grouped_kernel_runs_grouped_mm_in_the_autocast_dtype(monkeypatch):
+    import tsmoe.model.experts as experts_module
+
+    seen = []
+    real_grouped_mm = F.grouped_mm
+
+    def recording_grouped_mm(a, b, **kwargs):
+        seen.append((a.dtype, b.dtype))
+        return real_grouped_mm(a, b, **kwargs)
+
+    monkeypatch.setattr(experts_module.F, "grouped_mm", recording_grouped_mm)
+    model = tiny_model(dtype=torch.float32, expert_implementation="grouped")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(series(2, 16, dtype=torch.float32))
+    assert seen and set(seen) == {(torch.bfloat16, torch.bfloat16)}
+
+
+def test_expert_kernels_agree_under_bfloat16_autocast():
+    x, labels = series(2, 32, dtype=torch.float32), series(2, 32, seed=2, dtype=torch.float32)
+    results = {}
+    for experts in ("loop", "grouped"):
+        model = tiny_model(dtype=torch.float32, expert_implementation=experts).train()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x, labels=labels)
+        out.loss.backward()
+        results[experts] = out.loss.detach(), gradients(model)
+    (loop_loss, loop_grads), (grouped_loss, grouped_grads) = results["loop"], results["grouped"]
+    assert torch.isfinite(grouped_loss)
+    assert_close(grouped_loss, loop_loss, rtol=2e-2, atol=2e-2)
+    for name in loop_grads:
+        assert_close(grouped_grads[name], loop_grads[name], rtol=5e-2, atol=5e-3, msg=name)

@@ -156,6 +156,16 @@ class TimeMoEConfig(BaseModel):
         active = outside_layers + layers * (attention + norms + ffn_active)
         return total, active
 
+    def training_flops_per_token(self, context_length: int) -> int:
+        """Model FLOPs of one training token (forward + backward), the PaLM convention.
+
+        6 * active parameters for the matmuls, plus 12 * layers * hidden * context for attention
+        scores and values (counted in full, as that convention does, although causal attention
+        needs half). The basis of throughput-in-FLOPs and model FLOP utilisation figures.
+        """
+        _, active = self.parameter_counts()
+        return 6 * active + 12 * self.num_hidden_layers * self.hidden_size * context_length
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     "TimeMoE-50M": dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=12, num_attention_heads=12),

@@ -21,18 +21,25 @@ import torch.nn.functional as F
 _HAS_GROUPED_MM = hasattr(F, "grouped_mm")
 
 
-def _grouped_mm_supports(x: torch.Tensor, expert_width: int) -> bool:
+def _grouped_mm_supports(device: torch.device, dtype: torch.dtype, widths: tuple[int, ...]) -> bool:
     """grouped_mm runs float32/bfloat16 on CPU; on CUDA its kernels take bfloat16 only (SM80+).
 
     Both also need every row to start on a 16-byte boundary.
     """
     if not _HAS_GROUPED_MM:
         return False
-    if any((width * x.element_size()) % 16 for width in (x.shape[-1], expert_width)):
+    if any((width * dtype.itemsize) % 16 for width in widths):
         return False
-    if x.device.type == "cpu":
-        return x.dtype in (torch.float32, torch.bfloat16)
-    return x.device.type == "cuda" and x.dtype == torch.bfloat16
+    if device.type == "cpu":
+        return dtype in (torch.float32, torch.bfloat16)
+    return device.type == "cuda" and dtype == torch.bfloat16
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype matmuls run in: autocast's where it is on (grouped_mm is not an autocast op)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
 
 
 def loop_experts(
@@ -51,7 +58,8 @@ def loop_experts(
             continue
         tokens = x[token]
         hidden = F.silu(tokens @ gate_proj[expert].T) * (tokens @ up_proj[expert].T)
-        out.index_add_(0, token, (hidden @ down_proj[expert].T) * expert_weight[token, choice, None])
+        expert_out = (hidden @ down_proj[expert].T).to(x.dtype)  # autocast may run it in half precision
+        out.index_add_(0, token, expert_out * expert_weight[token, choice, None])
     return out
 
 
@@ -69,17 +77,18 @@ def grouped_experts(
     order = torch.argsort(flat_expert, stable=True)
     token = order // top_k  # which token each sorted row comes from
     rows = x[token]  # [T*k, H], grouped by expert
-    # scatter_add keeps the count's shape static (bincount's depends on the data), so the
-    # grouped path compiles without graph breaks.
+    # scatter_add keeps the count's shape static (bincount's depends on the data), which
+    # torch.compile needs to trace the grouped path without a graph break.
     tokens_per_expert = torch.zeros(num_experts, dtype=torch.long, device=x.device).scatter_add_(
         0, flat_expert, torch.ones_like(flat_expert)
     )
-    if _grouped_mm_supports(x, gate_proj.shape[1]):
+    dtype = _compute_dtype(x)
+    if _grouped_mm_supports(x.device, dtype, (x.shape[-1], gate_proj.shape[1])):
         ends = torch.cumsum(tokens_per_expert, 0).to(torch.int32)
-        hidden = F.silu(F.grouped_mm(rows, gate_proj.transpose(1, 2), offs=ends)) * F.grouped_mm(
-            rows, up_proj.transpose(1, 2), offs=ends
-        )
-        expert_out = F.grouped_mm(hidden, down_proj.transpose(1, 2), offs=ends)  # [T*k, H]
+        rows = rows.to(dtype)
+        gate, up, down = (weight.to(dtype).transpose(1, 2) for weight in (gate_proj, up_proj, down_proj))
+        hidden = F.silu(F.grouped_mm(rows, gate, offs=ends)) * F.grouped_mm(rows, up, offs=ends)
+        expert_out = F.grouped_mm(hidden, down, offs=ends)  # [T*k, H]
     else:
         # float64 (parity tests), fp16/fp32 on GPUs, odd widths and older torch: a matmul per group.
         pieces = []
@@ -87,7 +96,7 @@ def grouped_experts(
             hidden = F.silu(group @ gate_proj[expert].T) * (group @ up_proj[expert].T)
             pieces.append(hidden @ down_proj[expert].T)
         expert_out = torch.cat(pieces)
-    expert_out = expert_out * expert_weight.reshape(-1)[order, None]
+    expert_out = expert_out.to(x.dtype) * expert_weight.reshape(-1)[order, None]
     return torch.zeros_like(x).index_add_(0, token, expert_out)
 
 
