@@ -24,7 +24,7 @@ stamp="$venv/.tsmoe-install-stamp"
 want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     # Pin torch to the installed build so no dependency swaps it for another one.
-    torch_version=$("$py" -c "import torch; print(torch.__version__.split('+')[0])")
+    torch_version=$("$py" -c "import torch; print(torch.__version__.split('+')[0])" 2>/dev/null)
     pin=$(mktemp)
     trap 'rm -f "$pin"' EXIT
     echo "torch==$torch_version" > "$pin"
