@@ -11,18 +11,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.testing import assert_close
 
+from tests.model.tiny import TINY
 from tsmoe.model import TimeMoE, TimeMoEConfig
 from tsmoe.model.checkpoint import build_from_reference, to_reference_names
-
-TINY = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_experts=4,
-    num_experts_per_tok=2,
-    horizon_lengths=[1, 4, 8],
-)
 
 
 def tiny_model(seed: int = 0, **overrides) -> TimeMoE:

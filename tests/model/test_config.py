@@ -5,17 +5,8 @@ from __future__ import annotations
 import pydantic
 import pytest
 
+from tests.model.tiny import TINY
 from tsmoe.model import TimeMoE, TimeMoEConfig, preset
-
-TINY = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_experts=4,
-    num_experts_per_tok=2,
-    horizon_lengths=[1, 4, 8],
-)
 
 
 @pytest.mark.parametrize(

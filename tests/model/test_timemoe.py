@@ -7,19 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
+from tests.model.tiny import TINY
 from tsmoe.model import TimeMoE, TimeMoEConfig
 from tsmoe.model.experts import grouped_experts, loop_experts
 from tsmoe.model.timemoe import load_balancing_loss
 
-TINY = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_experts=4,
-    num_experts_per_tok=2,
-    horizon_lengths=[1, 4, 8],
-)
 EXACT = dict(rtol=1e-10, atol=1e-10)
 # RoPE angles and the eager softmax are computed in float32 even for float64 models (as the
 # reference does), so computations that take different paths through them agree to float32 rounding.
