@@ -516,3 +516,24 @@ def test_expert_kernels_agree_under_bfloat16_autocast():
     assert_close(grouped_loss, loop_loss, rtol=2e-2, atol=2e-2)
     for name in loop_grads:
         assert_close(grouped_grads[name], loop_grads[name], rtol=5e-2, atol=5e-3, msg=name)
+
+
+@pytest.mark.parametrize(
+    "x_shape, argument, shape, message",
+    [
+        ((2, 16), "labels", (2, 15), r"labels has shape \[2, 15\], expected \[2, 16\] to match x"),
+        ((2, 16, 3), "labels", (2, 16), r"labels has shape \[2, 16\], expected \[2, 16, 3\] to match x"),
+        ((2, 16), "loss_masks", (2, 8), r"loss_masks has shape \[2, 8\], expected \[2, 16\] to match x"),
+        ((2, 16, 3), "attention_mask", (2, 16, 2), r"expected \[2, 16\] or \[2, 16, 3\] to match x"),
+    ],
+)
+def test_mismatched_shapes_are_rejected_naming_the_argument(x_shape, argument, shape, message):
+    model = tiny_model()
+    x = series(*x_shape)
+    with pytest.raises(ValueError, match=message):
+        model(x, **{argument: torch.ones(shape, dtype=x.dtype)})
+
+
+def test_input_of_the_wrong_rank_is_rejected():
+    with pytest.raises(ValueError, match=r"x must be \[batch, length\] or \[batch, length, channels\]"):
+        tiny_model()(series(16))

@@ -295,6 +295,7 @@ class TimeMoE(nn.Module):
         attention_mask: torch.Tensor | None = None,  # [B, L]; 0 marks padding
     ) -> TimeMoEOutput:
         """Predict every horizon at every position; with labels, also the training loss."""
+        _check_shapes(x, labels=labels, loss_masks=loss_masks, attention_mask=attention_mask)
         channels = x.shape[2] if x.dim() == 3 else None
         series = _to_series(x)  # [N, L]
         if attention_mask is not None:
@@ -408,6 +409,19 @@ def load_balancing_loss(
 
 
 # --- shape helpers ----------------------------------------------------------------------------
+def _check_shapes(x: torch.Tensor, **companions: torch.Tensor | None) -> None:
+    """Fail with the argument's name and both shapes instead of deep inside a matmul."""
+    if x.dim() not in (2, 3):
+        raise ValueError(f"x must be [batch, length] or [batch, length, channels], got shape {tuple(x.shape)}")
+    for name, tensor in companions.items():
+        if tensor is None:
+            continue
+        allowed = {tuple(x.shape), tuple(x.shape[:2])} if name != "labels" else {tuple(x.shape)}
+        if tuple(tensor.shape) not in allowed:
+            expected = " or ".join(str(list(shape)) for shape in sorted(allowed, key=len))
+            raise ValueError(f"{name} has shape {list(tensor.shape)}, expected {expected} to match x")
+
+
 def _to_series(x: torch.Tensor) -> torch.Tensor:
     """[B, L] stays; [B, L, C] -> [B*C, L] (channel independence); [B, L, C, h] -> [B*C, L, h]."""
     if x.dim() == 2:
