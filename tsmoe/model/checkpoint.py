@@ -92,7 +92,7 @@ def build_from_reference(
     if missing or unexpected:
         raise ValueError(
             "checkpoint does not match the config: "
-            f"missing {to_reference_list(missing)}, unexpected {to_reference_list(unexpected)}"
+            f"missing {_short_list(missing)}, unexpected {_short_list(unexpected)}"
         )
     for name, tensor in tensors.items():
         if tensor.shape != expected[name].shape:
@@ -101,7 +101,7 @@ def build_from_reference(
     return model
 
 
-def to_reference_list(names: list[str], limit: int = 5) -> str:
+def _short_list(names: list[str], limit: int = 5) -> str:
     """A short printable list of parameter names for error messages."""
     shown = ", ".join(names[:limit])
     return f"[{shown}{', ...' if len(names) > limit else ''}] ({len(names)})"
