@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -136,6 +138,26 @@ def run_with_gradients(model: TimeMoE, x, labels, **kwargs):
     return out, gradients(model)
 
 
+def run_each_expert_kernel(x, labels, dtype, prepare=None, autocast_dtype=None, **overrides):
+    """run_with_gradients on two tiny models that differ only in their expert kernel: (loop, grouped)."""
+    results = {}
+    for experts in ("loop", "grouped"):
+        model = tiny_model(dtype=dtype, expert_implementation=experts, **overrides)
+        if prepare is not None:
+            with torch.no_grad():
+                prepare(model)
+        autocast = torch.autocast("cpu", dtype=autocast_dtype) if autocast_dtype else nullcontext()
+        with autocast:
+            results[experts] = run_with_gradients(model, x, labels)
+    return results["loop"], results["grouped"]
+
+
+def assert_gradients_close(actual: dict, expected: dict, **tolerance) -> None:
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        assert_close(actual[name], expected[name], **tolerance, msg=name)
+
+
 @pytest.mark.parametrize("with_mask", [False, True], ids=["causal", "left-padded"])
 def test_sdpa_and_eager_attention_agree_on_outputs_and_gradients(with_mask):
     x, labels = series(3, 32), 3 * series(3, 32, seed=2)
@@ -153,9 +175,7 @@ def test_sdpa_and_eager_attention_agree_on_outputs_and_gradients(with_mask):
     assert_close(sdpa.loss, eager.loss, **FLOAT32_ROUNDING)
     for horizon in (1, 4, 8):
         assert_close(sdpa.predictions[horizon], eager.predictions[horizon], **FLOAT32_ROUNDING)
-    assert sdpa_grads.keys() == eager_grads.keys()
-    for name in sdpa_grads:
-        assert_close(sdpa_grads[name], eager_grads[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert_gradients_close(sdpa_grads, eager_grads, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -165,17 +185,12 @@ def test_sdpa_and_eager_attention_agree_on_outputs_and_gradients(with_mask):
 )
 def test_loop_and_grouped_expert_kernels_agree_on_outputs_and_gradients(dtype, tolerance):
     x, labels = series(3, 32, dtype=dtype), 3 * series(3, 32, seed=2, dtype=dtype)
-    results = {}
-    for experts in ("loop", "grouped"):
-        model = tiny_model(dtype=dtype, expert_implementation=experts)
-        results[experts] = run_with_gradients(model, x, labels)
-    (loop, loop_grads), (grouped, grouped_grads) = results["loop"], results["grouped"]
+    (loop, loop_grads), (grouped, grouped_grads) = run_each_expert_kernel(x, labels, dtype)
     assert_all_experts_used(loop.router_logits, 2, 4)
     assert_close(grouped.loss, loop.loss, **tolerance)
     for horizon in (1, 4, 8):
         assert_close(grouped.predictions[horizon], loop.predictions[horizon], **tolerance)
-    for name in loop_grads:
-        assert_close(grouped_grads[name], loop_grads[name], **tolerance, msg=name)
+    assert_gradients_close(grouped_grads, loop_grads, **tolerance)
 
 
 @pytest.mark.parametrize(
@@ -185,22 +200,19 @@ def test_loop_and_grouped_expert_kernels_agree_on_outputs_and_gradients(dtype, t
 )
 def test_expert_kernels_agree_when_experts_receive_no_tokens(dtype, tolerance):
     x, labels = series(2, 24, dtype=dtype), 3 * series(2, 24, seed=2, dtype=dtype)
-    results = {}
-    for experts in ("loop", "grouped"):
-        model = tiny_model(dtype=dtype, expert_implementation=experts)
-        with torch.no_grad():
-            # A zero router ties every expert, so every token makes the same two choices.
-            for layer in model.model.layers:
-                layer.ffn_layer.gate.weight.zero_()
-        results[experts] = run_with_gradients(model, x, labels)
-    (loop, loop_grads), (grouped, grouped_grads) = results["loop"], results["grouped"]
+
+    def zero_routers(model):
+        # A zero router ties every expert, so every token makes the same two choices.
+        for layer in model.model.layers:
+            layer.ffn_layer.gate.weight.zero_()
+
+    (loop, loop_grads), (grouped, grouped_grads) = run_each_expert_kernel(x, labels, dtype, prepare=zero_routers)
     chosen = torch.topk(loop.router_logits[0], 2, dim=-1).indices.reshape(-1)
     unused = torch.bincount(chosen, minlength=4) == 0
     assert int(unused.sum()) == 2
     for horizon in (1, 4, 8):
         assert_close(grouped.predictions[horizon], loop.predictions[horizon], **tolerance)
-    for name in loop_grads:
-        assert_close(grouped_grads[name], loop_grads[name], **tolerance, msg=name)
+    assert_gradients_close(grouped_grads, loop_grads, **tolerance)
     for grads in (loop_grads, grouped_grads):
         for layer in range(2):
             for name in ("gate_proj", "up_proj", "down_proj"):
@@ -276,14 +288,11 @@ def test_expert_kernels_return_zeros_for_an_empty_token_batch(kernel, dtype):
 def test_grouped_kernel_runs_any_valid_expert_width_in_float32():
     # intermediate_size 60 over top-2 gives experts of width 30: a valid config.
     x, labels = series(2, 16, dtype=torch.float32), 3 * series(2, 16, seed=2, dtype=torch.float32)
-    results = {}
-    for experts in ("loop", "grouped"):
-        model = tiny_model(dtype=torch.float32, intermediate_size=60, expert_implementation=experts)
-        results[experts] = run_with_gradients(model, x, labels)
-    (loop, loop_grads), (grouped, grouped_grads) = results["loop"], results["grouped"]
+    (loop, loop_grads), (grouped, grouped_grads) = run_each_expert_kernel(
+        x, labels, torch.float32, intermediate_size=60
+    )
     assert_close(grouped.loss, loop.loss, rtol=1e-5, atol=1e-5)
-    for name in loop_grads:
-        assert_close(grouped_grads[name], loop_grads[name], rtol=1e-5, atol=1e-5, msg=name)
+    assert_gradients_close(grouped_grads, loop_grads, rtol=1e-5, atol=1e-5)
 
 
 # --- generate ------------------------------------------------------------------------------------
@@ -504,18 +513,12 @@ def test_grouped_kernel_runs_grouped_mm_in_the_autocast_dtype(monkeypatch):
 
 def test_expert_kernels_agree_under_bfloat16_autocast():
     x, labels = series(2, 32, dtype=torch.float32), series(2, 32, seed=2, dtype=torch.float32)
-    results = {}
-    for experts in ("loop", "grouped"):
-        model = tiny_model(dtype=torch.float32, expert_implementation=experts).train()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(x, labels=labels)
-        out.loss.backward()
-        results[experts] = out.loss.detach(), gradients(model)
-    (loop_loss, loop_grads), (grouped_loss, grouped_grads) = results["loop"], results["grouped"]
-    assert torch.isfinite(grouped_loss)
-    assert_close(grouped_loss, loop_loss, rtol=2e-2, atol=2e-2)
-    for name in loop_grads:
-        assert_close(grouped_grads[name], loop_grads[name], rtol=5e-2, atol=5e-3, msg=name)
+    (loop, loop_grads), (grouped, grouped_grads) = run_each_expert_kernel(
+        x, labels, torch.float32, autocast_dtype=torch.bfloat16
+    )
+    assert torch.isfinite(grouped.loss)
+    assert_close(grouped.loss, loop.loss, rtol=2e-2, atol=2e-2)
+    assert_gradients_close(grouped_grads, loop_grads, rtol=5e-2, atol=5e-3)
 
 
 @pytest.mark.parametrize(
