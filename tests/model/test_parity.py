@@ -2,7 +2,8 @@
 
 The fixture's float64 outputs come from the reference run in float64, which still computes RoPE
 angles, RMSNorm and its softmaxes in float32; tsmoe does the same, so a correct implementation
-matches to float64 rounding. SDPA computes its softmax in the input dtype, so in float64 it is held
+matches to float64 rounding where the CPU's float32 kernels round as the fixture's did, and to
+float32 rounding elsewhere. SDPA computes its softmax in the input dtype, so in float64 it is held
 to float32 rounding instead.
 """
 
@@ -72,8 +73,10 @@ def run_reference_case(fixture: dict, precision: str, attention: str, experts: s
 @pytest.mark.parametrize(
     "precision, attention, experts, tolerance",
     [
-        ("fp64", "eager", "loop", 1e-9),
-        ("fp64", "eager", "grouped", 1e-9),
+        # The float32 islands round differently on different CPUs (reduction order of the vector
+        # kernels): 4e-17 on the machine that wrote the fixture, 3.9e-7 on an AVX2-only EPYC.
+        ("fp64", "eager", "loop", 2e-6),
+        ("fp64", "eager", "grouped", 2e-6),
         ("fp64", "sdpa", "grouped", 1e-5),  # SDPA softmax in float64, the reference in float32
         ("fp32", "eager", "loop", 1e-4),
         ("fp32", "eager", "grouped", 1e-4),
