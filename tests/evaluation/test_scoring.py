@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+
+from tsmoe.data.store import open_dataset
+from tsmoe.evaluation.config import EvaluationConfig
+from tsmoe.evaluation.scoring import (
+    ErrorStatistics,
+    channel_scores,
+    context_buckets,
+    forecast_errors,
+    training_error_statistics,
+)
+from tsmoe.model.config import TimeMoEConfig
+from tsmoe.model.timemoe import TimeMoE
+from tests.data.conftest import write_small_dataset
+from tests.model.tiny import TINY
+
+
+@pytest.fixture
+def tiny_model():
+    torch.manual_seed(0)
+    return TimeMoE(TimeMoEConfig(**TINY)).double().eval()
+
+
+def brute_force_errors(model, segments, heads):
+    """Point t's error: mean over heads of the mean squared error of every forecast of t, one loop each."""
+    batch, channels, length = segments.shape
+    predictions = model(segments.reshape(-1, length).double()).predictions
+    series = segments.reshape(-1, length).double()
+    expected = np.full((batch * channels, length), np.nan)
+    for row in range(batch * channels):
+        for point in range(1, length):
+            per_head = []
+            for head in heads:
+                errors = [(predictions[head][row, origin, point - origin - 1] - series[row, point]).item() ** 2
+                          for origin in range(max(0, point - head), point)]
+                per_head.append(np.mean(errors))
+            expected[row, point] = np.mean(per_head)
+    return expected.reshape(batch, channels, length)
+
+
+@pytest.mark.parametrize("heads", [[1], [4], [1, 8]])
+def test_forecast_errors_average_every_forecast_of_a_point(tiny_model, heads):
+    segments = torch.randn(2, 3, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    actual = forecast_errors(tiny_model, segments, heads).numpy()
+    np.testing.assert_allclose(actual, brute_force_errors(tiny_model, segments, heads), rtol=1e-5, equal_nan=True)
+
+
+def test_absolute_error_is_the_root_of_the_squared_one_for_head_one(tiny_model):
+    segments = torch.randn(1, 1, 10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    squared = forecast_errors(tiny_model, segments, [1], "squared").numpy()
+    absolute = forecast_errors(tiny_model, segments, [1], "absolute").numpy()
+    np.testing.assert_allclose(absolute[..., 1:] ** 2, squared[..., 1:], rtol=1e-5)
+
+
+def test_unknown_head_names_the_horizons_the_model_has(tiny_model):
+    with pytest.raises(ValueError, match=r"no horizon 2 \(it has \[1, 4, 8\]\)"):
+        forecast_errors(tiny_model, torch.zeros(1, 1, 8), [2])
+
+
+def test_context_buckets_group_positions_by_powers_of_two():
+    assert context_buckets(9).tolist() == [0, 0, 1, 1, 2, 2, 2, 2, 3]
+
+
+def test_statistics_normalise_training_errors_per_channel_and_context(tmp_path, tiny_model):
+    dataset = open_dataset(write_small_dataset(tmp_path / "data", train=12))
+    model = tiny_model.float()
+    config = EvaluationConfig(batch_size=5)
+    statistics = training_error_statistics(model, dataset.split("train"), dataset.normalization, config)
+    assert statistics.mean.shape == (2, 5)  # 2 channels, buckets of positions 1..31
+    z = channel_scores(model, dataset.split("train"), dataset.normalization, statistics, config)
+    assert np.isnan(z[:, :, 0]).all()
+    buckets = context_buckets(32)
+    for channel in range(2):
+        for bucket in range(5):
+            values = z[:, channel, 1:][:, buckets[1:] == bucket]
+            assert abs(values.mean()) < 1e-4 and values.std() == pytest.approx(1.0, rel=1e-3)
+
+
+def test_statistics_use_only_the_requested_number_of_segments(tmp_path, tiny_model):
+    dataset = open_dataset(write_small_dataset(tmp_path / "data", train=12))
+    seen = []
+    training_error_statistics(tiny_model.float(), dataset.split("train"), dataset.normalization,
+                              EvaluationConfig(statistics_segments=4, batch_size=3),
+                              progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(3, 4), (4, 4)]
+
+
+def test_normalize_uses_the_bucket_of_each_position():
+    statistics = ErrorStatistics(mean=np.array([[0.0, 1.0, 2.0]]), std=np.array([[1.0, 2.0, 4.0]]))
+    errors = np.array([[[5.0, 5.0, 5.0, 5.0, 6.0]]])
+    np.testing.assert_allclose(statistics.normalize(errors), [[[5.0, 5.0, 2.0, 2.0, 1.0]]])
