@@ -1,0 +1,41 @@
+import pytest
+
+from tsmoe.config import RunConfig, dump_run_config, load_run_config
+
+
+def test_a_written_config_reads_back_equal(tmp_path):
+    config = RunConfig.model_validate({"model": {"hidden_size": 64, "num_attention_heads": 4},
+                                       "data": {"path": str(tmp_path / "data"), "crop_schedule": "half_then_full"},
+                                       "training": {"epochs": 2}})
+    dump_run_config(config, tmp_path / "run.yaml")
+    assert load_run_config(tmp_path / "run.yaml") == config
+
+
+def test_relative_data_path_is_relative_to_the_config_file(tmp_path):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "run.yaml").write_text("data:\n  path: ../data/synthetic\n")
+    assert load_run_config(tmp_path / "configs" / "run.yaml").data.path == (tmp_path / "data" / "synthetic")
+
+
+def test_errors_name_the_file_and_every_bad_field(tmp_path):
+    (tmp_path / "run.yaml").write_text("data:\n  batch_size: 0\ntraining:\n  epochs: many\nextra: 1\n")
+    with pytest.raises(ValueError) as raised:
+        load_run_config(tmp_path / "run.yaml")
+    message = str(raised.value)
+    assert message.startswith(str(tmp_path / "run.yaml"))
+    for field in ("field data.batch_size", "field training.epochs", "field extra"):
+        assert field in message
+
+
+def test_evaluation_heads_must_be_model_horizons(tmp_path):
+    (tmp_path / "run.yaml").write_text("evaluation:\n  heads: [1, 5]\n")
+    with pytest.raises(ValueError, match=r"evaluation.heads \[5\]"):
+        load_run_config(tmp_path / "run.yaml")
+
+
+def test_missing_and_malformed_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.yaml"):
+        load_run_config(tmp_path / "nothing.yaml")
+    (tmp_path / "bad.yaml").write_text("model: [unclosed\n")
+    with pytest.raises(ValueError, match="bad.yaml: not valid YAML"):
+        load_run_config(tmp_path / "bad.yaml")

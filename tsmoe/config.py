@@ -1,0 +1,71 @@
+"""One run, end to end: model, data, training and evaluation settings, typed and validated here.
+
+Every part of tsmoe reads its settings from a `RunConfig`; a sweep changes fields of one, and an exported
+config is one written back to YAML.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tsmoe.data.config import DataConfig
+from tsmoe.evaluation.config import EvaluationConfig
+from tsmoe.model.config import TimeMoEConfig
+from tsmoe.training.config import TrainingConfig
+
+
+class RunConfig(BaseModel):
+    """Everything a training run needs."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    model: TimeMoEConfig = Field(default_factory=TimeMoEConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @model_validator(mode="after")
+    def _heads_exist(self) -> "RunConfig":
+        missing = sorted(set(self.evaluation.heads) - set(self.model.horizon_lengths))
+        if missing:
+            raise ValueError(f"evaluation.heads {missing} are not among model.horizon_lengths "
+                             f"{self.model.horizon_lengths}")
+        return self
+
+
+def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML run config; relative data paths are taken from the file's directory."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of sections (model, data, training, evaluation)")
+    config = parse_run_config(values | (overrides or {}), source=str(path))
+    if not config.data.path.is_absolute():
+        config.data.path = (path.parent / config.data.path).resolve()
+    return config
+
+
+def parse_run_config(values: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate a mapping; errors name the source and every bad field by its dotted path."""
+    try:
+        return RunConfig.model_validate(values)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"field {'.'.join(str(part) for part in problem['loc']) or '(top level)'}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        raise ValueError(f"{source}: {problems}") from None
+
+
+def dump_run_config(config: RunConfig, path: str | Path) -> None:
+    """Write a config as YAML that `load_run_config` reads back to an equal config."""
+    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
