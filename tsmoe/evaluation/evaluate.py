@@ -1,0 +1,88 @@
+"""Score a split with the model and with the baselines, and measure each at point and segment level.
+
+Metrics are averaged per run when the split records runs (runs of different offset or scale are not
+comparable), and computed over the whole split otherwise. Every detector is scored on the same split,
+with the same grouping, aggregation and metrics, so the model's figures stand beside the baselines'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from tsmoe.data.loader import normalized_segments
+from tsmoe.data.store import SegmentDataset, SegmentSplit
+from tsmoe.evaluation.baselines import build_baselines
+from tsmoe.evaluation.config import EvaluationConfig
+from tsmoe.evaluation.grouping import aggregate_segments, point_groups, segment_groups
+from tsmoe.evaluation.metrics import AveragedMetrics, average_over_groups
+from tsmoe.evaluation.scoring import channel_scores, combine_channels, training_error_statistics
+from tsmoe.model.timemoe import TimeMoE
+
+MODEL_NAME = "time-moe"
+CHUNK_SEGMENTS = 64
+
+
+@dataclass
+class DetectionResult:
+    """One detector's metrics on one split, at each level its labels allow."""
+
+    detector: str
+    segment: AveragedMetrics
+    point: AveragedMetrics | None = None  # only where the split has point labels
+
+    def rows(self) -> list[dict]:
+        """Table rows, one per level."""
+        levels = [("segment", self.segment)] + ([("point", self.point)] if self.point is not None else [])
+        return [{"detector": self.detector, "level": level, **asdict(metrics)} for level, metrics in levels]
+
+
+def measure(detector: str, point_scores: np.ndarray, split: SegmentSplit, config: EvaluationConfig) -> DetectionResult:
+    """Metrics of point scores [N, L] against the split's labels."""
+    segment_scores = aggregate_segments(point_scores, config.segment_aggregate, config.segment_quantile)
+    runs = split.runs
+    result = DetectionResult(detector, average_over_groups(segment_groups(segment_scores, split.segment_labels(), runs)))
+    if split.label_level == "point":
+        groups = point_groups(point_scores, np.asarray(split.labels), runs, split.starts)
+        result.point = average_over_groups(groups)
+    return result
+
+
+def model_point_scores(model: TimeMoE, dataset: SegmentDataset, split: SegmentSplit, config: EvaluationConfig,
+                       progress: Callable[[str, int, int], None] | None = None) -> np.ndarray:
+    """The model's point scores [N, L]: forecast errors normalised by training-error statistics."""
+    model.eval()
+    statistics = training_error_statistics(model, dataset.split("train"), dataset.normalization, config,
+                                           progress=progress and (lambda done, total: progress("statistics", done, total)))
+    scores = channel_scores(model, split, dataset.normalization, statistics, config,
+                            progress=progress and (lambda done, total: progress(split.name, done, total)))
+    return combine_channels(scores, config.channel_aggregate)
+
+
+def baseline_point_scores(dataset: SegmentDataset, split: SegmentSplit, config: EvaluationConfig) -> dict[str, np.ndarray]:
+    """Every configured baseline's point scores [N, L], fitted on the normalised training split."""
+    train = dataset.split("train")
+    train_segments = normalized_segments(train, dataset.normalization, 0, min(len(train), config.statistics_segments))
+    scores = {}
+    for baseline in build_baselines(config):
+        baseline.fit(train_segments)
+        chunks = [baseline.score(normalized_segments(split, dataset.normalization, start, start + CHUNK_SEGMENTS))
+                  for start in range(0, len(split), CHUNK_SEGMENTS)]
+        scores[baseline.name] = np.concatenate(chunks)
+    return scores
+
+
+def evaluate_detectors(dataset: SegmentDataset, split_name: str, config: EvaluationConfig,
+                       model: TimeMoE | None = None,
+                       progress: Callable[[str, int, int], None] | None = None) -> pd.DataFrame:
+    """A table of AUROC, AUPRC and best F1 for the model (if given) and each baseline on one split."""
+    split = dataset.split(split_name)
+    results = []
+    if model is not None:
+        results.append(measure(MODEL_NAME, model_point_scores(model, dataset, split, config, progress), split, config))
+    for name, scores in baseline_point_scores(dataset, split, config).items():
+        results.append(measure(name, scores, split, config))
+    return pd.DataFrame([row for result in results for row in result.rows()])
