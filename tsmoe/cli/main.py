@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tsmoe.cli import model_commands
+from tsmoe.cli import data_commands, evaluate_command, model_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
     parser = argparse.ArgumentParser(prog="tsmoe", description="Time-MoE anomaly detectors: train, sweep, export.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    data_commands.register(commands)
     model_commands.register(commands)
+    evaluate_command.register(commands)
     return parser
 
 
@@ -22,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args) or 0
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"tsmoe {args.command}: error: {error}", file=sys.stderr)
         return 2
 

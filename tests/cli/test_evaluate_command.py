@@ -1,0 +1,55 @@
+"""The whole detection flow once: synthesize, train briefly, save, `tsmoe evaluate`."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from tsmoe.cli.main import main
+from tsmoe.data.config import DataConfig
+from tsmoe.data.store import open_dataset
+from tsmoe.evaluation.config import BASELINE_NAMES
+from tsmoe.model.config import TimeMoEConfig
+from tsmoe.model.timemoe import TimeMoE
+from tsmoe.training.config import TrainingConfig
+from tsmoe.training.loop import fit
+from tests.model.tiny import TINY
+
+
+def test_evaluate_prints_the_model_beside_every_baseline(tmp_path, capsys):
+    data = tmp_path / "synthetic"
+    assert main(["data", "synth", str(data), "--train-segments", "8", "--val-segments", "8", "--test-segments", "4",
+                 "--segment-length", "128"]) == 0
+    dataset = open_dataset(data)
+    torch.manual_seed(0)
+    model = TimeMoE(TimeMoEConfig(**TINY))
+    fit(model, dataset.split("train"), dataset.normalization, DataConfig(batch_size=4, num_workers=0),
+        TrainingConfig(epochs=2, warmup_steps=1))
+    model.save_pretrained(tmp_path / "model")
+    capsys.readouterr()
+
+    table = tmp_path / "table.json"
+    arguments = ["evaluate", str(tmp_path / "model"), "--data", str(data), "--split", "test", "--heads", "1", "4",
+                 "--json", str(table)]
+    assert main(arguments) == 0
+    out = capsys.readouterr().out
+    rows = json.loads(table.read_text())
+    detectors = ["time-moe", *BASELINE_NAMES]
+    assert [(row["detector"], row["level"]) for row in rows] == [
+        (name, level) for name in detectors for level in ("segment", "point")
+    ]
+    for row in rows:
+        assert 0 <= row["auroc"] <= 1 and 0 < row["auprc"] <= 1 and 0 < row["best_f1"] <= 1
+        assert row["groups_scored"] == 1
+        assert f"{row['auroc']:.3f}" in out
+
+
+def test_evaluate_with_a_head_the_model_lacks_fails_before_scoring(tmp_path, capsys):
+    data = tmp_path / "synthetic"
+    main(["data", "synth", str(data), "--train-segments", "2", "--val-segments", "2", "--test-segments", "0",
+          "--segment-length", "64"])
+    TimeMoE(TimeMoEConfig(**TINY)).save_pretrained(tmp_path / "model")
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "model"), "--data", str(data), "--heads", "3"]) == 2
+    assert "--heads [3]: the model in" in capsys.readouterr().err

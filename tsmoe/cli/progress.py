@@ -1,0 +1,28 @@
+"""A one-line progress display for long commands, on stderr so stdout stays parseable."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    """Call with (done, total): redraws one line on a terminal, prints every ~10% otherwise."""
+
+    def __init__(self, label: str, stream=None):
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.started = time.perf_counter()
+        self.last_tenth = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        fraction = done / total if total else 1.0
+        elapsed = time.perf_counter() - self.started
+        remaining = elapsed / fraction - elapsed if fraction > 0 else float("nan")
+        line = f"{self.label}: {done}/{total} ({fraction:.0%}), {elapsed:.0f} s elapsed, ~{remaining:.0f} s left"
+        if self.stream.isatty():
+            self.stream.write("\r" + line + ("\n" if done >= total else ""))
+            self.stream.flush()
+        elif int(fraction * 10) > self.last_tenth:
+            self.last_tenth = int(fraction * 10)
+            print(line, file=self.stream, flush=True)
