@@ -75,14 +75,22 @@ def baseline_point_scores(dataset: SegmentDataset, split: SegmentSplit, config: 
     return scores
 
 
+def score_detectors(dataset: SegmentDataset, split_name: str, config: EvaluationConfig, model: TimeMoE | None = None,
+                    progress: Callable[[str, int, int], None] | None = None) -> dict[str, np.ndarray]:
+    """Point scores [N, L] of the model (if given) and of each configured baseline on one split, by name."""
+    split = dataset.split(split_name)
+    scores = {}
+    if model is not None:
+        scores[MODEL_NAME] = model_point_scores(model, dataset, split, config, progress)
+    scores.update(baseline_point_scores(dataset, split, config))
+    return scores
+
+
 def evaluate_detectors(dataset: SegmentDataset, split_name: str, config: EvaluationConfig,
                        model: TimeMoE | None = None,
                        progress: Callable[[str, int, int], None] | None = None) -> pd.DataFrame:
     """A table of AUROC, AUPRC and best F1 for the model (if given) and each baseline on one split."""
     split = dataset.split(split_name)
-    results = []
-    if model is not None:
-        results.append(measure(MODEL_NAME, model_point_scores(model, dataset, split, config, progress), split, config))
-    for name, scores in baseline_point_scores(dataset, split, config).items():
-        results.append(measure(name, scores, split, config))
+    scores = score_detectors(dataset, split_name, config, model, progress)
+    results = [measure(name, point_scores, split, config) for name, point_scores in scores.items()]
     return pd.DataFrame([row for result in results for row in result.rows()])
