@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -18,4 +20,6 @@ class TrainingConfig(BaseModel):
     betas: tuple[float, float] = (0.9, 0.95)
     gradient_clip: float = Field(1.0, gt=0)
     gradient_accumulation: int = Field(1, gt=0)  # micro-batches per optimizer step
+    # auto: bfloat16 where the GPU computes it natively, float16 with loss scaling on older GPUs, float32 on CPU.
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     seed: int = 0

@@ -1,0 +1,50 @@
+"""Routing health tells a balanced router from a collapsed one."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tsmoe.model.config import TimeMoEConfig
+from tsmoe.model.timemoe import TimeMoE
+from tsmoe.training.routing import routing_health
+from tests.model.tiny import TINY
+
+
+def test_a_uniform_router_has_full_entropy():
+    health = routing_health([torch.zeros(10, 4)], top_k=2)
+    assert health.entropy == [pytest.approx(1.0)]
+    assert sum(health.load_shares[0]) == pytest.approx(1.0)
+
+
+def test_a_collapsed_router_shows_zero_entropy_and_one_busy_expert():
+    logits = torch.full((12, 4), -50.0)
+    logits[:, 2] = 50.0
+    health = routing_health([logits], top_k=1)
+    assert health.entropy[0] == pytest.approx(0.0, abs=1e-6)
+    assert health.load_shares[0] == [0.0, 0.0, 1.0, 0.0]
+    assert health.max_load_share == 1.0
+
+
+def test_balanced_assignments_share_evenly():
+    # Token i prefers expert i % 4: with top-1, each expert gets a quarter of the tokens.
+    logits = torch.eye(4).repeat(3, 1) * 5
+    health = routing_health([logits, logits], top_k=1)
+    assert health.load_shares == [[0.25] * 4, [0.25] * 4]
+    metrics = health.metrics()
+    assert set(metrics) == {"routing_entropy_min", "routing_max_load_share", "routing_entropy_layer0",
+                            "routing_entropy_layer1"}
+    expected = -(torch.softmax(torch.tensor([5.0, 0, 0, 0]), 0) * torch.log_softmax(torch.tensor([5.0, 0, 0, 0]), 0)).sum()
+    assert metrics["routing_entropy_min"] == pytest.approx(float(expected) / math.log(4), rel=1e-5)
+
+
+def test_a_fresh_model_starts_with_near_uniform_routing():
+    torch.manual_seed(0)
+    model = TimeMoE(TimeMoEConfig(**TINY))
+    output = model(torch.randn(4, 64))
+    health = routing_health(output.router_logits, model.config.num_experts_per_tok)
+    assert len(health.entropy) == TINY["num_hidden_layers"]
+    assert all(entropy > 0.9 for entropy in health.entropy)
+    assert all(sum(shares) == pytest.approx(1.0) for shares in health.load_shares)
