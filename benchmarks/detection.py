@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--head-sets", nargs="+", default=["1", "1,8", "1,8,32"],
                         help="score the model once per set of horizons (comma-separated), each as its own row")
+    parser.add_argument("--channel-aggregate", choices=["mean", "max"], default="mean")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--markdown", type=Path, help="also write the tables here as Markdown")
@@ -127,7 +128,7 @@ def main() -> None:
         check_dataset(directory)
         dataset = open_dataset(directory)
         model, train_seconds = train_model(dataset, arguments)
-        config = EvaluationConfig(seed=arguments.seed)
+        config = EvaluationConfig(seed=arguments.seed, channel_aggregate=arguments.channel_aggregate)
         split = dataset.split(arguments.split)
         scores, bars = {}, {}
         for head_set in arguments.head_sets:
@@ -143,7 +144,8 @@ def main() -> None:
 
     source = "SKAB" if arguments.data is None else str(arguments.data)
     header = (f"{source}, {arguments.split} split; Time-MoE hidden {arguments.hidden_size}, {arguments.layers} layers, "
-              f"{arguments.experts} experts, {arguments.epochs} epochs in {train_seconds:.0f} s; "
+              f"{arguments.experts} experts, {arguments.epochs} epochs in {train_seconds:.0f} s; channels combined by "
+              f"{arguments.channel_aggregate}; "
               f"{platform.processor() or platform.machine()}, torch {torch.__version__}")
     print(header)
     print(summary.to_string(index=False, float_format=lambda value: f"{value:.3f}"))
