@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from tsmoe.config import RunConfig
 from tsmoe.data.config import DataConfig
 from tsmoe.data.loader import build_train_loader
 from tsmoe.data.store import open_dataset
@@ -27,7 +28,8 @@ from tsmoe.data.synth import generate_synthetic_dataset
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
 from tsmoe.training.config import TrainingConfig
-from tsmoe.training.loop import fit, series_batch
+from tsmoe.training.loop import fit
+from tsmoe.training.trainer import series_batch
 from tsmoe.training.optim import build_optimizer
 
 
@@ -106,14 +108,14 @@ def main() -> None:
         torch.manual_seed(0)
         consumed = step_rate(TimeMoE(model_config), batch, args.steps)
         # Two epochs: the first pays for starting the workers, the second is the figure.
-        reports = fit(TimeMoE(model_config), dataset.split("train"), dataset.normalization, config,
-                      TrainingConfig(epochs=2))
+        _, reports = fit(RunConfig(model=model_config, data=config, training=TrainingConfig(epochs=2)))
         figures = {
             "segment_length": length, "channels": dataset.meta.num_channels, "batch_segments": args.batch,
             "workers": args.workers, "model": f"hidden {args.hidden}, {args.layers} layers, {args.experts} experts top-2",
             "loader_segments_s": round(loaded, 1), "step_segments_s": round(consumed, 2),
             "loader_headroom": round(loaded / consumed, 1),
-            "fit_samples_s": round(reports[-1].samples_s, 2), "fit_data_wait_frac": round(reports[-1].data_wait_frac, 4),
+            "fit_samples_s": round(reports[-1]["samples_s"], 2),
+            "fit_data_wait_frac": round(reports[-1]["data_wait_frac"], 4),
         }
     for name, value in figures.items():
         print(f"{name}: {value}")

@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 
 from tsmoe.cli.progress import Progress
+from tsmoe.config import RunConfig
 from tsmoe.data.check import check_dataset
 from tsmoe.data.config import DataConfig
 from tsmoe.data.from_csv import CsvLayout, csv_to_dataset
@@ -79,20 +80,19 @@ def group_means(table: pd.DataFrame) -> pd.DataFrame:
     return groups
 
 
-def train_model(dataset: SegmentDataset, arguments: argparse.Namespace) -> tuple[TimeMoE, float]:
+def train_model(directory: Path, arguments: argparse.Namespace) -> tuple[TimeMoE, float]:
     """A small Time-MoE trained on the dataset's training split; returns it and the seconds it took."""
-    torch.manual_seed(arguments.seed)
-    config = TimeMoEConfig(hidden_size=arguments.hidden_size, intermediate_size=4 * arguments.hidden_size,
-                           num_hidden_layers=arguments.layers, num_attention_heads=4, num_experts=arguments.experts,
-                           num_experts_per_tok=2, horizon_lengths=[1, 8, 32], router_init_std=0.002)
-    model = TimeMoE(config)
-    data = DataConfig(batch_size=arguments.batch_size, num_workers=0, crop_schedule="full", seed=arguments.seed)
-    training = TrainingConfig(epochs=arguments.epochs, learning_rate=arguments.learning_rate, warmup_steps=20,
-                              seed=arguments.seed)
+    run = RunConfig(
+        model=TimeMoEConfig(hidden_size=arguments.hidden_size, intermediate_size=4 * arguments.hidden_size,
+                            num_hidden_layers=arguments.layers, num_attention_heads=4, num_experts=arguments.experts,
+                            num_experts_per_tok=2, horizon_lengths=[1, 8, 32], router_init_std=0.002),
+        data=DataConfig(path=directory, batch_size=arguments.batch_size, num_workers=0, seed=arguments.seed),
+        training=TrainingConfig(epochs=arguments.epochs, learning_rate=arguments.learning_rate, warmup_steps=20,
+                                seed=arguments.seed, log_every_steps=10**9),
+    )
     started = time.perf_counter()
-    fit(model, dataset.split("train"), dataset.normalization, data, training,
-        on_epoch=lambda report: print(f"epoch {report.epoch}: loss {report.loss:.4f}, "
-                                      f"{report.samples_s:.1f} segments/s", file=sys.stderr))
+    model, _ = fit(run, on_epoch=lambda metrics: print(f"epoch {metrics['epoch']}: loss {metrics['loss']:.4f}, "
+                                                       f"{metrics['samples_s']:.1f} segments/s", file=sys.stderr))
     return model, time.perf_counter() - started
 
 
@@ -127,7 +127,7 @@ def main() -> None:
             build_skab(arguments.skab, directory, arguments.segment_length, arguments.stride, arguments.normal_prefix)
         check_dataset(directory)
         dataset = open_dataset(directory)
-        model, train_seconds = train_model(dataset, arguments)
+        model, train_seconds = train_model(directory, arguments)
         config = EvaluationConfig(seed=arguments.seed, channel_aggregate=arguments.channel_aggregate)
         split = dataset.split(arguments.split)
         scores, bars = {}, {}

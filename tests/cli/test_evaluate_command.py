@@ -7,8 +7,8 @@ import json
 import torch
 
 from tsmoe.cli.main import main
+from tsmoe.config import RunConfig
 from tsmoe.data.config import DataConfig
-from tsmoe.data.store import open_dataset
 from tsmoe.evaluation.config import BASELINE_NAMES
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
@@ -21,11 +21,9 @@ def test_evaluate_prints_the_model_beside_every_baseline(tmp_path, capsys):
     data = tmp_path / "synthetic"
     assert main(["data", "synth", str(data), "--train-segments", "8", "--val-segments", "8", "--test-segments", "4",
                  "--segment-length", "128"]) == 0
-    dataset = open_dataset(data)
-    torch.manual_seed(0)
-    model = TimeMoE(TimeMoEConfig(**TINY))
-    fit(model, dataset.split("train"), dataset.normalization, DataConfig(batch_size=4, num_workers=0),
-        TrainingConfig(epochs=2, warmup_steps=1))
+    run = RunConfig(model=TimeMoEConfig(**TINY), data=DataConfig(path=data, batch_size=4, num_workers=0),
+                    training=TrainingConfig(epochs=2, warmup_steps=1))
+    model, _ = fit(run)
     model.save_pretrained(tmp_path / "model")
     capsys.readouterr()
 

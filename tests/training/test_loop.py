@@ -1,14 +1,35 @@
+"""The in-process loop: labels shifted by one point, accumulation, curriculum and falling loss."""
+
+from __future__ import annotations
+
 import numpy as np
+import pytest
 import torch
 
+from tsmoe.config import RunConfig
 from tsmoe.data.config import DataConfig
-from tsmoe.data.store import open_dataset
+from tsmoe.data.synth import generate_synthetic_dataset
+from tsmoe.evaluation.config import EvaluationConfig
 from tsmoe.model.config import TimeMoEConfig
-from tsmoe.model.timemoe import TimeMoE
 from tsmoe.training.config import TrainingConfig
-from tsmoe.training.loop import fit, series_batch
-from tests.data.conftest import write_small_dataset
+from tsmoe.training.loop import fit
+from tsmoe.training.trainer import series_batch
 from tests.model.tiny import TINY
+
+
+def synthetic_data(directory, train=16, val=8, length=64):
+    """The built-in dataset, small: 3 channels, no runs."""
+    generate_synthetic_dataset(directory, train_segments=train, val_segments=val, test_segments=0,
+                               segment_length=length)
+    return directory
+
+
+def tiny_run(data_path, **training) -> RunConfig:
+    """A run of the tiny model on a small dataset, without loader processes."""
+    return RunConfig(model=TimeMoEConfig(**TINY),
+                     data=DataConfig(path=data_path, batch_size=4, num_workers=0),
+                     training=TrainingConfig(**{"epochs": 2, "warmup_steps": 1, **training}),
+                     evaluation=EvaluationConfig(statistics_segments=4, baselines=[]))
 
 
 def test_series_batch_shifts_labels_by_one_point():
@@ -19,13 +40,15 @@ def test_series_batch_shifts_labels_by_one_point():
 
 
 def test_fit_lowers_the_loss_and_counts_accumulated_steps(tmp_path):
-    dataset = open_dataset(write_small_dataset(tmp_path / "data", train=16))
-    torch.manual_seed(0)
-    model = TimeMoE(TimeMoEConfig(**TINY))
-    data = DataConfig(batch_size=4, num_workers=0, crop_schedule="half_then_full")
-    training = TrainingConfig(epochs=6, learning_rate=3e-3, warmup_steps=2, gradient_accumulation=2)
-    reports = fit(model, dataset.split("train"), dataset.normalization, data, training)
-    assert [report.optimizer_steps for report in reports] == [2] * 6
-    assert [report.crop_length for report in reports] == [16, 16, 16, 32, 32, 32]
-    assert reports[-1].loss < reports[0].loss
-    assert all(np.isfinite(report.tokens_s) and 0 <= report.data_wait_frac < 1 for report in reports)
+    run = tiny_run(synthetic_data(tmp_path / "data"), epochs=6, learning_rate=3e-3,
+                   gradient_accumulation=2, throughput_warmup_steps=0)
+    run.data.crop_schedule = "half_then_full"
+    model, history = fit(run, validate=True)
+    assert [metrics["step"] for metrics in history] == [2, 4, 6, 8, 10, 12]
+    assert [metrics["crop_length"] for metrics in history] == [32, 32, 32, 64, 64, 64]
+    assert history[-1]["loss"] < history[0]["loss"]
+    for metrics in history:
+        assert np.isfinite(metrics["tokens_s"]) and 0 <= metrics["data_wait_frac"] < 1
+        assert metrics["samples_s"] == pytest.approx(metrics["tokens_s"] / (3 * metrics["crop_length"]))
+        assert 0 <= metrics["val_auroc"] <= 1 and metrics["nan_steps"] == 0
+        assert 0 < metrics["routing_entropy_min"] <= 1

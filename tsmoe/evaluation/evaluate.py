@@ -94,3 +94,19 @@ def evaluate_detectors(dataset: SegmentDataset, split_name: str, config: Evaluat
     scores = score_detectors(dataset, split_name, config, model, progress)
     results = [measure(name, point_scores, split, config) for name, point_scores in scores.items()]
     return pd.DataFrame([row for result in results for row in result.rows()])
+
+
+def validation_metrics(model: TimeMoE, dataset: SegmentDataset, config: EvaluationConfig,
+                       split_name: str = "val") -> dict[str, float]:
+    """The model's figures on a split for a training run's metrics: val_auroc (the headline), val_auprc,
+    val_best_f1 at point level where the split has point labels, else at segment level, plus both levels."""
+    split = dataset.split(split_name)
+    result = measure(MODEL_NAME, model_point_scores(model, dataset, split, config), split, config)
+    metrics = {f"{split_name}_segment_auroc": result.segment.auroc}
+    headline = result.segment
+    if result.point is not None:
+        metrics[f"{split_name}_point_auroc"] = result.point.auroc
+        headline = result.point
+    metrics.update({f"{split_name}_auroc": headline.auroc, f"{split_name}_auprc": headline.auprc,
+                    f"{split_name}_best_f1": headline.best_f1})
+    return metrics

@@ -134,6 +134,10 @@ class TimeMoEConfig(BaseModel):
         )
         return values
 
+    def to_dict(self) -> dict[str, Any]:
+        """The reference config as a dict, under the name Hugging Face tools (peft) look for."""
+        return self.to_reference_dict()
+
     # --- size accounting ------------------------------------------------------------------------
     def parameter_counts(self) -> tuple[int, int]:
         """(total, active per token) parameter counts, without building the model."""

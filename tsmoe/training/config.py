@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class FinetuneConfig(BaseModel):
+    """Start from a pretrained checkpoint, and which of its parameters train."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # A local directory in the reference format (config.json + model.safetensors); None trains from scratch.
+    checkpoint: Path | None = None
+    # full: every parameter; lora: low-rank adapters on attention and the input embedding, the rest frozen;
+    # frozen_experts: everything but the routed and shared experts; router_only: the routers alone.
+    mode: Literal["full", "lora", "frozen_experts", "router_only"] = "full"
+    lora_rank: int = Field(8, gt=0)
+    lora_alpha: float = Field(16.0, gt=0)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _needs_checkpoint(self) -> "FinetuneConfig":
+        if self.mode != "full" and self.checkpoint is None:
+            raise ValueError(f"mode {self.mode} fine-tunes a pretrained model: set checkpoint to its directory")
+        return self
+
+
+class DeepSpeedConfig(BaseModel):
+    """ZeRO settings when `training.strategy` is deepspeed."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    stage: Literal[1, 2] = 2
+    offload_optimizer: bool = False  # optimizer state and step on the CPU (DeepSpeedCPUAdam)
 
 
 class TrainingConfig(BaseModel):
-    """Optimiser, schedule and loop settings."""
+    """Optimiser, schedule, precision, stability and loop settings."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -22,4 +53,16 @@ class TrainingConfig(BaseModel):
     gradient_accumulation: int = Field(1, gt=0)  # micro-batches per optimizer step
     # auto: bfloat16 where the GPU computes it natively, float16 with loss scaling on older GPUs, float32 on CPU.
     precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # The aux-loss factor rises linearly from 0 to model.router_aux_loss_factor over this many optimizer
+    # steps: a full-strength balancing loss on a fresh router is one way runs collapse early.
+    aux_loss_warmup_steps: int = Field(0, ge=0)
+    # A step whose loss or gradient is NaN/inf is skipped and counted; this many in a row stop the run.
+    max_consecutive_nonfinite_steps: int = Field(5, gt=0)
+    strategy: Literal["ddp", "deepspeed"] = "ddp"
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
+    compile: bool = False  # torch.compile the model
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    log_every_steps: int = Field(50, gt=0)  # a progress line every this many optimizer steps
+    throughput_warmup_steps: int = Field(2, ge=0)  # first-epoch steps left out of the throughput figures
+    keep_checkpoints: int = Field(2, gt=0)  # the best by validation AUROC are kept, and always the latest
     seed: int = 0

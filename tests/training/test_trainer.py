@@ -1,0 +1,150 @@
+"""The trainer's promises: DDP equals one process, resume equals no interruption, NaNs are caught and named,
+and fine-tuning modes train only what they say."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as multiprocessing
+
+from tsmoe.model.timemoe import TimeMoE
+from tsmoe.model.config import TimeMoEConfig
+from tsmoe.training.config import FinetuneConfig
+from tsmoe.training.finetune import base_model
+from tsmoe.training.guard import NonFiniteTrainingError
+from tsmoe.training.trainer import Trainer, aux_loss_factor
+from tests.model.tiny import TINY
+from tests.training.test_loop import synthetic_data, tiny_run
+
+
+def _parameters(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {name: parameter.detach().clone() for name, parameter in base_model(trainer.module).named_parameters()}
+
+
+def test_aux_loss_factor_warms_up_linearly():
+    assert [aux_loss_factor(step, 0.02, 4) for step in (0, 2, 4, 10)] == [0.0, 0.01, 0.02, 0.02]
+    assert aux_loss_factor(0, 0.02, 0) == 0.02
+
+
+def _ddp_rank(rank: int, run, rendezvous: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    trainer = Trainer(run, "cpu", rank=rank, world_size=2)
+    trainer.train_epoch()
+    if rank == 0:
+        torch.save(_parameters(trainer), out)
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ddp_workers_match_one_process_on_the_same_global_batch(tmp_path):
+    data = synthetic_data(tmp_path / "data", train=4, val=4)
+    # Full crops start at 0 and no shuffle: rank r's batch is segments r and r+2, the single process's all four.
+    # The aux loss is a statistic of each rank's own tokens (as in the reference under DDP), so it is off here.
+    single = tiny_run(data, epochs=1, warmup_steps=0)
+    single.model.router_aux_loss_factor = 0.0
+    single.data.shuffle = False
+    distributed = single.model_copy(deep=True)
+    distributed.data.batch_size = 2
+    multiprocessing.spawn(_ddp_rank, args=(distributed, str(tmp_path / "rendezvous"), str(tmp_path / "ddp.pt")),
+                          nprocs=2)
+    trainer = Trainer(single, "cpu")
+    initial = _parameters(trainer)
+    trainer.train_epoch()
+    expected, got = _parameters(trainer), torch.load(tmp_path / "ddp.pt")
+    assert trainer.step == 1
+    for name in expected:
+        assert not torch.equal(expected[name], initial[name]) or "shared_expert_gate" in name, name
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_resumed_run_ends_with_the_same_parameters(tmp_path):
+    run = tiny_run(synthetic_data(tmp_path / "data"), epochs=3, aux_loss_warmup_steps=3)
+    uninterrupted = Trainer(run)
+    for _ in range(3):
+        uninterrupted.train_epoch()
+
+    first = Trainer(run)
+    first.train_epoch()
+    first.history.append({"epoch": 1})
+    first.save_checkpoint(tmp_path / "checkpoint")
+    resumed = Trainer(run)
+    resumed.load_checkpoint(tmp_path / "checkpoint")
+    assert resumed.epoch == 1 and resumed.step == first.step and resumed.history == [{"epoch": 1}]
+    for _ in range(2):
+        resumed.train_epoch()
+    expected, got = _parameters(uninterrupted), _parameters(resumed)
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
+    assert (tmp_path / "checkpoint" / "model" / "config.json").is_file()
+
+
+def _poison_router(trainer: Trainer, calls: set[int]) -> None:
+    """Make layer 1's router logits NaN on the given forward calls (counted from 0)."""
+    count = {"calls": 0}
+
+    def hook(module, args, output):
+        call = count["calls"]
+        count["calls"] += 1
+        return torch.full_like(output, math.nan) if call in calls else output
+
+    base_model(trainer.module).model.layers[1].ffn_layer.gate.register_forward_hook(hook)
+
+
+def test_one_nan_step_is_skipped_and_counted(tmp_path):
+    trainer = Trainer(tiny_run(synthetic_data(tmp_path / "data"), epochs=1))
+    _poison_router(trainer, calls={1})
+    metrics = trainer.train_epoch()
+    assert metrics["nan_steps"] == 1 and trainer.step == 4
+    assert math.isfinite(metrics["loss"])  # the NaN is left out of the mean, never logged as 0
+
+
+def test_a_persistent_nan_stops_the_run_naming_the_router(tmp_path):
+    trainer = Trainer(tiny_run(synthetic_data(tmp_path / "data"), epochs=1, max_consecutive_nonfinite_steps=2))
+    _poison_router(trainer, calls=set(range(100)))
+    with pytest.raises(NonFiniteTrainingError, match=r"2 optimizer steps in a row.*model\.layers\.1\.ffn_layer\.gate "
+                                                      r"\(router logits\)"):
+        trainer.train_epoch()
+
+
+@pytest.fixture
+def pretrained(tmp_path):
+    torch.manual_seed(1)
+    TimeMoE(TimeMoEConfig(**TINY)).save_pretrained(tmp_path / "pretrained")
+    return tmp_path / "pretrained"
+
+
+def test_lora_trains_only_adapter_weights(tmp_path, pretrained):
+    run = tiny_run(synthetic_data(tmp_path / "data"), epochs=1,
+                   finetune=FinetuneConfig(checkpoint=pretrained, mode="lora"))
+    trainer = Trainer(run)
+    trainable = [name for name, parameter in trainer.module.named_parameters() if parameter.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+    assert any("embed_layer.emb_layer.lora_A" in name for name in trainable)
+    assert not any("experts" in name for name in trainable)
+    before = _parameters(trainer)
+    trainer.train_epoch()
+    after = _parameters(trainer)
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all("lora_" in name for name in changed)
+
+
+def test_frozen_experts_leave_expert_weights_unchanged(tmp_path, pretrained):
+    run = tiny_run(synthetic_data(tmp_path / "data"), epochs=1,
+                   finetune=FinetuneConfig(checkpoint=pretrained, mode="frozen_experts"))
+    trainer = Trainer(run)
+    before = _parameters(trainer)
+    trainer.train_epoch()
+    after = _parameters(trainer)
+    experts = [name for name in before if ".ffn_layer.experts." in name or ".shared_expert" in name]
+    assert experts and all(torch.equal(before[name], after[name]) for name in experts)
+    assert not torch.equal(before["model.layers.0.self_attn.q_proj.weight"], after["model.layers.0.self_attn.q_proj.weight"])
+
+
+def test_router_only_trains_the_routers(tmp_path, pretrained):
+    run = tiny_run(synthetic_data(tmp_path / "data"), epochs=1,
+                   finetune=FinetuneConfig(checkpoint=pretrained, mode="router_only"))
+    trainable = [name for name, p in Trainer(run).module.named_parameters() if p.requires_grad]
+    assert trainable == ["model.layers.0.ffn_layer.gate.weight", "model.layers.1.ffn_layer.gate.weight"]

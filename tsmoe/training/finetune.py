@@ -1,0 +1,69 @@
+"""Which model a run starts from and which of its parameters train.
+
+From scratch, or from a local pretrained checkpoint in the reference format. Fine-tuning modes:
+
+- full: every parameter trains;
+- lora: peft low-rank adapters on the attention projections and the input embedding; everything else,
+  experts included, is frozen. The exported model has the adapters merged, in the reference format;
+- frozen_experts: the routed and shared experts are frozen, the rest trains;
+- router_only: only the MoE routers (and nothing else) train.
+"""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from tsmoe.model.checkpoint import load_pretrained
+from tsmoe.model.config import TimeMoEConfig
+from tsmoe.model.timemoe import TimeMoE
+from tsmoe.training.config import FinetuneConfig
+
+# Module-name suffixes peft wraps in lora mode: attention projections and the input embedding's two linears.
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "emb_layer", "gate_layer"]
+_EXPERT_PARTS = (".ffn_layer.experts.", ".ffn_layer.shared_expert.", ".ffn_layer.shared_expert_gate.")
+_ROUTER_PART = ".ffn_layer.gate."
+
+
+def build_model(model_config: TimeMoEConfig, finetune: FinetuneConfig) -> torch.nn.Module:
+    """A fresh model, or the pretrained one with its fine-tuning mode applied."""
+    if finetune.checkpoint is None:
+        return TimeMoE(model_config)
+    model = load_pretrained(finetune.checkpoint)
+    return apply_finetune_mode(model, finetune)
+
+
+def apply_finetune_mode(model: TimeMoE, finetune: FinetuneConfig) -> torch.nn.Module:
+    """Freeze parameters (or add adapters) as the mode says; returns the module to train."""
+    if finetune.mode == "lora":
+        adapters = LoraConfig(r=finetune.lora_rank, lora_alpha=finetune.lora_alpha,
+                              lora_dropout=finetune.lora_dropout, target_modules=LORA_TARGETS)
+        return get_peft_model(model, adapters)
+    for name, parameter in model.named_parameters():
+        if finetune.mode == "frozen_experts":
+            parameter.requires_grad_(not any(part in f".{name}" for part in _EXPERT_PARTS))
+        elif finetune.mode == "router_only":
+            parameter.requires_grad_(_ROUTER_PART in f".{name}")
+    return model
+
+
+def base_model(model: torch.nn.Module) -> TimeMoE:
+    """The TimeMoE inside a training wrapper (DDP, DeepSpeed, torch.compile, peft), adapters not merged."""
+    for attribute in ("module", "_orig_mod"):
+        while hasattr(model, attribute) and isinstance(getattr(model, attribute), torch.nn.Module):
+            model = getattr(model, attribute)
+    if isinstance(model, PeftModel):
+        model = model.get_base_model()
+    return model
+
+
+def export_model(model: torch.nn.Module) -> TimeMoE:
+    """A plain TimeMoE for saving in the reference format: LoRA adapters merged into a copy."""
+    for attribute in ("module", "_orig_mod"):
+        while hasattr(model, attribute) and isinstance(getattr(model, attribute), torch.nn.Module):
+            model = getattr(model, attribute)
+    if isinstance(model, PeftModel):
+        import copy
+
+        return copy.deepcopy(model).merge_and_unload()
+    return model
