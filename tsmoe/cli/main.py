@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tsmoe.cli import data_commands, evaluate_command, model_commands
+from tsmoe.cli import data_commands, evaluate_command, model_commands, train_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands.register(commands)
     model_commands.register(commands)
     evaluate_command.register(commands)
+    train_command.register(commands)
     return parser
 
 

@@ -20,6 +20,7 @@ import contextlib
 import json
 import math
 import random
+import re
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -162,7 +163,7 @@ class Trainer:
         with warnings.catch_warnings():
             # A skipped step still advances the schedule, so it stays aligned with the data; torch warns
             # about a scheduler step without an optimizer step, which here is intended.
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
             self.scheduler.step()
         return finite
 

@@ -1,0 +1,89 @@
+"""`tsmoe train` end to end through Ray Train: outputs, reruns and refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from tsmoe.cli.main import main
+from tsmoe.config import load_run_config
+from tsmoe.model.timemoe import TimeMoE
+from tsmoe.training.launch import latest_checkpoint
+from tsmoe.training.loop import fit
+from tests.model.tiny import TINY
+from tests.training.test_loop import synthetic_data
+
+
+def _write_config(path, data, epochs=2):
+    config = {"model": TINY, "data": {"path": str(data), "batch_size": 4, "num_workers": 0},
+              "training": {"epochs": epochs, "warmup_steps": 1, "log_every_steps": 2},
+              "evaluation": {"statistics_segments": 4, "baselines": []}}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_train_writes_config_metrics_checkpoints_and_models_then_refuses_another_config(tmp_path, capsys):
+    config = _write_config(tmp_path / "tiny.yaml", synthetic_data(tmp_path / "data"))
+    output = tmp_path / "run"
+    assert main(["train", str(config), "--output", str(output)]) == 0
+    assert "trained 2 epochs" in capsys.readouterr().out
+
+    assert load_run_config(output / "config.yaml") == load_run_config(config)
+    history = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [metrics["epoch"] for metrics in history] == [1, 2]
+    for metrics in history:
+        for key in ("loss", "val_auroc", "val_auprc", "it_s", "samples_s", "tokens_s", "data_wait_frac",
+                    "peak_memory_mib", "step_time_s", "nan_steps", "crop_length", "routing_entropy_min"):
+            assert key in metrics, key
+    model = TimeMoE.from_pretrained(output / "model")
+    assert model.config.hidden_size == TINY["hidden_size"]
+    assert (output / "best_model" / "config.json").is_file()
+
+    # The same config again: nothing to train, the outputs are collected from the checkpoints.
+    assert main(["train", str(config), "--output", str(output)]) == 0
+    assert "already trained for 2 epochs" in capsys.readouterr().out
+
+    # Another config into the same directory is refused before any work, naming the field.
+    other = _write_config(tmp_path / "other.yaml", tmp_path / "data", epochs=3)
+    assert main(["train", str(other), "--output", str(output)]) == 2
+    assert "fields training.epochs differ" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_last_checkpoint_and_matches_an_uninterrupted_one(tmp_path):
+    data = synthetic_data(tmp_path / "data", train=64, val=8, length=256)
+    config = _write_config(tmp_path / "tiny.yaml", data, epochs=4)
+    output = tmp_path / "run"
+    command = [sys.executable, "-m", "tsmoe.cli.main", "train", str(config), "--output", str(output)]
+    first = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while latest_checkpoint(output) is None and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and everything it started, mid-run
+    first.wait()
+    resumed_after = json.loads((latest_checkpoint(output) / "trainer_state.json").read_text())["epoch"]
+    assert 1 <= resumed_after < 4
+
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert f"resumed from the checkpoint after epoch {resumed_after}" in finished.stdout + finished.stderr
+    history = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [metrics["epoch"] for metrics in history] == [1, 2, 3, 4]
+    _, uninterrupted = fit(load_run_config(config))
+    assert [metrics["loss"] for metrics in history] == pytest.approx(
+        [metrics["loss"] for metrics in uninterrupted], rel=1e-5)
+
+
+def test_bad_config_fails_before_ray_naming_the_field(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"training": {"epochs": 0}}))
+    assert main(["train", str(config), "--output", str(tmp_path / "run")]) == 2
+    assert "field training.epochs" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

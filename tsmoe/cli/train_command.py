@@ -1,0 +1,37 @@
+"""`tsmoe train CONFIG.yaml`: one training run under Ray Train, the same loop a sweep trial runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tsmoe.config import load_run_config
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the `train` command."""
+    train = commands.add_parser("train", help="train a Time-MoE with N DDP workers under Ray Train")
+    train.add_argument("config", type=Path, help="a run config (see configs/), or an exported sweep config")
+    train.add_argument("--output", type=Path,
+                       help="run directory (default: runs/CONFIG_NAME); rerunning into it resumes the run")
+    train.add_argument("--workers", type=int, default=1, help="DDP workers (one GPU each where there are GPUs)")
+    train.add_argument("--address", help="join this Ray cluster instead of starting a local one")
+    train.add_argument("--cpus-per-worker", type=int, help="CPUs per worker (default: the machine's CPUs / workers)")
+    train.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Validate the config and data, train, and say where the outputs are."""
+    from tsmoe.training.launch import run_training  # imports Ray; parsing errors above stay fast
+
+    run = load_run_config(args.config)
+    output = args.output or Path("runs") / args.config.stem
+    outcome = run_training(run, output, workers=args.workers, address=args.address,
+                           cpus_per_worker=args.cpus_per_worker)
+    metrics = outcome.metrics
+    print(f"trained {outcome.epochs} epochs: loss {metrics.get('loss', float('nan')):.4f}, "
+          f"val_auroc {metrics.get('val_auroc', float('nan')):.3f}, {metrics.get('samples_s', float('nan')):.1f} "
+          f"samples/s")
+    print(f"model: {outcome.model}" + (f"\nbest model: {outcome.best_model}" if outcome.best_model else ""))
+    print(f"metrics: {outcome.output / 'metrics.jsonl'}")
+    return 0

@@ -1,0 +1,197 @@
+"""`tsmoe train`: check everything, start (or join) Ray, run the trainer on N workers, collect the outputs.
+
+The output directory of a run:
+
+    OUT/config.yaml       the resolved config (what `tsmoe train OUT/config.yaml` reruns)
+    OUT/metrics.jsonl     one JSON line of metrics per epoch
+    OUT/model/            the final model, reference checkpoint format (TimeMoE.from_pretrained)
+    OUT/best_model/       the model of the epoch with the best validation AUROC
+    OUT/train/            Ray Train's run: checkpoint_* directories, the best and the latest kept
+
+Running the same config into the same OUT again resumes from its latest checkpoint (a crashed or killed
+run loses at most the epoch in progress); a different config into an existing OUT is refused, so no
+run's outputs are ever overwritten by another's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from tsmoe.config import RunConfig, dump_run_config
+from tsmoe.data.check import check_dataset
+from tsmoe.training.trainer import MODEL_DIR, SUMMARY_FILE
+
+RUN_NAME = "train"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+
+# glibc's malloc returns freed memory to the OS eagerly; with large, short-lived batch arrays that means
+# page faults on every step. These thresholds keep the memory mapped.
+MALLOC_ENVIRONMENT = {
+    "MALLOC_MMAP_THRESHOLD_": "33554432",
+    "MALLOC_TRIM_THRESHOLD_": "68719476736",
+    "MALLOC_TOP_PAD_": "1073741824",
+}
+
+
+@dataclass
+class TrainingOutcome:
+    """Where a finished run left its outputs, and its last epoch's metrics."""
+
+    output: Path
+    epochs: int
+    metrics: dict[str, float]
+    model: Path
+    best_model: Path | None
+
+
+def worker_environment(use_gpu: bool) -> dict[str, str]:
+    """Environment variables for every Ray worker of a run."""
+    environment = dict(MALLOC_ENVIRONMENT)
+    if not use_gpu:
+        environment["DS_ACCELERATOR"] = "cpu"  # DeepSpeed reads it at import
+    # Train waits this long between worker health checks before a report returns; the default 2 s
+    # adds up to seconds per epoch on short runs.
+    environment["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"
+    return environment
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    fields = []
+    for key in sorted(set(old) | set(new)):
+        path = f"{prefix}{key}"
+        if isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+            fields += _differences(old[key], new[key], path + ".")
+        elif old.get(key) != new.get(key):
+            fields.append(path)
+    return fields
+
+
+def prepare_output(run: RunConfig, output: Path) -> None:
+    """Write the resolved config into OUT, or check that an existing OUT holds a run of the same config."""
+    config_path = output / CONFIG_FILE
+    wanted = run.model_dump(mode="json")
+    if config_path.is_file():
+        existing = yaml.safe_load(config_path.read_text()) or {}
+        differing = _differences(existing, wanted)
+        if differing:
+            raise FileExistsError(
+                f"{output}: holds a run of another config (fields {', '.join(differing[:6])} differ); "
+                f"choose a new --output, or rerun {config_path} to resume it"
+            )
+        return
+    if output.exists() and any(output.iterdir()):
+        raise FileExistsError(f"{output}: exists, is not empty and holds no tsmoe run; choose a new --output")
+    output.mkdir(parents=True, exist_ok=True)
+    dump_run_config(run, config_path)
+
+
+def _checkpoints(output: Path) -> list[tuple[dict, Path]]:
+    """(summary, directory) of every complete checkpoint in OUT, oldest first."""
+    found = []
+    for summary_path in (output / RUN_NAME).glob(f"checkpoint_*/{SUMMARY_FILE}"):
+        summary = json.loads(summary_path.read_text())
+        if (summary_path.parent / MODEL_DIR / "config.json").is_file():
+            found.append((summary, summary_path.parent))
+    return sorted(found, key=lambda item: item[0]["epoch"])
+
+
+def latest_checkpoint(output: Path) -> Path | None:
+    """The checkpoint of the latest epoch in OUT, or None."""
+    checkpoints = _checkpoints(output)
+    return checkpoints[-1][1] if checkpoints else None
+
+
+def _copy_model(source: Path, target: Path) -> None:
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+
+
+def collect_outputs(output: Path) -> TrainingOutcome:
+    """Write metrics.jsonl, model/ and best_model/ from the checkpoints in OUT."""
+    checkpoints = _checkpoints(output)
+    if not checkpoints:
+        raise RuntimeError(f"{output / RUN_NAME}: the run left no checkpoint")
+    summary, latest = checkpoints[-1]
+    history = summary["history"]
+    with open(output / METRICS_FILE, "w") as file:
+        for metrics in history:
+            file.write(json.dumps(metrics) + "\n")
+    _copy_model(latest / MODEL_DIR, output / "model")
+    scored = [(item[0]["history"][-1].get("val_auroc", math.nan), item[1]) for item in checkpoints if item[0]["history"]]
+    scored = [(auroc, directory) for auroc, directory in scored if math.isfinite(auroc)]
+    best = None
+    if scored:
+        best = output / "best_model"
+        _copy_model(max(scored, key=lambda item: item[0])[1] / MODEL_DIR, best)
+    return TrainingOutcome(output, summary["epoch"], history[-1] if history else {}, output / "model", best)
+
+
+def run_training(run: RunConfig, output: str | Path, workers: int = 1, address: str | None = None,
+                 cpus_per_worker: int | None = None) -> TrainingOutcome:
+    """Train `run` with `workers` DDP ranks under Ray Train; resumes a run already in `output`."""
+    if workers < 1:
+        raise ValueError(f"--workers: need at least 1, got {workers}")
+    output = Path(output).resolve()
+    # Everything that can be wrong with the inputs fails here, before any Ray or GPU work.
+    check_dataset(run.data.path, crop_schedule=run.data.crop_schedule)
+    prepare_output(run, output)
+    done = _checkpoints(output)
+    if done and done[-1][0]["epoch"] >= run.training.epochs:
+        print(f"{output}: already trained for {run.training.epochs} epochs; collecting its outputs")
+        return collect_outputs(output)
+
+    import ray
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from tsmoe.training.worker import train_worker
+
+    use_gpu = torch.cuda.is_available() if address is None else bool(ray.is_initialized() and
+                                                                    ray.cluster_resources().get("GPU"))
+    environment = worker_environment(use_gpu)
+    os.environ.update({key: value for key, value in environment.items() if key.startswith("RAY_")})
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(address=address, dashboard_host="127.0.0.1", runtime_env={"env_vars": environment},
+                 logging_level="WARNING")
+        if address is not None:
+            use_gpu = bool(ray.cluster_resources().get("GPU"))
+    if cpus_per_worker is None:
+        cpus_per_worker = 1 if use_gpu else max(1, int(ray.cluster_resources().get("CPU", 1)) // workers)
+    resume = latest_checkpoint(output)
+    trainer = TorchTrainer(
+        train_worker,
+        # Ray Train V2 resumes a run it finds in its storage by itself; the path covers runs whose Ray
+        # bookkeeping was lost, and V2 no longer takes resume_from_checkpoint.
+        train_loop_config={"run": run, "resume_from": str(resume) if resume else None},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                               resources_per_worker={"CPU": cpus_per_worker}),
+        run_config=ray.train.RunConfig(
+            name=RUN_NAME, storage_path=str(output),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=run.training.keep_checkpoints,
+                                                         checkpoint_score_attribute="val_auroc",
+                                                         checkpoint_score_order="max"),
+            worker_runtime_env={"env_vars": environment},
+            # Ray Train's own INFO lines (one per checkpoint and report) drown the run's progress lines.
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+        ),
+    )
+    try:
+        trainer.fit()
+    finally:
+        if started_ray:
+            ray.shutdown()
+    return collect_outputs(output)

@@ -1,0 +1,78 @@
+"""The function every Ray Train worker runs: one DDP (or DeepSpeed) rank of a training run.
+
+Each epoch: train, validate on rank 0, then every rank calls `ray.train.report` with a checkpoint of
+what it must save (rank 0 the model and trainer state; every rank its ZeRO shard under DeepSpeed). A
+restarted run, or a sweep trial restored after its driver died, finds the latest checkpoint through
+`ray.train.get_checkpoint()` and continues from the epoch after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import tempfile
+
+import ray.train
+import ray.train.torch
+
+from tsmoe.config import RunConfig
+from tsmoe.training.throughput import now
+from tsmoe.training.trainer import Trainer
+
+
+def _say(line: str) -> None:
+    # Ray Train replaces print() in workers with a logger that, with Ray's own stdout capture, shows every
+    # line twice; writing to the stream shows it once.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _quiet_report_lines() -> None:
+    """Ray Train logs every report with its whole metrics dict at INFO, under a logger named by file path."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # a Ray version without this module logs differently
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+def train_worker(loop_config: dict) -> None:
+    """Ray Train's `train_loop_per_worker`: `loop_config["run"]` is the validated RunConfig, and
+    `loop_config["resume_from"]` a checkpoint directory to continue from when Ray has none."""
+    run: RunConfig = loop_config["run"]
+    _quiet_report_lines()
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    trainer = Trainer(run, ray.train.torch.get_device(), rank, world_size, log=_say)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and loop_config.get("resume_from"):
+        checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_from"])
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            trainer.load_checkpoint(directory)
+        if rank == 0:
+            _say(f"resumed from the checkpoint after epoch {trainer.epoch}")
+    while trainer.epoch < run.training.epochs:
+        metrics = trainer.train_epoch()
+        if rank == 0:
+            started = now()
+            metrics.update(trainer.validate())
+            metrics["validation_s"] = now() - started
+            trainer.history.append(metrics)
+            _say(_epoch_line(metrics))
+        with tempfile.TemporaryDirectory() as directory:
+            trainer.save_checkpoint(directory)
+            keeps_files = rank == 0 or trainer.deepspeed
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if keeps_files
+                             else None)
+
+
+def _epoch_line(metrics: dict[str, float]) -> str:
+    def show(key: str, digits: int = 3) -> str:
+        value = metrics.get(key, math.nan)
+        return f"{key} {value:.{digits}f}"
+
+    return ", ".join([f"epoch {metrics['epoch']}", show("loss", 4), show("val_auroc"), show("it_s", 2),
+                      show("samples_s", 1), show("data_wait_frac"), f"nan_steps {metrics['nan_steps']}",
+                      f"crop {metrics['crop_length']}", show("routing_entropy_min")])
