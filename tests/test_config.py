@@ -1,6 +1,9 @@
 import pytest
 
 from tsmoe.config import RunConfig, dump_run_config, load_run_config
+from tsmoe.model.config import TimeMoEConfig
+from tsmoe.model.timemoe import TimeMoE
+from tests.model.tiny import TINY
 
 
 def test_a_written_config_reads_back_equal(tmp_path):
@@ -39,3 +42,17 @@ def test_missing_and_malformed_files_are_named(tmp_path):
     (tmp_path / "bad.yaml").write_text("model: [unclosed\n")
     with pytest.raises(ValueError, match="bad.yaml: not valid YAML"):
         load_run_config(tmp_path / "bad.yaml")
+
+
+def test_a_fine_tuning_config_takes_the_model_shape_from_its_checkpoint(tmp_path):
+    TimeMoE(TimeMoEConfig(**TINY)).save_pretrained(tmp_path / "pretrained")
+    path = tmp_path / "finetune.yaml"
+    path.write_text("model: {activation_checkpointing: true}\n"
+                    "training: {finetune: {checkpoint: pretrained, mode: lora}}\n")
+    config = load_run_config(path)
+    assert config.training.finetune.checkpoint == (tmp_path / "pretrained").resolve()
+    assert config.model.hidden_size == TINY["hidden_size"] and config.model.activation_checkpointing
+
+    path.write_text("training: {finetune: {checkpoint: missing, mode: lora}}\n")
+    with pytest.raises(ValueError, match=r"finetune.yaml: field training.finetune.checkpoint: .*missing"):
+        load_run_config(path)

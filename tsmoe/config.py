@@ -48,10 +48,27 @@ def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -
         raise ValueError(f"{path}: not valid YAML ({error})") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of sections (model, data, training, evaluation)")
-    config = parse_run_config(values | (overrides or {}), source=str(path))
+    values = values | (overrides or {})
+    checkpoint = ((values.get("training") or {}).get("finetune") or {}).get("checkpoint")
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint) if Path(checkpoint).is_absolute() else (path.parent / checkpoint).resolve()
+        values["training"]["finetune"]["checkpoint"] = str(checkpoint)
+        values["model"] = _pretrained_model_fields(checkpoint, values.get("model") or {}, path)
+    config = parse_run_config(values, source=str(path))
     if not config.data.path.is_absolute():
         config.data.path = (path.parent / config.data.path).resolve()
     return config
+
+
+def _pretrained_model_fields(checkpoint: Path, given: dict[str, Any], source: Path) -> dict[str, Any]:
+    """A fine-tuned model's shape comes from its checkpoint; fields given in the config override it."""
+    from tsmoe.model.checkpoint import load_config
+
+    try:
+        pretrained = load_config(checkpoint).model_dump()
+    except (FileNotFoundError, ValueError) as error:
+        raise ValueError(f"{source}: field training.finetune.checkpoint: {error}") from None
+    return pretrained | given
 
 
 def parse_run_config(values: dict[str, Any], source: str = "config") -> RunConfig:

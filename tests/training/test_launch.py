@@ -87,3 +87,20 @@ def test_bad_config_fails_before_ray_naming_the_field(tmp_path, capsys):
     assert main(["train", str(config), "--output", str(tmp_path / "run")]) == 2
     assert "field training.epochs" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_trains_on_two_cpu_workers_inside_ray_train(tmp_path, capsys):
+    config = _write_config(tmp_path / "tiny.yaml", synthetic_data(tmp_path / "data"), epochs=1)
+    values = yaml.safe_load(config.read_text())
+    values["training"]["strategy"] = "deepspeed"
+    values["training"]["deepspeed"] = {"stage": 2}
+    config.write_text(yaml.safe_dump(values))
+    output = tmp_path / "run"
+    assert main(["train", str(config), "--output", str(output), "--workers", "2"]) == 0
+    history = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) == 1 and history[0]["step"] == 2 and history[0]["nan_steps"] == 0
+    # ZeRO-2 partitions the optimizer state: each rank wrote its shard into the one checkpoint.
+    shards = sorted(path.name for path in latest_checkpoint(output).glob("deepspeed/state/zero_pp_rank_*"))
+    assert shards == ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+    assert TimeMoE.from_pretrained(output / "model").config.num_experts == TINY["num_experts"]

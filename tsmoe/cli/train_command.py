@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from tsmoe.config import load_run_config
@@ -22,12 +23,16 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Validate the config and data, train, and say where the outputs are."""
-    from tsmoe.training.launch import run_training  # imports Ray; parsing errors above stay fast
+    from tsmoe.training.launch import TrainingFailed, run_training  # imports Ray; config errors stay fast
 
     run = load_run_config(args.config)
     output = args.output or Path("runs") / args.config.stem
-    outcome = run_training(run, output, workers=args.workers, address=args.address,
-                           cpus_per_worker=args.cpus_per_worker)
+    try:
+        outcome = run_training(run, output, workers=args.workers, address=args.address,
+                               cpus_per_worker=args.cpus_per_worker)
+    except TrainingFailed as error:
+        print(f"tsmoe train: {error}", file=sys.stderr)
+        return 1
     metrics = outcome.metrics
     print(f"trained {outcome.epochs} epochs: loss {metrics.get('loss', float('nan')):.4f}, "
           f"val_auroc {metrics.get('val_auroc', float('nan')):.3f}, {metrics.get('samples_s', float('nan')):.1f} "

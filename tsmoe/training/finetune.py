@@ -29,7 +29,9 @@ def build_model(model_config: TimeMoEConfig, finetune: FinetuneConfig) -> torch.
     """A fresh model, or the pretrained one with its fine-tuning mode applied."""
     if finetune.checkpoint is None:
         return TimeMoE(model_config)
-    model = load_pretrained(finetune.checkpoint)
+    # The run's model fields (from the checkpoint's config.json plus any the run overrides) build the model
+    # the pretrained weights load into; a shape that does not match them fails with the names that differ.
+    model = load_pretrained(finetune.checkpoint, **model_config.model_dump())
     return apply_finetune_mode(model, finetune)
 
 

@@ -53,6 +53,20 @@ class TrainingOutcome:
     best_model: Path | None
 
 
+class TrainingFailed(RuntimeError):
+    """The run stopped with an error in a worker; its checkpoints so far stay in the output directory."""
+
+    def __init__(self, reason: str, output: Path):
+        super().__init__(f"training failed: {reason} (checkpoints so far are in {output / RUN_NAME})")
+
+
+def _failure_summary(text: str) -> str:
+    """The worker's own error line out of Ray's report, which wraps it in tracebacks."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if "Error:" in line and not line.startswith(("File ", "ray."))]
+    return errors[-1] if errors else (lines[-1] if lines else "unknown error")
+
+
 def worker_environment(use_gpu: bool) -> dict[str, str]:
     """Environment variables for every Ray worker of a run."""
     environment = dict(MALLOC_ENVIRONMENT)
@@ -191,6 +205,8 @@ def run_training(run: RunConfig, output: str | Path, workers: int = 1, address: 
     )
     try:
         trainer.fit()
+    except ray.train.TrainingFailedError as error:
+        raise TrainingFailed(_failure_summary(str(error)), output) from error
     finally:
         if started_ray:
             ray.shutdown()

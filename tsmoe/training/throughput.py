@@ -58,11 +58,15 @@ class EpochClock:
         self.tokens += tokens
 
     def figures(self, world_size: int) -> dict[str, float]:
-        """it_s, samples_s and tokens_s over all ranks, data_wait_frac and mean step time."""
+        """it_s, samples_s and tokens_s over all ranks, data_wait_frac, mean step time, and the steps and
+        seconds they were measured over."""
         if self.steps == 0 or self.step_seconds <= 0:
             nan = float("nan")
-            return {"it_s": nan, "samples_s": nan, "tokens_s": nan, "data_wait_frac": nan, "step_time_s": nan}
+            return {"it_s": nan, "samples_s": nan, "tokens_s": nan, "data_wait_frac": nan, "step_time_s": nan,
+                    "measured_steps": 0, "measured_s": 0.0}
         return {
+            "measured_steps": self.steps,  # what the rates below are over, to combine epochs
+            "measured_s": self.step_seconds,
             "it_s": self.steps / self.step_seconds,
             "samples_s": self.samples * world_size / self.step_seconds,
             "tokens_s": self.tokens * world_size / self.step_seconds,
