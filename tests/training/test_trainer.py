@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as multiprocessing
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
 from tsmoe.model.timemoe import TimeMoE
 from tsmoe.model.config import TimeMoEConfig
@@ -32,22 +33,32 @@ def test_aux_loss_factor_warms_up_linearly():
 def _ddp_rank(rank: int, run, rendezvous: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
     trainer = Trainer(run, "cpu", rank=rank, world_size=2)
+    reductions = []
+
+    def counting_allreduce(state, bucket):
+        reductions.append(bucket.index())
+        return allreduce_hook(None, bucket)
+
+    trainer.ddp_model.register_comm_hook(None, counting_allreduce)
     trainer.train_epoch()
     if rank == 0:
-        torch.save(_parameters(trainer), out)
+        torch.save({"parameters": _parameters(trainer), "reductions": len(reductions)}, out)
     dist.destroy_process_group()
 
 
 @pytest.mark.slow
-def test_two_ddp_workers_match_one_process_on_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("batch_size, accumulation", [(2, 1), (1, 2)])
+def test_two_ddp_workers_match_one_process_on_the_same_global_batch(tmp_path, batch_size, accumulation):
     data = synthetic_data(tmp_path / "data", train=4, val=4)
-    # Full crops start at 0 and no shuffle: rank r's batch is segments r and r+2, the single process's all four.
-    # The aux loss is a statistic of each rank's own tokens (as in the reference under DDP), so it is off here.
+    # Full crops start at 0 and no shuffle: rank r trains on segments r and r+2, the single process on all
+    # four, in one micro-batch or two. The aux loss is a statistic of each rank's own tokens (as in the
+    # reference under DDP), so it is off here.
     single = tiny_run(data, epochs=1, warmup_steps=0)
     single.model.router_aux_loss_factor = 0.0
     single.data.shuffle = False
     distributed = single.model_copy(deep=True)
-    distributed.data.batch_size = 2
+    distributed.data.batch_size = batch_size
+    distributed.training.gradient_accumulation = accumulation
     multiprocessing.spawn(_ddp_rank, args=(distributed, str(tmp_path / "rendezvous"), str(tmp_path / "ddp.pt")),
                           nprocs=2)
     trainer = Trainer(single, "cpu")
@@ -57,7 +68,10 @@ def test_two_ddp_workers_match_one_process_on_the_same_global_batch(tmp_path):
     assert trainer.step == 1
     for name in expected:
         assert not torch.equal(expected[name], initial[name]) or "shared_expert_gate" in name, name
-        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(got["parameters"][name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    # The tiny model's gradients fit one 25 MB DDP bucket: one all-reduce for the one optimizer step, however
+    # many micro-batches it accumulates (an all-reduce per micro-batch would count 2).
+    assert got["reductions"] == 1
 
 
 def test_a_resumed_run_ends_with_the_same_parameters(tmp_path):
