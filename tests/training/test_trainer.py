@@ -162,3 +162,13 @@ def test_router_only_trains_the_routers(tmp_path, pretrained):
                    finetune=FinetuneConfig(checkpoint=pretrained, mode="router_only"))
     trainable = [name for name, p in Trainer(run).module.named_parameters() if p.requires_grad]
     assert trainable == ["model.layers.0.ffn_layer.gate.weight", "model.layers.1.ffn_layer.gate.weight"]
+
+
+@pytest.mark.slow
+def test_a_compiled_model_trains_like_the_eager_one(tmp_path):
+    run = tiny_run(synthetic_data(tmp_path / "data"), epochs=1)
+    eager = Trainer(run).train_epoch()
+    compiled = Trainer(run.model_copy(update={"training": run.training.model_copy(update={"compile": True})}))
+    metrics = compiled.train_epoch()
+    assert metrics["nan_steps"] == 0
+    assert metrics["loss"] == pytest.approx(eager["loss"], rel=1e-4)

@@ -22,7 +22,7 @@ _HAS_GROUPED_MM = hasattr(F, "grouped_mm")
 
 
 def _grouped_mm_supports(device: torch.device, dtype: torch.dtype, widths: tuple[int, ...]) -> bool:
-    """grouped_mm runs float32/bfloat16 on CPU; on CUDA its kernels take bfloat16 only (SM80+).
+    """grouped_mm runs float32/bfloat16 on CPU; on CUDA and under torch.compile it takes bfloat16 only.
 
     Both also need every row to start on a 16-byte boundary.
     """
@@ -30,6 +30,8 @@ def _grouped_mm_supports(device: torch.device, dtype: torch.dtype, widths: tuple
         return False
     if any((width * dtype.itemsize) % 16 for width in widths):
         return False
+    if torch.compiler.is_compiling() and dtype != torch.bfloat16:
+        return False  # the compiler's shape-checking kernel accepts bfloat16 only, even on CPU
     if device.type == "cpu":
         return dtype in (torch.float32, torch.bfloat16)
     return device.type == "cuda" and dtype == torch.bfloat16
