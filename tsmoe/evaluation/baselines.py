@@ -12,8 +12,6 @@ from typing import Protocol
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from sklearn.decomposition import PCA
-from sklearn.ensemble import IsolationForest
 
 from tsmoe.evaluation.config import EvaluationConfig
 
@@ -123,6 +121,8 @@ class PcaReconstruction(_EmbeddingDetector):
     name = "pca"
 
     def build(self):
+        from sklearn.decomposition import PCA  # imported on use: training workers never need it
+
         return PCA(n_components=0.95, svd_solver="full", random_state=self.seed)
 
     def vector_scores(self, vectors: np.ndarray) -> np.ndarray:
@@ -136,6 +136,8 @@ class IsolationForestDetector(_EmbeddingDetector):
     name = "isolation_forest"
 
     def build(self):
+        from sklearn.ensemble import IsolationForest
+
         return IsolationForest(n_estimators=100, random_state=self.seed)
 
     def vector_scores(self, vectors: np.ndarray) -> np.ndarray:

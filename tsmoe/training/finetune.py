@@ -11,8 +11,9 @@ From scratch, or from a local pretrained checkpoint in the reference format. Fin
 
 from __future__ import annotations
 
+import sys
+
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
 
 from tsmoe.model.checkpoint import load_pretrained
 from tsmoe.model.config import TimeMoEConfig
@@ -38,6 +39,8 @@ def build_model(model_config: TimeMoEConfig, finetune: FinetuneConfig) -> torch.
 def apply_finetune_mode(model: TimeMoE, finetune: FinetuneConfig) -> torch.nn.Module:
     """Freeze parameters (or add adapters) as the mode says; returns the module to train."""
     if finetune.mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
         adapters = LoraConfig(r=finetune.lora_rank, lora_alpha=finetune.lora_alpha,
                               lora_dropout=finetune.lora_dropout, target_modules=LORA_TARGETS)
         return get_peft_model(model, adapters)
@@ -49,12 +52,18 @@ def apply_finetune_mode(model: TimeMoE, finetune: FinetuneConfig) -> torch.nn.Mo
     return model
 
 
+def _is_peft_model(model: torch.nn.Module) -> bool:
+    # peft takes seconds to import, in every Ray worker; a model can only be a PeftModel once it is loaded.
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
+
+
 def base_model(model: torch.nn.Module) -> TimeMoE:
     """The TimeMoE inside a training wrapper (DDP, DeepSpeed, torch.compile, peft), adapters not merged."""
     for attribute in ("module", "_orig_mod"):
         while hasattr(model, attribute) and isinstance(getattr(model, attribute), torch.nn.Module):
             model = getattr(model, attribute)
-    if isinstance(model, PeftModel):
+    if _is_peft_model(model):
         model = model.get_base_model()
     return model
 
@@ -64,7 +73,7 @@ def export_model(model: torch.nn.Module) -> TimeMoE:
     for attribute in ("module", "_orig_mod"):
         while hasattr(model, attribute) and isinstance(getattr(model, attribute), torch.nn.Module):
             model = getattr(model, attribute)
-    if isinstance(model, PeftModel):
+    if _is_peft_model(model):
         import copy
 
         return copy.deepcopy(model).merge_and_unload()
