@@ -60,7 +60,7 @@ class TrainingFailed(RuntimeError):
         super().__init__(f"training failed: {reason} (checkpoints so far are in {output / RUN_NAME})")
 
 
-def _failure_summary(text: str) -> str:
+def failure_summary(text: str) -> str:
     """The worker's own error line out of Ray's report, which wraps it in tracebacks."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if "Error:" in line and not line.startswith(("File ", "ray."))]
@@ -152,6 +152,39 @@ def collect_outputs(output: Path) -> TrainingOutcome:
     return TrainingOutcome(output, summary["epoch"], history[-1] if history else {}, output / "model", best)
 
 
+def build_torch_trainer(run: RunConfig, output: Path, workers: int, use_gpu: bool, cpus_per_worker: float,
+                        gpus_per_worker: float = 1.0, callbacks: list | None = None):
+    """The Ray Train `TorchTrainer` of one run: `workers` DDP ranks running `train_worker`, storing its
+    checkpoints under OUT/train. `tsmoe train` and every sweep trial build theirs here."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from tsmoe.training.worker import train_worker
+
+    environment = worker_environment(use_gpu)
+    resume = latest_checkpoint(output)
+    resources = {"CPU": cpus_per_worker} | ({"GPU": gpus_per_worker} if use_gpu else {})
+    return TorchTrainer(
+        train_worker,
+        # Ray Train V2 resumes a run it finds in its storage by itself; the path covers runs whose Ray
+        # bookkeeping was lost, and V2 no longer takes resume_from_checkpoint.
+        train_loop_config={"run": run, "resume_from": str(resume) if resume else None},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=RUN_NAME, storage_path=str(output),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=run.training.keep_checkpoints,
+                                                         checkpoint_score_attribute="val_auroc",
+                                                         checkpoint_score_order="max"),
+            worker_runtime_env={"env_vars": environment},
+            # Ray Train's own INFO lines (one per checkpoint and report) drown the run's progress lines.
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            callbacks=callbacks or [],
+        ),
+    )
+
+
 def run_training(run: RunConfig, output: str | Path, workers: int = 1, address: str | None = None,
                  cpus_per_worker: int | None = None) -> TrainingOutcome:
     """Train `run` with `workers` DDP ranks under Ray Train; resumes a run already in `output`."""
@@ -168,9 +201,6 @@ def run_training(run: RunConfig, output: str | Path, workers: int = 1, address: 
 
     import ray
     import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from tsmoe.training.worker import train_worker
 
     use_gpu = torch.cuda.is_available() if address is None else bool(ray.is_initialized() and
                                                                     ray.cluster_resources().get("GPU"))
@@ -184,29 +214,11 @@ def run_training(run: RunConfig, output: str | Path, workers: int = 1, address: 
             use_gpu = bool(ray.cluster_resources().get("GPU"))
     if cpus_per_worker is None:
         cpus_per_worker = 1 if use_gpu else max(1, int(ray.cluster_resources().get("CPU", 1)) // workers)
-    resume = latest_checkpoint(output)
-    trainer = TorchTrainer(
-        train_worker,
-        # Ray Train V2 resumes a run it finds in its storage by itself; the path covers runs whose Ray
-        # bookkeeping was lost, and V2 no longer takes resume_from_checkpoint.
-        train_loop_config={"run": run, "resume_from": str(resume) if resume else None},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                               resources_per_worker={"CPU": cpus_per_worker}),
-        run_config=ray.train.RunConfig(
-            name=RUN_NAME, storage_path=str(output),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=run.training.keep_checkpoints,
-                                                         checkpoint_score_attribute="val_auroc",
-                                                         checkpoint_score_order="max"),
-            worker_runtime_env={"env_vars": environment},
-            # Ray Train's own INFO lines (one per checkpoint and report) drown the run's progress lines.
-            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-        ),
-    )
+    trainer = build_torch_trainer(run, output, workers, use_gpu, cpus_per_worker)
     try:
         trainer.fit()
     except ray.train.TrainingFailedError as error:
-        raise TrainingFailed(_failure_summary(str(error)), output) from error
+        raise TrainingFailed(failure_summary(str(error)), output) from error
     finally:
         if started_ray:
             ray.shutdown()

@@ -53,12 +53,21 @@ def train_worker(loop_config: dict) -> None:
             trainer.load_checkpoint(directory)
         if rank == 0:
             _say(f"resumed from the checkpoint after epoch {trainer.epoch}")
+    if trainer.epoch >= run.training.epochs and trainer.history:
+        # A run that finished but whose driver died before it heard so (a sweep trial restored after a
+        # crash) reports its last epoch again, so the driver records the finished result.
+        ray.train.report(trainer.history[-1])
     while trainer.epoch < run.training.epochs:
+        epoch_started = now()
         metrics = trainer.train_epoch()
         if rank == 0:
             started = now()
             metrics.update(trainer.validate())
             metrics["validation_s"] = now() - started
+            metrics["epoch_s"] = now() - epoch_started  # training and validation, without the checkpoint
+            # The quality objective of a sweep, and what early stopping and the plots read.
+            metrics["best_val_auroc"] = _best_auroc(trainer.history + [metrics])
+            metrics["epochs_planned"] = run.training.epochs
             trainer.history.append(metrics)
             _say(_epoch_line(metrics))
         with tempfile.TemporaryDirectory() as directory:
@@ -66,6 +75,11 @@ def train_worker(loop_config: dict) -> None:
             keeps_files = rank == 0 or trainer.deepspeed
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if keeps_files
                              else None)
+
+
+def _best_auroc(history: list[dict[str, float]]) -> float:
+    aurocs = [metrics["val_auroc"] for metrics in history if math.isfinite(metrics.get("val_auroc", math.nan))]
+    return max(aurocs) if aurocs else math.nan
 
 
 def _epoch_line(metrics: dict[str, float]) -> str:
