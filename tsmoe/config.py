@@ -18,6 +18,23 @@ from tsmoe.model.config import TimeMoEConfig
 from tsmoe.training.config import TrainingConfig
 
 
+class SweepOrigin(BaseModel):
+    """Where an exported config came from: the sweep trial, why it was chosen, its figures and resources.
+
+    Training ignores it, except that `tsmoe train` uses the trial's worker count unless told otherwise.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    sweep: str  # the sweep directory
+    trial_id: str
+    policy: str
+    metrics: dict[str, float]
+    workers: int = Field(1, gt=0)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+
+
 class RunConfig(BaseModel):
     """Everything a training run needs."""
 
@@ -27,6 +44,7 @@ class RunConfig(BaseModel):
     data: DataConfig = Field(default_factory=DataConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    origin: SweepOrigin | None = None  # set in configs written by `tsmoe export`
 
     @model_validator(mode="after")
     def _heads_exist(self) -> "RunConfig":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tsmoe.cli import data_commands, evaluate_command, model_commands, train_command
+from tsmoe.cli import data_commands, evaluate_command, model_commands, sweep_commands, train_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands.register(commands)
     evaluate_command.register(commands)
     train_command.register(commands)
+    sweep_commands.register(commands)
     return parser
 
 

@@ -15,7 +15,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("config", type=Path, help="a run config (see configs/), or an exported sweep config")
     train.add_argument("--output", type=Path,
                        help="run directory (default: runs/CONFIG_NAME); rerunning into it resumes the run")
-    train.add_argument("--workers", type=int, default=1, help="DDP workers (one GPU each where there are GPUs)")
+    train.add_argument("--workers", type=int,
+                       help="DDP workers, one GPU each where there are GPUs (default: an exported trial's, else 1)")
     train.add_argument("--address", help="join this Ray cluster instead of starting a local one")
     train.add_argument("--cpus-per-worker", type=int, help="CPUs per worker (default: the machine's CPUs / workers)")
     train.set_defaults(run=run_train)
@@ -27,8 +28,14 @@ def run_train(args: argparse.Namespace) -> int:
 
     run = load_run_config(args.config)
     output = args.output or Path("runs") / args.config.stem
+    workers = args.workers
+    if workers is None:
+        # An exported sweep trial trains with the workers it had, so its global batch is the same.
+        workers = run.origin.workers if run.origin is not None else 1
+        if run.origin is not None:
+            print(f"reproducing trial {run.origin.trial_id} of {run.origin.sweep} with {workers} worker(s)")
     try:
-        outcome = run_training(run, output, workers=args.workers, address=args.address,
+        outcome = run_training(run, output, workers=workers, address=args.address,
                                cpus_per_worker=args.cpus_per_worker)
     except TrainingFailed as error:
         print(f"tsmoe train: {error}", file=sys.stderr)

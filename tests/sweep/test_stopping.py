@@ -1,0 +1,75 @@
+"""Early-stopping rules: when they stop a trial, and the reason each one records."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+from ray.tune.schedulers import TrialScheduler
+
+from tsmoe.sweep.definition import EarlyStoppingConfig
+from tsmoe.sweep.stopping import HopelessTrialStopper, RecordingASHA, StopLedger, build_early_stopping
+
+
+def _result(epoch, val_auroc=0.5, loss=1.0, planned=6):
+    return {"epoch": epoch, "val_auroc": val_auroc, "loss": loss, "epochs_planned": planned}
+
+
+def test_plateau_stops_after_patience_epochs_without_improvement_and_records_why(tmp_path):
+    ledger = StopLedger(tmp_path)
+    stopper = HopelessTrialStopper(ledger, "val_auroc", "max", patience=2, stop_nonfinite=True)
+    assert not stopper("a", _result(1, 0.60))
+    assert not stopper("a", _result(2, 0.70))
+    assert not stopper("a", _result(3, 0.69))
+    assert stopper("a", _result(4, 0.70))  # equal is not better: two epochs since the best
+    reason = ledger.reasons()["a"]
+    assert "plateau" in reason and "2 epochs" in reason and "0.7 at epoch 2" in reason
+
+
+def test_plateau_counts_improvement_downwards_for_a_loss(tmp_path):
+    stopper = HopelessTrialStopper(StopLedger(tmp_path), "loss", "min", patience=1, stop_nonfinite=False)
+    assert not stopper("a", _result(1, loss=2.0))
+    assert not stopper("a", _result(2, loss=1.5))
+    assert stopper("a", _result(3, loss=1.6))
+
+
+def test_a_nonfinite_loss_stops_the_trial_at_once(tmp_path):
+    ledger = StopLedger(tmp_path)
+    stopper = HopelessTrialStopper(ledger, "val_auroc", "max", patience=None, stop_nonfinite=True)
+    assert stopper("a", _result(1, loss=math.nan))
+    assert ledger.reasons() == {"a": "loss is nan at epoch 1"}
+
+
+def test_the_last_epoch_is_never_recorded_as_an_early_stop(tmp_path):
+    ledger = StopLedger(tmp_path)
+    stopper = HopelessTrialStopper(ledger, "val_auroc", "max", patience=1, stop_nonfinite=True)
+    stopper("a", _result(1, 0.9, planned=2))
+    assert not stopper("a", _result(2, 0.5, planned=2))
+    assert ledger.reasons() == {}
+
+
+def test_ledger_keeps_the_first_reason_and_skips_a_line_cut_short(tmp_path):
+    ledger = StopLedger(tmp_path)
+    ledger.record("a", 1, "first")
+    ledger.record("a", 2, "second")
+    with open(ledger.path, "a") as file:
+        file.write('{"trial_id": "b", "ep')  # a driver killed mid-write
+    assert StopLedger(tmp_path).reasons() == {"a": "first"}
+
+
+def test_asha_records_the_trials_it_stops_before_their_last_epoch(tmp_path):
+    ledger = StopLedger(tmp_path)
+    scheduler = RecordingASHA(ledger, "val_auroc", "max", max_t=4, grace_period=1, reduction_factor=2)
+    trials = [SimpleNamespace(trial_id=name) for name in ("good", "bad")]
+    for trial in trials:
+        scheduler.on_trial_add(None, trial)
+    assert scheduler.on_trial_result(None, trials[0], _result(1, 0.9, planned=4)) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, trials[1], _result(1, math.nan, planned=4)) == TrialScheduler.STOP
+    assert ledger.reasons()["bad"].startswith("asha: val_auroc nan below its rung's cut-off at epoch 1")
+    assert "good" not in ledger.reasons()
+
+
+def test_build_early_stopping_without_a_scheduler_still_stops_nonfinite_trials(tmp_path):
+    scheduler, stopper = build_early_stopping(EarlyStoppingConfig(scheduler="none"), tmp_path, epochs=3)
+    assert scheduler is None
+    assert stopper("a", _result(1, loss=math.inf, planned=3))

@@ -1,0 +1,76 @@
+"""`tsmoe sweep`, `tsmoe report` and `tsmoe export`: run a sweep, read its results, take a config out."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tsmoe.cli.progress import Progress
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the `sweep`, `report` and `export` commands."""
+    from tsmoe.sweep.policies import POLICIES
+
+    sweep = commands.add_parser("sweep", help="run a Ray Tune + Optuna sweep defined in sweeps/NAME.yaml")
+    sweep.add_argument("definition", type=Path, help="a sweep definition (see sweeps/)")
+    sweep.add_argument("--address", help="join this Ray cluster instead of starting a local one")
+    sweep.add_argument("--resume", action="store_true",
+                       help="continue the sweep already in the definition's directory (after a crash or a kill; "
+                            "finished trials are kept), or start it when there is none")
+    sweep.set_defaults(run=run_sweep_command)
+
+    report = commands.add_parser("report", help="print a sweep's Pareto front and rebuild its table and plots")
+    report.add_argument("directory", type=Path, help="the sweep directory (the definition's storage/name)")
+    report.set_defaults(run=run_report_command)
+
+    export = commands.add_parser("export", help="write one trial's config for `tsmoe train`")
+    export.add_argument("directory", type=Path, help="the sweep directory (the definition's storage/name)")
+    export.add_argument("-o", "--output", type=Path, required=True, help="the config file to write")
+    export.add_argument("--policy", choices=POLICIES, default="knee",
+                        help="best_auroc (above --min-throughput), best_throughput (above --min-auroc), or knee "
+                             "(the Pareto front's knee; default)")
+    export.add_argument("--min-throughput", type=float, help="floor on the sweep's throughput objective")
+    export.add_argument("--min-auroc", type=float, help="floor on the best validation AUROC")
+    export.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    export.set_defaults(run=run_export_command)
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    """Check the definition, run the sweep and print where its results are."""
+    from tsmoe.sweep.definition import load_sweep
+
+    sweep = load_sweep(args.definition, address=args.address, progress=Progress("synthesizing segments"))
+    from tsmoe.sweep.records import format_front  # Ray is imported only once the definition is known good
+    from tsmoe.sweep.runner import run_sweep, summary_lines
+
+    outcome = run_sweep(sweep, resume=args.resume)
+    throughput = sweep.config.objectives.throughput
+    print(summary_lines(outcome.table, throughput))
+    print("Pareto front (best validation AUROC against " + throughput + "):")
+    print(format_front(outcome.front, throughput))
+    print(f"results: {outcome.directory} (trials.csv, pareto.csv, pareto.png, pareto.html, optuna.db)")
+    print(f"export:  tsmoe export {outcome.directory} -o best.yaml")
+    return 0
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    """Print the front and rebuild the results of a sweep directory."""
+    from tsmoe.sweep.runner import report
+
+    outcome = report(args.directory)
+    print(f"written: {', '.join(sorted(path.name for path in outcome.plots.values()))}, trials.csv, pareto.csv")
+    return 0
+
+
+def run_export_command(args: argparse.Namespace) -> int:
+    """Write the chosen trial's config."""
+    from tsmoe.sweep.export import export_trial
+
+    exported = export_trial(args.directory, args.output, args.policy, min_throughput=args.min_throughput,
+                            min_auroc=args.min_auroc, overwrite=args.force)
+    origin = exported.config.origin
+    figures = ", ".join(f"{name} {value:.4g}" for name, value in origin.metrics.items())
+    print(f"{exported.path}: trial {origin.trial_id} ({args.policy}): {figures}")
+    print(f"train it with: tsmoe train {exported.path}")
+    return 0

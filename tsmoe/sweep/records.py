@@ -1,0 +1,124 @@
+"""The results of a sweep: one table row per trial, the Pareto front and the plots, from what is on disk.
+
+Everything is rebuilt from the sweep directory (Tune's experiment state, each trial's checkpoints, the
+stop ledger), so `tsmoe report` works on a finished, interrupted or copied sweep without Ray running.
+
+    SWEEP/trials.csv, trials.parquet   every trial: status, stop reason, parameters, last and best figures
+    SWEEP/pareto.csv                   the front of completed, feasible trials
+    SWEEP/pareto.png, pareto.html, parallel_coordinates.html, importance.png, importance.html
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from tsmoe.sweep.definition import SweepConfig
+from tsmoe.sweep.pareto import QUALITY, mark_feasibility, pareto_front
+from tsmoe.sweep.stopping import StopLedger
+from tsmoe.sweep.trial import TRIALS_DIR
+from tsmoe.training.launch import latest_checkpoint
+from tsmoe.training.trainer import SUMMARY_FILE
+
+TRIALS_CSV, TRIALS_PARQUET, PARETO_CSV = "trials.csv", "trials.parquet", "pareto.csv"
+PARAM_PREFIX, BEST_PREFIX = "param.", "best."
+# Tune's bookkeeping keys in a trial's results: not figures of the run.
+_TUNE_KEYS = {"trial_id", "timestamp", "date", "pid", "hostname", "node_ip", "done", "training_iteration",
+              "time_this_iter_s", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",
+              "should_checkpoint", "checkpoint_path", "config"}
+_BEST_FIGURES = ("epoch", "val_auroc", "val_auprc", "val_best_f1", "loss")
+
+
+def _history(output: Path) -> list[dict]:
+    """Every epoch's metrics of a trial's run, from its latest checkpoint (also for a stopped trial)."""
+    checkpoint = latest_checkpoint(output)
+    if checkpoint is None:
+        return []
+    return json.loads((checkpoint / SUMMARY_FILE).read_text())["history"]
+
+
+def _error_line(trial) -> str:
+    path = Path(trial.path or "") / "error.txt"
+    if not path.is_file():
+        return "error (no error file)"
+    from tsmoe.training.launch import failure_summary
+
+    return failure_summary(path.read_text())
+
+
+def _status(trial, epochs: int, planned: int, reasons: dict[str, str]) -> tuple[str, str]:
+    if trial.status == "ERROR":
+        return "error", _error_line(trial)
+    if trial.status == "TERMINATED":
+        if epochs >= planned:
+            return "completed", ""
+        return "stopped", reasons.get(trial.trial_id, "stopped by the sweep's time budget")
+    if trial.status in ("RUNNING", "PAUSED"):
+        return "running", ""
+    return "pending", ""
+
+
+def trials_table(directory: str | Path, config: SweepConfig, planned_epochs: int) -> pd.DataFrame:
+    """One row per trial of the sweep in `directory`, with feasibility marked against its constraints."""
+    from ray.tune import ExperimentAnalysis
+
+    directory = Path(directory).resolve()  # Tune reads a relative path as a URI without a scheme
+    trials = ExperimentAnalysis(str(directory)).trials
+    reasons = StopLedger(directory).reasons()
+    rows = []
+    for trial in trials:
+        result = trial.last_result or {}
+        output = directory / TRIALS_DIR / trial.trial_id
+        epochs, planned = int(result.get("epoch", 0)), int(result.get("epochs_planned", planned_epochs))
+        status, reason = _status(trial, epochs, planned, reasons)
+        row = {"trial_id": trial.trial_id, "status": status, "stop_reason": reason, "epochs": epochs,
+               "epochs_planned": planned, "output": str(output)}
+        row |= {PARAM_PREFIX + name: value for name, value in sorted((trial.config or {}).items())}
+        row |= {key: value for key, value in result.items()
+                if key not in _TUNE_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool)}
+        row.setdefault(QUALITY, math.nan)
+        history = _history(output)
+        scored = [epoch for epoch in history if math.isfinite(epoch.get("val_auroc", math.nan))]
+        if scored:
+            best = max(scored, key=lambda epoch: epoch["val_auroc"])
+            row |= {BEST_PREFIX + key: best.get(key, math.nan) for key in _BEST_FIGURES}
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        table = pd.DataFrame(columns=["trial_id", "status", "stop_reason", "epochs", "epochs_planned", "output",
+                                      QUALITY, config.objectives.throughput])
+    for column in (QUALITY, config.objectives.throughput, "peak_memory_mib"):
+        if column not in table:
+            table[column] = math.nan
+    table = mark_feasibility(table, config.constraints.min_throughput, config.objectives.throughput,
+                             config.constraints.max_memory_mib)
+    return table.sort_values("trial_id", ignore_index=True)
+
+
+def write_results(directory: str | Path, config: SweepConfig, planned_epochs: int, distributions=None
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Path]]:
+    """Write the trial table, the Pareto front and the plots into the sweep directory."""
+    from tsmoe.sweep.plots import write_plots
+
+    directory = Path(directory)
+    throughput = config.objectives.throughput
+    table = trials_table(directory, config, planned_epochs)
+    front = pareto_front(table, QUALITY, throughput)
+    table.to_csv(directory / TRIALS_CSV, index=False)
+    table.to_parquet(directory / TRIALS_PARQUET, index=False)
+    front.to_csv(directory / PARETO_CSV, index=False)
+    plots = write_plots(table, directory, throughput=throughput, quality=QUALITY, distributions=distributions)
+    return table, front, plots
+
+
+def format_front(front: pd.DataFrame, throughput: str) -> str:
+    """The Pareto front as a plain-text table: trial, objectives, memory and the sampled parameters."""
+    if front.empty:
+        return "no completed feasible trial yet: the Pareto front is empty"
+    params = [column for column in front.columns if column.startswith(PARAM_PREFIX)]
+    shown = front[["trial_id", QUALITY, throughput, "peak_memory_mib", *params]].copy()
+    shown.columns = [column.removeprefix(PARAM_PREFIX) for column in shown.columns]
+    return shown.to_string(index=False, float_format=lambda value: f"{value:.4g}")

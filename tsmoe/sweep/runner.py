@@ -1,0 +1,216 @@
+"""`tsmoe sweep`: start (or join) Ray with its dashboard, run Tune with Optuna over the trainer, write results.
+
+The sweep directory (STORAGE/NAME) holds Tune's experiment (its state, one folder per trial), each trial's
+training run under trials/, the Optuna study (optuna.db), the stop ledger, a copy of the definition, base
+config and search space as run (so `tsmoe report` and `tsmoe export` need nothing else), and the results.
+A sweep whose driver died resumes with `--resume`: Tune restores finished trials as they were and
+continues unfinished ones from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from tsmoe.config import RunConfig, dump_run_config, load_run_config
+from tsmoe.sweep.definition import Sweep, SweepConfig, parse_sweep_config
+from tsmoe.sweep.space import SearchSpace, load_search_space
+
+STORED_SWEEP, STORED_BASE, STORED_SPACE, STORED_FACTS = "sweep.yaml", "base_config.yaml", "search_space.yaml", \
+    "sweep_facts.json"
+# A custom Ray resource held by each trial's own function: it uses no CPU of its own (the Train workers
+# do the work), and the pool of them caps how many trials run at once.
+TRIAL_DRIVER = "tsmoe_trial_driver"
+
+
+@dataclass
+class SweepOutcome:
+    """A finished (or time-budgeted) sweep: its directory, trial table and Pareto front."""
+
+    directory: Path
+    table: pd.DataFrame
+    front: pd.DataFrame
+    plots: dict[str, Path]
+
+
+def _store_definition(sweep: Sweep, segment_length: int) -> None:
+    directory = sweep.config.directory
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / STORED_SWEEP).write_text(yaml.safe_dump(sweep.config.model_dump(mode="json"), sort_keys=False))
+    dump_run_config(sweep.base, directory / STORED_BASE)
+    shutil.copyfile(sweep.space.source, directory / STORED_SPACE)
+    facts = {"segment_length": segment_length, "epochs": sweep.base.training.epochs}
+    (directory / STORED_FACTS).write_text(json.dumps(facts) + "\n")
+
+
+def _check_directory(sweep: Sweep, resume: bool) -> bool:
+    """Whether Tune has a sweep to restore here; refuses to mix two sweeps in one directory."""
+    from ray import tune
+
+    directory = sweep.config.directory
+    stored = directory / STORED_SWEEP
+    restorable = directory.is_dir() and tune.Tuner.can_restore(str(directory))
+    if stored.is_file():
+        before = parse_sweep_config(yaml.safe_load(stored.read_text()), str(stored))
+        ignored = {"address", "time_budget_s", "num_trials", "max_concurrent_trials"}
+        changed = [field for field in SweepConfig.model_fields if field not in ignored
+                   and getattr(before, field) != getattr(sweep.config, field)]
+        if changed:
+            raise FileExistsError(f"{directory}: holds a sweep with other settings ({', '.join(changed)} differ); "
+                                  f"change name or storage to start a new one")
+        base_before = load_run_config(directory / STORED_BASE)
+        if base_before != sweep.base:
+            raise FileExistsError(f"{directory}: holds a sweep of another base config than {sweep.config.base_config}")
+    if restorable and not resume:
+        raise FileExistsError(f"{directory}: holds a sweep already; pass --resume to continue it, or change the "
+                              f"sweep's name or storage to start a new one")
+    if not restorable and directory.is_dir() and any(directory.iterdir()) and not stored.is_file():
+        raise FileExistsError(f"{directory}: exists, is not empty and holds no tsmoe sweep")
+    return restorable
+
+
+def _start_ray(config: SweepConfig) -> dict:
+    """Start a local Ray with the dashboard, or join config.address; print how to reach the dashboard."""
+    import ray
+
+    from tsmoe.training.launch import worker_environment
+
+    environment = worker_environment(use_gpu=config.resources.gpus_per_worker > 0)
+    # The Train controller reads these in the driver and in trial processes.
+    os.environ.update({key: value for key, value in environment.items() if key.startswith("RAY_")})
+    local = config.address is None
+    context = ray.init(address=config.address, include_dashboard=True if local else None,
+                       dashboard_host="127.0.0.1", runtime_env={"env_vars": environment},
+                       resources={TRIAL_DRIVER: config.max_concurrent_trials} if local else None,
+                       logging_level="WARNING", log_to_driver=True)
+    url = context.dashboard_url
+    if url:
+        print(f"Ray dashboard: http://{url}")
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+            print("  token authentication is on: log in with the token that `ray get-auth-token` prints "
+                  "(kept in ~/.ray/auth_token); RAY_AUTH_MODE=disabled turns it off")
+    return ray.cluster_resources()
+
+
+def _check_resources(config: SweepConfig, cluster: dict) -> dict:
+    """Fail before any trial when one trial can never fit the cluster; the trial driver's own bundle."""
+    resources = config.resources
+    cpus = resources.workers * resources.cpus_per_worker
+    if cpus > cluster.get("CPU", 0):
+        raise ValueError(f"resources: a trial needs {resources.workers} workers x {resources.cpus_per_worker} CPUs "
+                         f"= {cpus:g}, the cluster has {cluster.get('CPU', 0):g}; lower resources.workers or "
+                         f"resources.cpus_per_worker")
+    gpus = resources.workers * resources.gpus_per_worker
+    if gpus > cluster.get("GPU", 0):
+        raise ValueError(f"resources: a trial needs {gpus:g} GPUs, the cluster has {cluster.get('GPU', 0):g}; "
+                         f"set resources.gpus_per_worker to 0 to train on CPUs")
+    if cluster.get(TRIAL_DRIVER):
+        return {TRIAL_DRIVER: 1}
+    # A cluster started without tsmoe's resource: the trial's function takes a sliver of a CPU.
+    return {"CPU": 0.01}
+
+
+def run_sweep(sweep: Sweep, resume: bool = False, callbacks: list | None = None) -> SweepOutcome:
+    """Run the sweep, or with `resume` continue the one in its directory if there is one; returns its
+    results once every trial has ended or the time budget ran out. `callbacks` (Tune callbacks) apply to a
+    new sweep; a restored one keeps those it was started with."""
+    import ray
+    from ray import tune
+
+    from tsmoe.data.store import open_dataset
+    from tsmoe.sweep.records import write_results
+    from tsmoe.sweep.searcher import SweepSearch
+    from tsmoe.sweep.stopping import build_early_stopping
+    from tsmoe.sweep.trial import TrialSetup, run_trial
+
+    config = sweep.config
+    directory = config.directory
+    restorable = _check_directory(sweep, resume)
+    segment_length = open_dataset(config.dataset.path).meta.segment_length
+    _store_definition(sweep, segment_length)
+    epochs = sweep.base.training.epochs
+    try:
+        cluster = _start_ray(config)
+        driver_bundle = _check_resources(config, cluster)
+        setup = TrialSetup(base=sweep.base, space=sweep.space, directory=directory,
+                           workers=config.resources.workers, cpus_per_worker=config.resources.cpus_per_worker,
+                           gpus_per_worker=config.resources.gpus_per_worker)
+        trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), driver_bundle)
+        if restorable:
+            print(f"resuming the sweep in {directory}")
+            tuner = tune.Tuner.restore(str(directory), trainable=trainable, resume_unfinished=True,
+                                       resume_errored=False, restart_errored=False)
+        else:
+            scheduler, stopper = build_early_stopping(config.early_stopping, directory, epochs)
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=SweepSearch(config, sweep.space, directory), scheduler=scheduler,
+                    num_samples=config.num_trials, max_concurrent_trials=config.max_concurrent_trials,
+                    time_budget_s=config.time_budget_s,
+                ),
+                run_config=tune.RunConfig(name=config.name, storage_path=str(config.storage), stop=stopper,
+                                          failure_config=tune.FailureConfig(max_failures=config.max_failures),
+                                          callbacks=callbacks, verbose=1),
+            )
+        tuner.fit()
+    finally:
+        ray.shutdown()
+    table, front, plots = write_results(directory, config, epochs, sweep.space.optuna_distributions())
+    return SweepOutcome(directory, table, front, plots)
+
+
+@dataclass
+class StoredSweep:
+    """A sweep as it was run, read back from its directory."""
+
+    directory: Path
+    config: SweepConfig
+    base: RunConfig
+    space: SearchSpace
+    epochs: int
+
+
+def read_stored_sweep(directory: str | Path) -> StoredSweep:
+    """The definition, base config and search space a sweep directory was run with."""
+    directory = Path(directory).resolve()
+    stored = directory / STORED_SWEEP
+    if not stored.is_file():
+        raise FileNotFoundError(f"{directory}: not a sweep directory (no {STORED_SWEEP}); "
+                                f"a sweep's directory is its storage/name")
+    config = parse_sweep_config(yaml.safe_load(stored.read_text()), str(stored))
+    base = load_run_config(directory / STORED_BASE)
+    facts = json.loads((directory / STORED_FACTS).read_text())
+    space = load_search_space(directory / STORED_SPACE, base, facts["segment_length"])
+    return StoredSweep(directory, config, base, space, facts["epochs"])
+
+
+def report(directory: str | Path, stream=sys.stdout) -> SweepOutcome:
+    """Rebuild a sweep's table, front and plots from its directory, and print the front."""
+    from tsmoe.sweep.records import format_front, write_results
+
+    stored = read_stored_sweep(directory)
+    table, front, plots = write_results(stored.directory, stored.config, stored.epochs,
+                                        stored.space.optuna_distributions())
+    print(summary_lines(table, stored.config.objectives.throughput), file=stream)
+    print(format_front(front, stored.config.objectives.throughput), file=stream)
+    return SweepOutcome(stored.directory, table, front, plots)
+
+
+def summary_lines(table: pd.DataFrame, throughput: str) -> str:
+    """How many trials ended which way, and why the stopped and failed ones did."""
+    counts = table["status"].value_counts().to_dict() if not table.empty else {}
+    lines = [f"{len(table)} trials: " + ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))]
+    for _, row in table[table["status"].isin(["stopped", "error"])].iterrows():
+        lines.append(f"  {row['trial_id']} {row['status']} after epoch {row['epochs']}: {row['stop_reason']}")
+    infeasible = table[(table["status"] == "completed") & ~table["feasible"].astype(bool)]
+    for _, row in infeasible.iterrows():
+        lines.append(f"  {row['trial_id']} infeasible: {row['infeasible_reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""The Optuna searcher of a sweep: two objectives, honest about trials that did not finish.
+
+Tune's `OptunaSearch` tells Optuna every trial that ends without an error as COMPLETE with its last
+figures, so a trial ASHA stopped after one epoch would enter Optuna's Pareto front half-trained and steer
+the sampler. `SweepSearch` tells such trials as PRUNED, trials with a non-finite objective as FAIL, and
+records the sweep's constraints (throughput floor, memory ceiling) on each trial, which both TPE and
+NSGA-II read to prefer feasible regions. The study lives in SWEEP/optuna.db, which optuna-dashboard opens.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from tsmoe.sweep.definition import SweepConfig
+from tsmoe.sweep.space import SearchSpace
+
+STUDY_FILE = "optuna.db"
+QUALITY = "best_val_auroc"
+TUNE_TRIAL_ID = "tune_trial_id"
+
+logger = logging.getLogger(__name__)
+
+
+def study_storage(directory: Path) -> str:
+    """The SQLite URL of a sweep's Optuna study."""
+    return f"sqlite:///{Path(directory).resolve() / STUDY_FILE}"
+
+
+def constraint_values(result: dict, throughput: str, min_throughput: float | None,
+                      max_memory_mib: float | None) -> dict[str, float]:
+    """Optuna's constraint values for a trial's figures, by name: each <= 0 when satisfied."""
+    values = {}
+    if min_throughput is not None:
+        figure = result.get(throughput, math.nan)
+        values["min_throughput"] = min_throughput - figure if math.isfinite(figure) else math.inf
+    if max_memory_mib is not None:
+        figure = result.get("peak_memory_mib", math.nan)
+        values["max_memory_mib"] = figure - max_memory_mib if math.isfinite(figure) else math.inf
+    return values
+
+
+class SweepSearch(OptunaSearch):
+    """OptunaSearch that tells unfinished trials as PRUNED and records constraints; see the module doc."""
+
+    def __init__(self, config: SweepConfig, space: SearchSpace, directory: Path):
+        self.throughput = config.objectives.throughput
+        self.min_throughput = config.constraints.min_throughput
+        self.max_memory_mib = config.constraints.max_memory_mib
+        if config.sampler == "nsga2":
+            sampler = optuna.samplers.NSGAIISampler(seed=config.seed)
+        else:
+            sampler = optuna.samplers.TPESampler(seed=config.seed, multivariate=True)
+        super().__init__(space=space.optuna_distributions(), metric=[QUALITY, self.throughput],
+                         mode=["max", "max"], sampler=sampler, study_name=config.name,
+                         storage=optuna.storages.RDBStorage(study_storage(directory)))
+
+    def suggest(self, trial_id: str):
+        """Sample a trial's parameters and remember which Tune trial the Optuna trial is."""
+        params = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr(TUNE_TRIAL_ID, trial_id)
+        return params
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Tell Optuna how the trial ended: COMPLETE only when it ran all its epochs with finite figures."""
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        trial = self._ot_trials[trial_id]
+        result = result or {}
+        values = [result.get(QUALITY, math.nan), result.get(self.throughput, math.nan)]
+        finished = result.get("epoch", 0) >= result.get("epochs_planned", math.inf)
+        if error or not result:
+            state, values = TrialState.FAIL, None
+        elif not all(isinstance(value, (int, float)) and math.isfinite(value) for value in values):
+            state, values = TrialState.FAIL, None
+        else:
+            state = TrialState.COMPLETE if finished else TrialState.PRUNED
+            values = values if finished else None
+            # The samplers read constraints of completed and pruned trials alike.
+            for name, value in constraint_values(result, self.throughput, self.min_throughput,
+                                                 self.max_memory_mib).items():
+                trial.set_constraint(name, value)
+        try:
+            self._ot_study.tell(trial, values, state=state)
+        except (ValueError, RuntimeError) as told:  # already told, e.g. by a driver that died right after
+            logger.warning("optuna: %s", told)
+        self._completed_trials.add(trial_id)

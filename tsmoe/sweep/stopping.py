@@ -1,0 +1,123 @@
+"""Early stopping: ASHA on one metric, a plateau rule and a non-finite rule, each saying why it stopped.
+
+Tune does not record which rule ended a trial, and a stopped trial's last figures look like a finished
+one's. Every rule here writes its reason to SWEEP/stop_reasons.jsonl (one JSON line per stop, appended
+and flushed, so it survives a killed driver), which the results table reads to tell stopped trials from
+completed ones and to say why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+from ray.tune.stopper import Stopper
+
+from tsmoe.sweep.definition import EarlyStoppingConfig
+
+STOP_REASONS_FILE = "stop_reasons.jsonl"
+EPOCH = "epoch"
+
+
+class StopLedger:
+    """Append-only record of why trials were stopped early."""
+
+    def __init__(self, directory: Path):
+        self.path = Path(directory) / STOP_REASONS_FILE
+
+    def record(self, trial_id: str, epoch: int, reason: str) -> None:
+        """Note that `trial_id` was stopped after `epoch` for `reason` (the first reason given wins)."""
+        if trial_id in self.reasons():
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as file:
+            file.write(json.dumps({"trial_id": trial_id, "epoch": epoch, "reason": reason}) + "\n")
+
+    def reasons(self) -> dict[str, str]:
+        """trial id -> the reason it was stopped."""
+        if not self.path.is_file():
+            return {}
+        reasons = {}
+        for line in self.path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a killed driver
+                continue
+            reasons.setdefault(entry["trial_id"], entry["reason"])
+        return reasons
+
+
+def _unfinished(result: dict) -> bool:
+    return result.get(EPOCH, 0) < result.get("epochs_planned", math.inf)
+
+
+class RecordingASHA(AsyncHyperBandScheduler):
+    """ASHA that records the trials it stops before their last epoch. A non-finite metric counts as the
+    worst value, so it cannot distort the rung cut-offs."""
+
+    def __init__(self, ledger: StopLedger, metric: str, mode: str, **kwargs):
+        super().__init__(time_attr=EPOCH, metric=metric, mode=mode, **kwargs)
+        self.ledger = ledger
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        """ASHA's decision, noted in the ledger when it stops a trial early."""
+        value = result.get(self._metric)
+        if value is not None and not math.isfinite(value):
+            result = result | {self._metric: -math.inf if self._mode == "max" else math.inf}
+        action = super().on_trial_result(tune_controller, trial, result)
+        if action == TrialScheduler.STOP and _unfinished(result):
+            self.ledger.record(trial.trial_id, result.get(EPOCH, 0),
+                               f"asha: {self._metric} {value:.4g} below its rung's cut-off at epoch "
+                               f"{result.get(EPOCH)}")
+        return action
+
+
+class HopelessTrialStopper(Stopper):
+    """Stops a trial whose loss went non-finite, or whose metric has not improved for `patience` epochs."""
+
+    def __init__(self, ledger: StopLedger, metric: str, mode: str, patience: int | None, stop_nonfinite: bool):
+        self.ledger = ledger
+        self.metric, self.sign = metric, 1.0 if mode == "max" else -1.0
+        self.patience, self.stop_nonfinite = patience, stop_nonfinite
+        self._best: dict[str, tuple[float, int]] = {}  # trial id -> (best signed value, its epoch)
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        """Whether to stop `trial_id` after this result."""
+        epoch = result.get(EPOCH, 0)
+        if self.stop_nonfinite and not math.isfinite(result.get("loss", 0.0)):
+            return self._stop(trial_id, result, f"loss is {result.get('loss')} at epoch {epoch}")
+        value = result.get(self.metric)
+        if self.patience is None or value is None:
+            return False
+        signed = self.sign * value if math.isfinite(value) else -math.inf
+        best, best_epoch = self._best.get(trial_id, (-math.inf, epoch))
+        if signed > best:
+            self._best[trial_id] = (signed, epoch)
+            return False
+        if epoch - best_epoch >= self.patience:
+            return self._stop(trial_id, result, f"plateau: {self.metric} has not improved for {epoch - best_epoch} "
+                                                f"epochs (best {self.sign * best:.4g} at epoch {best_epoch})")
+        return False
+
+    def _stop(self, trial_id: str, result: dict, reason: str) -> bool:
+        if not _unfinished(result):
+            return False  # the last epoch ends the trial anyway, as completed
+        self.ledger.record(trial_id, result.get(EPOCH, 0), reason)
+        return True
+
+    def stop_all(self) -> bool:
+        """Never ends the whole sweep."""
+        return False
+
+
+def build_early_stopping(config: EarlyStoppingConfig, directory: Path, epochs: int):
+    """(scheduler or None, stopper) for a sweep, both recording their reasons in the sweep directory."""
+    ledger = StopLedger(directory)
+    scheduler = None
+    if config.scheduler == "asha":
+        scheduler = RecordingASHA(ledger, config.metric, config.mode, max_t=epochs,
+                                  grace_period=config.grace_period, reduction_factor=config.reduction_factor)
+    stopper = HopelessTrialStopper(ledger, config.metric, config.mode, config.patience, config.stop_nonfinite)
+    return scheduler, stopper
