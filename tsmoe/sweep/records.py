@@ -2,6 +2,7 @@
 
 Everything is rebuilt from the sweep directory (Tune's experiment state, each trial's checkpoints, the
 stop ledger), so `tsmoe report` works on a finished, interrupted or copied sweep without Ray running.
+A trial stopped mid-run gets its run outputs (metrics.jsonl, model/, best_model/) from its checkpoints here.
 
     SWEEP/trials.csv, trials.parquet   every trial: status, stop reason, parameters, last and best figures
     SWEEP/pareto.csv                   the front of completed, feasible trials
@@ -30,6 +31,15 @@ _TUNE_KEYS = {"trial_id", "timestamp", "date", "pid", "hostname", "node_ip", "do
               "time_this_iter_s", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",
               "should_checkpoint", "checkpoint_path", "config"}
 _BEST_FIGURES = ("epoch", "val_auroc", "val_auprc", "val_best_f1", "loss")
+
+
+def _complete_outputs(output: Path) -> None:
+    """Give a trial stopped mid-run (by the scheduler, a stopper or the time budget) the outputs a finished
+    run has, from its checkpoints: metrics.jsonl, model/ and best_model/."""
+    from tsmoe.training.launch import METRICS_FILE, collect_outputs
+
+    if latest_checkpoint(output) is not None and not (output / METRICS_FILE).is_file():
+        collect_outputs(output)
 
 
 def _history(output: Path) -> list[dict]:
@@ -80,6 +90,7 @@ def trials_table(directory: str | Path, config: SweepConfig, planned_epochs: int
         row |= {key: value for key, value in result.items()
                 if key not in _TUNE_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool)}
         row.setdefault(QUALITY, math.nan)
+        _complete_outputs(output)
         history = _history(output)
         scored = [epoch for epoch in history if math.isfinite(epoch.get("val_auroc", math.nan))]
         if scored:

@@ -58,7 +58,9 @@ class RecordingASHA(AsyncHyperBandScheduler):
     worst value, so it cannot distort the rung cut-offs."""
 
     def __init__(self, ledger: StopLedger, metric: str, mode: str, **kwargs):
-        super().__init__(time_attr=EPOCH, metric=metric, mode=mode, **kwargs)
+        # stop_last_trials would stop a trial at its last epoch, before its run writes its outputs: the
+        # last epoch ends the trial anyway.
+        super().__init__(time_attr=EPOCH, metric=metric, mode=mode, stop_last_trials=False, **kwargs)
         self.ledger = ledger
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:

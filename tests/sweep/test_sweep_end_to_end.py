@@ -1,0 +1,116 @@
+"""`tsmoe sweep`, `report`, `export` and `train` end to end on CPU through Ray Tune and Ray Train."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from tests.sweep.test_definition import write_sweep
+from tests.training.test_loop import synthetic_data
+from tsmoe.cli.main import main
+from tsmoe.config import load_run_config
+from tsmoe.sweep.searcher import TUNE_TRIAL_ID, study_storage
+
+pytestmark = pytest.mark.slow
+
+
+def _history(run_directory):
+    return [json.loads(line) for line in (run_directory / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_small_sweep_writes_results_plots_and_an_export_that_trains_to_the_same_figures(tmp_path, capsys):
+    definition = write_sweep(tmp_path, synthetic_data(tmp_path / "data"), num_trials=3, max_concurrent_trials=2)
+    assert main(["sweep", str(definition)]) == 0
+    out = capsys.readouterr().out
+    assert "Ray dashboard: http://127.0.0.1:" in out and "Pareto front" in out
+
+    directory = tmp_path / "sweeps" / "tiny"
+    for name in ("trials.csv", "trials.parquet", "pareto.csv", "pareto.png", "pareto.html",
+                 "parallel_coordinates.html", "optuna.db"):
+        assert (directory / name).stat().st_size > 0, name
+    table = pd.read_parquet(directory / "trials.parquet")
+    assert len(table) == 3 and set(table["status"]) <= {"completed", "stopped"}
+    assert (table["status"] == "completed").any()
+    for _, row in table.iterrows():
+        history = _history(directory / "trials" / row["trial_id"]) if row["status"] == "completed" else None
+        if row["status"] == "completed":
+            assert row["epochs"] == 2 and row["stop_reason"] == ""
+            assert row["best_val_auroc"] == pytest.approx(max(epoch["val_auroc"] for epoch in history))
+        else:
+            assert row["epochs"] == 1 and row["stop_reason"].startswith(("asha:", "plateau:"))
+    front = pd.read_csv(directory / "pareto.csv")
+    assert set(front["trial_id"]) <= set(table.loc[table["status"] == "completed", "trial_id"])
+
+    # Optuna was told the same story: completed trials with their figures, stopped ones as pruned.
+    study = optuna.load_study(study_name="tiny", storage=study_storage(directory))
+    told = {trial.user_attrs[TUNE_TRIAL_ID]: trial for trial in study.trials}
+    for _, row in table.iterrows():
+        trial = told[row["trial_id"]]
+        if row["status"] == "completed":
+            assert trial.state == TrialState.COMPLETE
+            assert trial.values == pytest.approx([row["best_val_auroc"], row["samples_s"]])
+        else:
+            assert trial.state == TrialState.PRUNED
+
+    # Running the same definition again without --resume is refused: nothing is overwritten.
+    assert main(["sweep", str(definition)]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+
+    assert main(["report", str(directory)]) == 0
+    assert "3 trials:" in capsys.readouterr().out
+
+    exported = tmp_path / "best.yaml"
+    assert main(["export", str(directory), "-o", str(exported), "--policy", "best_auroc"]) == 0
+    config = load_run_config(exported)
+    trial_id = config.origin.trial_id
+    trial_directory = directory / "trials" / trial_id
+    assert config.model_copy(update={"origin": None}) == load_run_config(trial_directory / "config.yaml")
+    chosen = table.set_index("trial_id").loc[trial_id]
+    assert chosen["status"] == "completed"
+    assert config.origin.metrics["best_val_auroc"] == pytest.approx(table["best_val_auroc"].max())
+    assert main(["export", str(directory), "-o", str(exported)]) == 2  # never overwritten unasked
+    capsys.readouterr()
+
+    # The exported config trains outside Tune to the trial's own losses: the same run, reproduced.
+    assert main(["train", str(exported), "--output", str(tmp_path / "reproduced")]) == 0
+    assert f"reproducing trial {trial_id}" in capsys.readouterr().out
+    reproduced, original = _history(tmp_path / "reproduced"), _history(trial_directory)
+    assert [epoch["loss"] for epoch in reproduced] == pytest.approx([epoch["loss"] for epoch in original], rel=1e-5)
+    assert [epoch["val_auroc"] for epoch in reproduced] == pytest.approx(
+        [epoch["val_auroc"] for epoch in original], rel=1e-5)
+
+
+def test_a_sweep_killed_mid_way_resumes_without_losing_or_rerunning_finished_trials(tmp_path):
+    definition = write_sweep(tmp_path, synthetic_data(tmp_path / "data", train=32), num_trials=4, max_concurrent_trials=2,
+                             early_stopping={"scheduler": "none"})
+    directory = tmp_path / "sweeps" / "tiny"
+    command = [sys.executable, "-m", "tsmoe.cli.main", "sweep", str(definition)]
+    first = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    finished = []
+    while not finished and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        finished = sorted(path.parent.parent.name for path in (directory / "trials").glob("*/model/config.json"))
+    time.sleep(11)  # past Tune's periodic save of the sweep's state (TUNE_GLOBAL_CHECKPOINT_S, 10 s)
+    os.killpg(first.pid, signal.SIGKILL)  # the driver, the trials and Ray itself, without warning
+    first.wait()
+    assert finished, "no trial finished before the kill"
+    kept = {trial_id: (directory / "trials" / trial_id / "metrics.jsonl").read_text() for trial_id in finished}
+
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming the sweep" in resumed.stdout
+    table = pd.read_csv(directory / "trials.csv")
+    assert len(table) == 4 and set(table["status"]) == {"completed"}
+    for trial_id, metrics in kept.items():
+        assert (directory / "trials" / trial_id / "metrics.jsonl").read_text() == metrics
+        assert len(_history(directory / "trials" / trial_id)) == 2
