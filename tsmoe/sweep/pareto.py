@@ -15,6 +15,7 @@ import pandas as pd
 
 QUALITY = "best_val_auroc"
 MEMORY = "peak_memory_mib"
+PARAM_PREFIX = "param."  # the table's columns of sampled values: param.<dotted config field>
 
 
 def format_figure(value: float) -> str:

@@ -20,9 +20,9 @@ from matplotlib.figure import Figure
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from plotly.subplots import make_subplots
 
-from tsmoe.sweep.pareto import QUALITY, eligible, format_figure, is_feasible, objective_values, pareto_front
+from tsmoe.sweep.pareto import (PARAM_PREFIX, QUALITY, eligible, format_figure, is_feasible, objective_values,
+                                pareto_front)
 
-PARAM_PREFIX = "param."
 SHORT_ID_LENGTH = 12
 
 # How each group of trials is drawn: (legend label, matplotlib style, plotly marker).
@@ -279,8 +279,8 @@ def parameter_importances(
     """fANOVA importance of each parameter for each objective (objective -> field -> share), or None.
 
     Computed over the eligible trials, as Optuna would over the sweep's study; rows with a parameter
-    missing or outside its distribution are left out, and so are parameters without a distribution. None when fewer than two trials remain or no
-    parameter varies among them. An objective that does not vary gets zero importance everywhere
+    missing or outside its distribution are left out, and so are parameters without a distribution.
+    None when fewer than two trials remain or no parameter varies among them. An objective that does not vary gets zero importance everywhere
     (fANOVA has no variance to explain).
     """
     rows = eligible(table, quality, throughput)

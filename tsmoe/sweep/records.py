@@ -18,14 +18,14 @@ from pathlib import Path
 import pandas as pd
 
 from tsmoe.sweep.definition import SweepConfig
-from tsmoe.sweep.pareto import QUALITY, mark_feasibility, pareto_front
+from tsmoe.sweep.pareto import PARAM_PREFIX, QUALITY, mark_feasibility, pareto_front
 from tsmoe.sweep.stopping import StopLedger
 from tsmoe.sweep.trial import TRIALS_DIR
 from tsmoe.training.launch import latest_checkpoint
 from tsmoe.training.trainer import SUMMARY_FILE
 
 TRIALS_CSV, TRIALS_PARQUET, PARETO_CSV = "trials.csv", "trials.parquet", "pareto.csv"
-PARAM_PREFIX, BEST_PREFIX = "param.", "best."
+BEST_PREFIX = "best."
 # Tune's bookkeeping keys in a trial's results: not figures of the run.
 _TUNE_KEYS = {"trial_id", "timestamp", "date", "pid", "hostname", "node_ip", "done", "training_iteration",
               "time_this_iter_s", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",

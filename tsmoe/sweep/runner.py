@@ -59,8 +59,8 @@ def _check_directory(sweep: Sweep, resume: bool) -> bool:
     restorable = directory.is_dir() and tune.Tuner.can_restore(str(directory))
     if stored.is_file():
         before = parse_sweep_config(yaml.safe_load(stored.read_text()), str(stored))
-        ignored = {"address", "time_budget_s", "num_trials", "max_concurrent_trials"}
-        changed = [field for field in SweepConfig.model_fields if field not in ignored
+        # Tune restores a sweep with the settings it started with; only where to find the cluster may change.
+        changed = [field for field in SweepConfig.model_fields if field != "address"
                    and getattr(before, field) != getattr(sweep.config, field)]
         if changed:
             raise FileExistsError(f"{directory}: holds a sweep with other settings ({', '.join(changed)} differ); "
@@ -99,17 +99,17 @@ def _start_ray(config: SweepConfig) -> dict:
     return ray.cluster_resources()
 
 
-def _check_resources(config: SweepConfig, cluster: dict) -> dict:
+def _check_resources(config: SweepConfig, cluster: dict, source: str = "sweep") -> dict:
     """Fail before any trial when one trial can never fit the cluster; the trial driver's own bundle."""
     resources = config.resources
     cpus = resources.workers * resources.cpus_per_worker
     if cpus > cluster.get("CPU", 0):
-        raise ValueError(f"resources: a trial needs {resources.workers} workers x {resources.cpus_per_worker} CPUs "
+        raise ValueError(f"{source}: field resources: a trial needs {resources.workers} workers x {resources.cpus_per_worker:g} CPUs "
                          f"= {cpus:g}, the cluster has {cluster.get('CPU', 0):g}; lower resources.workers or "
                          f"resources.cpus_per_worker")
     gpus = resources.workers * resources.gpus_per_worker
     if gpus > cluster.get("GPU", 0):
-        raise ValueError(f"resources: a trial needs {gpus:g} GPUs, the cluster has {cluster.get('GPU', 0):g}; "
+        raise ValueError(f"{source}: field resources: a trial needs {gpus:g} GPUs, the cluster has {cluster.get('GPU', 0):g}; "
                          f"set resources.gpus_per_worker to 0 to train on CPUs")
     if cluster.get(TRIAL_DRIVER):
         return {TRIAL_DRIVER: 1}
@@ -138,7 +138,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, callbacks: list | None = None)
     epochs = sweep.base.training.epochs
     try:
         cluster = _start_ray(config)
-        driver_bundle = _check_resources(config, cluster)
+        driver_bundle = _check_resources(config, cluster, str(sweep.source))
         setup = TrialSetup(base=sweep.base, space=sweep.space, directory=directory,
                            workers=config.resources.workers, cpus_per_worker=config.resources.cpus_per_worker,
                            gpus_per_worker=config.resources.gpus_per_worker)

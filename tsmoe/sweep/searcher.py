@@ -18,10 +18,10 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from tsmoe.sweep.definition import SweepConfig
+from tsmoe.sweep.pareto import QUALITY
 from tsmoe.sweep.space import SearchSpace
 
 STUDY_FILE = "optuna.db"
-QUALITY = "best_val_auroc"
 TUNE_TRIAL_ID = "tune_trial_id"
 
 logger = logging.getLogger(__name__)
