@@ -94,11 +94,15 @@ def parse_run_config(values: dict[str, Any], source: str = "config") -> RunConfi
     try:
         return RunConfig.model_validate(values)
     except ValidationError as error:
-        problems = "; ".join(
-            f"field {'.'.join(str(part) for part in problem['loc']) or '(top level)'}: {problem['msg']}"
-            for problem in error.errors()
-        )
-        raise ValueError(f"{source}: {problems}") from None
+        raise ValueError(f"{source}: {describe_fields(error)}") from None
+
+
+def describe_fields(error: ValidationError) -> str:
+    """Every problem of a pydantic error on one line, each naming its field by dotted path."""
+    return "; ".join(
+        f"field {'.'.join(str(part) for part in problem['loc']) or '(top level)'}: {problem['msg']}"
+        for problem in error.errors()
+    )
 
 
 def dump_run_config(config: RunConfig, path: str | Path) -> None:

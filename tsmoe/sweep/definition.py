@@ -30,7 +30,7 @@ from typing import Any, Callable, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tsmoe.config import RunConfig, load_run_config
+from tsmoe.config import RunConfig, describe_fields, load_run_config
 from tsmoe.sweep.space import SearchSpace, load_search_space
 
 # What a trial reports every epoch that early stopping may watch, and in which direction it improves.
@@ -173,11 +173,7 @@ def parse_sweep_config(values: Any, source: str) -> SweepConfig:
     try:
         return SweepConfig.model_validate(values)
     except ValidationError as error:
-        problems = "; ".join(
-            f"field {'.'.join(str(part) for part in problem['loc']) or '(top level)'}: {problem['msg']}"
-            for problem in error.errors()
-        )
-        raise ValueError(f"{source}: {problems}") from None
+        raise ValueError(f"{source}: {describe_fields(error)}") from None
 
 
 def read_sweep_config(path: str | Path) -> SweepConfig:
