@@ -114,3 +114,20 @@ def test_a_sweep_killed_mid_way_resumes_without_losing_or_rerunning_finished_tri
     for trial_id, metrics in kept.items():
         assert (directory / "trials" / trial_id / "metrics.jsonl").read_text() == metrics
         assert len(_history(directory / "trials" / trial_id)) == 2
+
+
+def test_a_crashing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(tmp_path, capsys):
+    # 16 training segments cannot fill one batch of 32: that trial's Trainer fails as it starts. Optuna's
+    # seed 0 samples batch 32 for the first trial and 4 for the second.
+    space = {"data.batch_size": {"type": "categorical", "choices": [4, 32]},
+             "training.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
+    definition = write_sweep(tmp_path, synthetic_data(tmp_path / "data"), space=space, num_trials=2,
+                             max_concurrent_trials=2, early_stopping={"scheduler": "none"})
+    assert main(["sweep", str(definition)]) == 0
+    assert "1 completed, 1 error" in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "sweeps" / "tiny" / "trials.csv").set_index("param.data.batch_size")
+    assert table.loc[4, "status"] == "completed"
+    assert table.loc[32, "status"] == "error"
+    assert "no full batch of 32" in table.loc[32, "stop_reason"]
+    study = optuna.load_study(study_name="tiny", storage=study_storage(tmp_path / "sweeps" / "tiny"))
+    assert sorted(trial.state.name for trial in study.trials) == ["COMPLETE", "FAIL"]

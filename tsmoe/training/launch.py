@@ -58,6 +58,11 @@ class TrainingFailed(RuntimeError):
 
     def __init__(self, reason: str, output: Path):
         super().__init__(f"training failed: {reason} (checkpoints so far are in {output / RUN_NAME})")
+        self.reason, self.output = reason, output
+
+    def __reduce__(self):
+        # Ray pickles a sweep trial's error to the driver; the default would call __init__ with the message.
+        return type(self), (self.reason, self.output)
 
 
 def failure_summary(text: str) -> str:
