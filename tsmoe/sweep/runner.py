@@ -192,8 +192,10 @@ def read_stored_sweep(directory: str | Path) -> StoredSweep:
     return StoredSweep(directory, config, base, space, facts["epochs"])
 
 
-def report(directory: str | Path, stream=sys.stdout) -> SweepOutcome:
-    """Rebuild a sweep's table, front and plots from its directory, and print the front."""
+def report(directory: str | Path, stream=None) -> SweepOutcome:
+    """Rebuild a sweep's table, front and plots from its directory, and print the front (to stdout
+    unless `stream` is given)."""
+    stream = stream or sys.stdout
     from tsmoe.sweep.records import format_front, write_results
 
     stored = read_stored_sweep(directory)
