@@ -35,7 +35,7 @@ class Exported:
 def export_trial(directory: str | Path, out: str | Path, policy: str, min_throughput: float | None = None,
                  min_auroc: float | None = None, overwrite: bool = False) -> Exported:
     """Choose a trial of the sweep in `directory` by `policy` and write its config to `out`."""
-    from tsmoe.sweep.records import write_results
+    from tsmoe.sweep.records import trials_table
     from tsmoe.sweep.runner import read_stored_sweep
 
     out = Path(out)
@@ -43,7 +43,8 @@ def export_trial(directory: str | Path, out: str | Path, policy: str, min_throug
         raise FileExistsError(f"{out}: exists; choose another -o path, or pass --force to replace it")
     stored = read_stored_sweep(directory)
     throughput = stored.config.objectives.throughput
-    table, _, _ = write_results(stored.directory, stored.config, stored.epochs, stored.space.optuna_distributions())
+    # The table alone: choosing a trial needs no plots (`tsmoe report` rebuilds those).
+    table = trials_table(stored.directory, stored.config, stored.epochs)
     trial = choose_trial(table, policy, throughput=throughput, min_throughput=min_throughput, min_auroc=min_auroc)
     run = load_run_config(Path(trial["output"]) / CONFIG_FILE)
     metrics = {name: float(trial[name]) for name in ORIGIN_METRICS

@@ -25,6 +25,8 @@ from tsmoe.sweep.pareto import (PARAM_PREFIX, QUALITY, eligible, format_figure, 
 
 SHORT_ID_LENGTH = 12
 
+# Groups are drawn from the least to the most important, so that the front sits on top.
+_DRAW_ORDER = ("unfinished", "stopped", "infeasible", "completed", "front")
 # How each group of trials is drawn: (legend label, matplotlib style, plotly marker).
 _GROUPS = {
     "front": (
@@ -131,8 +133,7 @@ def _pareto_png(
     figure = Figure(figsize=(7.5, 5.0))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    # Drawn from the least to the most important group, so that the front sits on top.
-    for name in ("unfinished", "stopped", "infeasible", "completed", "front"):
+    for name in _DRAW_ORDER:
         rows = groups[name]
         if rows.empty:
             continue
@@ -192,7 +193,7 @@ def _pareto_html(
     table: pd.DataFrame, groups: dict[str, pd.DataFrame], path: Path, quality: str, throughput: str
 ) -> Path:
     figure = go.Figure()
-    for name in ("unfinished", "stopped", "infeasible", "completed", "front"):
+    for name in _DRAW_ORDER:
         rows = groups[name]
         if rows.empty:
             continue

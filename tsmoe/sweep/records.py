@@ -89,7 +89,6 @@ def trials_table(directory: str | Path, config: SweepConfig, planned_epochs: int
         row |= {PARAM_PREFIX + name: value for name, value in sorted((trial.config or {}).items())}
         row |= {key: value for key, value in result.items()
                 if key not in _TUNE_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool)}
-        row.setdefault(QUALITY, math.nan)
         _complete_outputs(output)
         history = _history(output)
         scored = [epoch for epoch in history if math.isfinite(epoch.get("val_auroc", math.nan))]
