@@ -94,25 +94,47 @@ def main() -> None:
         directory = args.data
         if directory is None:
             directory = Path(scratch) / "synthetic"
-            generate_synthetic_dataset(directory, train_segments=args.segments, val_segments=8, test_segments=0,
-                                       segment_length=args.segment_length)
+            generate_synthetic_dataset(
+                directory,
+                train_segments=args.segments,
+                val_segments=8,
+                test_segments=0,
+                segment_length=args.segment_length,
+            )
         dataset = open_dataset(directory)
         length = dataset.meta.segment_length
         config = DataConfig(path=directory, batch_size=args.batch, num_workers=args.workers)
-        model_config = TimeMoEConfig(hidden_size=args.hidden, intermediate_size=4 * args.hidden,
-                                     num_hidden_layers=args.layers, num_attention_heads=args.heads,
-                                     num_experts=args.experts, num_experts_per_tok=2)
+        model_config = TimeMoEConfig(
+            hidden_size=args.hidden,
+            intermediate_size=4 * args.hidden,
+            num_hidden_layers=args.layers,
+            num_attention_heads=args.heads,
+            num_experts=args.experts,
+            num_experts_per_tok=2,
+        )
         loaded = loader_rate(dataset, config, args.loader_batches)
-        batch = next(iter(build_train_loader(dataset.split("train"), dataset.normalization,
-                                             config.model_copy(update={"num_workers": 0}), epochs=1)))
+        batch = next(
+            iter(
+                build_train_loader(
+                    dataset.split("train"),
+                    dataset.normalization,
+                    config.model_copy(update={"num_workers": 0}),
+                    epochs=1,
+                )
+            )
+        )
         torch.manual_seed(0)
         consumed = step_rate(TimeMoE(model_config), batch, args.steps)
         # Two epochs: the first pays for starting the workers, the second is the figure.
         _, reports = fit(RunConfig(model=model_config, data=config, training=TrainingConfig(epochs=2)))
         figures = {
-            "segment_length": length, "channels": dataset.meta.num_channels, "batch_segments": args.batch,
-            "workers": args.workers, "model": f"hidden {args.hidden}, {args.layers} layers, {args.experts} experts top-2",
-            "loader_segments_s": round(loaded, 1), "step_segments_s": round(consumed, 2),
+            "segment_length": length,
+            "channels": dataset.meta.num_channels,
+            "batch_segments": args.batch,
+            "workers": args.workers,
+            "model": f"hidden {args.hidden}, {args.layers} layers, {args.experts} experts top-2",
+            "loader_segments_s": round(loaded, 1),
+            "step_segments_s": round(consumed, 2),
             "loader_headroom": round(loaded / consumed, 1),
             "fit_samples_s": round(reports[-1]["samples_s"], 2),
             "fit_data_wait_frac": round(reports[-1]["data_wait_frac"], 4),

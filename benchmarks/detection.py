@@ -52,8 +52,15 @@ def build_skab(skab: Path, out: Path, segment_length: int, stride: int, normal_p
         raise SystemExit(f"{skab}: SKAB data folder not found (give --skab DIR or --data DIR)")
     runs = sorted(path for group in ("valve1", "valve2", "other") for path in (skab / group).glob("*.csv"))
     layout = CsvLayout(separator=";", time_column="datetime", label_column="anomaly", ignore_columns=["changepoint"])
-    csv_to_dataset(out, train_files=[skab / "anomaly-free" / "anomaly-free.csv"], val_files=runs, layout=layout,
-                   segment_length=segment_length, stride=stride, normal_prefix=normal_prefix)
+    csv_to_dataset(
+        out,
+        train_files=[skab / "anomaly-free" / "anomaly-free.csv"],
+        val_files=runs,
+        layout=layout,
+        segment_length=segment_length,
+        stride=stride,
+        normal_prefix=normal_prefix,
+    )
 
 
 def per_run_auroc(scores: dict[str, np.ndarray], dataset: SegmentDataset, split_name: str) -> pd.DataFrame:
@@ -64,8 +71,9 @@ def per_run_auroc(scores: dict[str, np.ndarray], dataset: SegmentDataset, split_
     rows: dict[str, dict[str, float]] = {}
     for detector, point_scores in scores.items():
         run_ids = np.unique(split.runs) if split.runs is not None else [0]
-        for run_id, (run_scores, run_labels) in zip(run_ids, point_groups(point_scores, labels, split.runs,
-                                                                          split.starts)):
+        for run_id, (run_scores, run_labels) in zip(
+            run_ids, point_groups(point_scores, labels, split.runs, split.starts)
+        ):
             if has_both_classes(run_labels, run_scores):
                 rows.setdefault(names[run_id], {})[detector] = detection_metrics(run_scores, run_labels).auroc
     table = pd.DataFrame.from_dict(rows, orient="index")
@@ -83,16 +91,33 @@ def group_means(table: pd.DataFrame) -> pd.DataFrame:
 def train_model(directory: Path, arguments: argparse.Namespace) -> tuple[TimeMoE, float]:
     """A small Time-MoE trained on the dataset's training split; returns it and the seconds it took."""
     run = RunConfig(
-        model=TimeMoEConfig(hidden_size=arguments.hidden_size, intermediate_size=4 * arguments.hidden_size,
-                            num_hidden_layers=arguments.layers, num_attention_heads=4, num_experts=arguments.experts,
-                            num_experts_per_tok=2, horizon_lengths=[1, 8, 32], router_init_std=0.002),
+        model=TimeMoEConfig(
+            hidden_size=arguments.hidden_size,
+            intermediate_size=4 * arguments.hidden_size,
+            num_hidden_layers=arguments.layers,
+            num_attention_heads=4,
+            num_experts=arguments.experts,
+            num_experts_per_tok=2,
+            horizon_lengths=[1, 8, 32],
+            router_init_std=0.002,
+        ),
         data=DataConfig(path=directory, batch_size=arguments.batch_size, num_workers=0, seed=arguments.seed),
-        training=TrainingConfig(epochs=arguments.epochs, learning_rate=arguments.learning_rate, warmup_steps=20,
-                                seed=arguments.seed, log_every_steps=10**9),
+        training=TrainingConfig(
+            epochs=arguments.epochs,
+            learning_rate=arguments.learning_rate,
+            warmup_steps=20,
+            seed=arguments.seed,
+            log_every_steps=10**9,
+        ),
     )
     started = time.perf_counter()
-    model, _ = fit(run, on_epoch=lambda metrics: print(f"epoch {metrics['epoch']}: loss {metrics['loss']:.4f}, "
-                                                       f"{metrics['samples_s']:.1f} segments/s", file=sys.stderr))
+    model, _ = fit(
+        run,
+        on_epoch=lambda metrics: print(
+            f"epoch {metrics['epoch']}: loss {metrics['loss']:.4f}, {metrics['samples_s']:.1f} segments/s",
+            file=sys.stderr,
+        ),
+    )
     return model, time.perf_counter() - started
 
 
@@ -110,8 +135,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=3e-3)
-    parser.add_argument("--head-sets", nargs="+", default=["1", "1,8", "1,8,32"],
-                        help="score the model once per set of horizons (comma-separated), each as its own row")
+    parser.add_argument(
+        "--head-sets",
+        nargs="+",
+        default=["1", "1,8", "1,8,32"],
+        help="score the model once per set of horizons (comma-separated), each as its own row",
+    )
     parser.add_argument("--channel-aggregate", choices=["mean", "max"], default="mean")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -134,19 +163,27 @@ def main() -> None:
         for head_set in arguments.head_sets:
             heads = [int(head) for head in head_set.split(",")]
             scores[f"{MODEL_NAME} heads {head_set}"] = model_point_scores(
-                model, dataset, split, config.model_copy(update={"heads": heads}),
+                model,
+                dataset,
+                split,
+                config.model_copy(update={"heads": heads}),
                 progress=lambda stage, done, total: bars.setdefault(
-                    (head_set, stage), Progress(f"heads {head_set}: scoring {stage}"))(done, total))
+                    (head_set, stage), Progress(f"heads {head_set}: scoring {stage}")
+                )(done, total),
+            )
         scores.update(score_detectors(dataset, arguments.split, config))
-        summary = pd.DataFrame([row for name, point_scores in scores.items()
-                                for row in measure(name, point_scores, split, config).rows()])
+        summary = pd.DataFrame(
+            [row for name, point_scores in scores.items() for row in measure(name, point_scores, split, config).rows()]
+        )
         runs = per_run_auroc(scores, dataset, arguments.split) if split.label_level == "point" else None
 
     source = "SKAB" if arguments.data is None else str(arguments.data)
-    header = (f"{source}, {arguments.split} split; Time-MoE hidden {arguments.hidden_size}, {arguments.layers} layers, "
-              f"{arguments.experts} experts, {arguments.epochs} epochs in {train_seconds:.0f} s; channels combined by "
-              f"{arguments.channel_aggregate}; "
-              f"{platform.processor() or platform.machine()}, torch {torch.__version__}")
+    header = (
+        f"{source}, {arguments.split} split; Time-MoE hidden {arguments.hidden_size}, {arguments.layers} layers, "
+        f"{arguments.experts} experts, {arguments.epochs} epochs in {train_seconds:.0f} s; channels combined by "
+        f"{arguments.channel_aggregate}; "
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
+    )
     print(header)
     print(summary.to_string(index=False, float_format=lambda value: f"{value:.3f}"))
     if runs is not None:
@@ -155,17 +192,25 @@ def main() -> None:
         print("\npoint AUROC per run:")
         print(runs.to_string(float_format=lambda value: f"{value:.3f}"))
     if arguments.markdown is not None:
+
         def block(table: pd.DataFrame, index: bool = True) -> str:
             return "```text\n" + table.to_string(index=index, float_format=lambda value: f"{value:.3f}") + "\n```"
 
         parts = [f"{header}\n", block(summary, index=False)]
         if runs is not None:
-            parts += ["\nPoint AUROC, mean per group of runs:\n", block(group_means(runs)),
-                      "\nPoint AUROC per run:\n", block(runs)]
+            parts += [
+                "\nPoint AUROC, mean per group of runs:\n",
+                block(group_means(runs)),
+                "\nPoint AUROC per run:\n",
+                block(runs),
+            ]
         arguments.markdown.write_text("\n".join(parts) + "\n")
     if arguments.json is not None:
-        figures = {"header": header, "summary": summary.to_dict(orient="records"),
-                   "per_run": None if runs is None else runs.to_dict(orient="index")}
+        figures = {
+            "header": header,
+            "summary": summary.to_dict(orient="records"),
+            "per_run": None if runs is None else runs.to_dict(orient="index"),
+        }
         arguments.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 

@@ -57,13 +57,22 @@ def main() -> None:
         rows = []
         for _, trial in outcome.table.iterrows():
             history_path = Path(trial["output"]) / "metrics.jsonl"
-            epochs = [json.loads(line) for line in history_path.read_text().splitlines()] \
-                if history_path.is_file() else []
+            epochs = (
+                [json.loads(line) for line in history_path.read_text().splitlines()] if history_path.is_file() else []
+            )
             trial_id = trial["trial_id"]
             wall = clock.ended.get(trial_id, finished) - clock.started.get(trial_id, launched)
             training = sum(epoch.get("epoch_s", 0.0) for epoch in epochs)
-            rows.append({"trial": trial_id, "status": trial["status"], "epochs": trial["epochs"],
-                         "wall_s": wall, "training_s": training, "fixed_s": wall - training})
+            rows.append(
+                {
+                    "trial": trial_id,
+                    "status": trial["status"],
+                    "epochs": trial["epochs"],
+                    "wall_s": wall,
+                    "training_s": training,
+                    "fixed_s": wall - training,
+                }
+            )
     table = pd.DataFrame(rows)
     figures = {
         "definition": str(args.definition),

@@ -40,8 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--intermediate", type=int, default=1024)
     parser.add_argument("--ctx", type=int, default=512, help="context length (points per series)")
     parser.add_argument("--batch", type=int, default=8, help="series per step")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
-                        help="compute dtype: bfloat16/float16 run under autocast with float32 weights")
+    parser.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="float32",
+        help="compute dtype: bfloat16/float16 run under autocast with float32 weights",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--implementation", choices=sorted(IMPLEMENTATIONS), default="fast")
     parser.add_argument("--activation-checkpointing", action="store_true")
@@ -49,8 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--peak-tflops", type=float,
-                        help="the device's dense peak for --dtype, for model FLOP utilisation (MFU)")
+    parser.add_argument(
+        "--peak-tflops", type=float, help="the device's dense peak for --dtype, for model FLOP utilisation (MFU)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     return parser.parse_args(argv)
 
@@ -70,9 +75,14 @@ def main(argv: list[str] | None = None) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     config = TimeMoEConfig(
-        hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=args.heads,
-        num_experts=args.experts, num_experts_per_tok=args.top_k, intermediate_size=args.intermediate,
-        activation_checkpointing=args.activation_checkpointing, **IMPLEMENTATIONS[args.implementation],
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_experts=args.experts,
+        num_experts_per_tok=args.top_k,
+        intermediate_size=args.intermediate,
+        activation_checkpointing=args.activation_checkpointing,
+        **IMPLEMENTATIONS[args.implementation],
     )
     model = TimeMoE(config).to(device).train()
     step_model = torch.compile(model) if args.compile else model
@@ -106,14 +116,29 @@ def main(argv: list[str] | None = None) -> dict:
     step_s = statistics.median(times)
     total, active = config.parameter_counts()
     result = {
-        "implementation": args.implementation, "device": str(device), "dtype": args.dtype,
+        "implementation": args.implementation,
+        "device": str(device),
+        "dtype": args.dtype,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "shape": dict(hidden=args.hidden, layers=args.layers, heads=args.heads, experts=args.experts,
-                      top_k=args.top_k, intermediate=args.intermediate, ctx=args.ctx, batch=args.batch),
-        "parameters_total": total, "parameters_active": active,
-        "step_s_median": step_s, "tokens_s": args.batch * args.ctx / step_s,
-        "peak_memory_gib": peak_memory_gib(device), "steps": args.steps, "warmup": args.warmup,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "shape": dict(
+            hidden=args.hidden,
+            layers=args.layers,
+            heads=args.heads,
+            experts=args.experts,
+            top_k=args.top_k,
+            intermediate=args.intermediate,
+            ctx=args.ctx,
+            batch=args.batch,
+        ),
+        "parameters_total": total,
+        "parameters_active": active,
+        "step_s_median": step_s,
+        "tokens_s": args.batch * args.ctx / step_s,
+        "peak_memory_gib": peak_memory_gib(device),
+        "steps": args.steps,
+        "warmup": args.warmup,
     }
     result["model_tflops_s"] = result["tokens_s"] * config.training_flops_per_token(args.ctx) / 1e12
     result["mfu"] = result["model_tflops_s"] / args.peak_tflops if args.peak_tflops else None

@@ -53,8 +53,14 @@ def parse_args() -> argparse.Namespace:
 def model_config(args: argparse.Namespace) -> TimeMoEConfig:
     if args.preset:
         return preset(args.preset)
-    return TimeMoEConfig(hidden_size=args.hidden, intermediate_size=4 * args.hidden, num_hidden_layers=args.layers,
-                         num_attention_heads=4, num_experts=args.experts, num_experts_per_tok=2)
+    return TimeMoEConfig(
+        hidden_size=args.hidden,
+        intermediate_size=4 * args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=4,
+        num_experts=args.experts,
+        num_experts_per_tok=2,
+    )
 
 
 def main() -> None:
@@ -63,14 +69,24 @@ def main() -> None:
         directory = args.data
         if directory is None:
             directory = Path(scratch) / "synthetic"
-            generate_synthetic_dataset(directory, train_segments=args.segments, val_segments=8, test_segments=0,
-                                       segment_length=args.segment_length)
+            generate_synthetic_dataset(
+                directory,
+                train_segments=args.segments,
+                val_segments=8,
+                test_segments=0,
+                segment_length=args.segment_length,
+            )
         run = RunConfig(
             model=model_config(args),
             data=DataConfig(path=directory, batch_size=args.batch, num_workers=args.workers),
-            training=TrainingConfig(epochs=10**6, gradient_accumulation=args.accumulation, precision=args.precision,
-                                    compile=args.compile, throughput_warmup_steps=args.warmup,
-                                    log_every_steps=10**9),
+            training=TrainingConfig(
+                epochs=10**6,
+                gradient_accumulation=args.accumulation,
+                precision=args.precision,
+                compile=args.compile,
+                throughput_warmup_steps=args.warmup,
+                log_every_steps=10**9,
+            ),
             evaluation=EvaluationConfig(baselines=[]),
         )
         trainer = Trainer(run, args.device)
@@ -88,13 +104,17 @@ def main() -> None:
             totals["tokens"] += last["tokens_s"] * seconds
             totals["wait"] += last["data_wait_frac"] * seconds
     figures = {
-        "device": torch.cuda.get_device_name() if args.device.startswith("cuda")
+        "device": torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
         else f"{platform.machine()} CPU, {os.cpu_count()} cores",
         "torch": torch.__version__,
         "precision": trainer.precision.name,
         "model": args.preset or f"hidden {args.hidden}, {args.layers} layers, {args.experts} experts top-2",
-        "segment_length": trainer.dataset.meta.segment_length, "channels": trainer.dataset.meta.num_channels,
-        "batch_segments": args.batch, "accumulation": args.accumulation, "loader_workers": args.workers,
+        "segment_length": trainer.dataset.meta.segment_length,
+        "channels": trainer.dataset.meta.num_channels,
+        "batch_segments": args.batch,
+        "accumulation": args.accumulation,
+        "loader_workers": args.workers,
         "steps": totals["steps"],
         "it_s": round(totals["steps"] / totals["seconds"], 3),
         "samples_s": round(totals["samples"] / totals["seconds"], 2),

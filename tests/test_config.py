@@ -7,9 +7,13 @@ from tests.model.tiny import TINY
 
 
 def test_a_written_config_reads_back_equal(tmp_path):
-    config = RunConfig.model_validate({"model": {"hidden_size": 64, "num_attention_heads": 4},
-                                       "data": {"path": str(tmp_path / "data"), "crop_schedule": "half_then_full"},
-                                       "training": {"epochs": 2}})
+    config = RunConfig.model_validate(
+        {
+            "model": {"hidden_size": 64, "num_attention_heads": 4},
+            "data": {"path": str(tmp_path / "data"), "crop_schedule": "half_then_full"},
+            "training": {"epochs": 2},
+        }
+    )
     dump_run_config(config, tmp_path / "run.yaml")
     assert load_run_config(tmp_path / "run.yaml") == config
 
@@ -47,8 +51,9 @@ def test_missing_and_malformed_files_are_named(tmp_path):
 def test_a_fine_tuning_config_takes_the_model_shape_from_its_checkpoint(tmp_path):
     TimeMoE(TimeMoEConfig(**TINY)).save_pretrained(tmp_path / "pretrained")
     path = tmp_path / "finetune.yaml"
-    path.write_text("model: {activation_checkpointing: true}\n"
-                    "training: {finetune: {checkpoint: pretrained, mode: lora}}\n")
+    path.write_text(
+        "model: {activation_checkpointing: true}\ntraining: {finetune: {checkpoint: pretrained, mode: lora}}\n"
+    )
     config = load_run_config(path)
     assert config.training.finetune.checkpoint == (tmp_path / "pretrained").resolve()
     assert config.model.hidden_size == TINY["hidden_size"] and config.model.activation_checkpointing

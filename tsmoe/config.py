@@ -50,8 +50,9 @@ class RunConfig(BaseModel):
     def _heads_exist(self) -> "RunConfig":
         missing = sorted(set(self.evaluation.heads) - set(self.model.horizon_lengths))
         if missing:
-            raise ValueError(f"evaluation.heads {missing} are not among model.horizon_lengths "
-                             f"{self.model.horizon_lengths}")
+            raise ValueError(
+                f"evaluation.heads {missing} are not among model.horizon_lengths {self.model.horizon_lengths}"
+            )
         return self
 
 

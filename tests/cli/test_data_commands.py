@@ -28,8 +28,21 @@ def test_check_exits_non_zero_naming_the_file_field_and_index(tmp_path, capsys):
 
 def test_synth_writes_a_dataset_that_passes_the_check(tmp_path, capsys):
     out = tmp_path / "synthetic"
-    arguments = ["data", "synth", str(out), "--train-segments", "4", "--val-segments", "4", "--test-segments", "0",
-                 "--segment-length", "128", "--seed", "3"]
+    arguments = [
+        "data",
+        "synth",
+        str(out),
+        "--train-segments",
+        "4",
+        "--val-segments",
+        "4",
+        "--test-segments",
+        "0",
+        "--segment-length",
+        "128",
+        "--seed",
+        "3",
+    ]
     assert main(arguments) == 0
     assert "val: 4 segments, 2 anomalous" in capsys.readouterr().out
     dataset = open_dataset(out)
@@ -53,13 +66,31 @@ def test_from_csv_builds_a_dataset_from_runs(tmp_path, capsys):
         values = rng.normal(size=(120, 2)) + index * 5
         labels = np.zeros(120, dtype=int)
         labels[90:100] = 1
-        lines = ["time;a;b;anomaly"] + [f"{row};{a};{b};{label}" for row, ((a, b), label) in
-                                        enumerate(zip(values, labels))]
+        lines = ["time;a;b;anomaly"] + [
+            f"{row};{a};{b};{label}" for row, ((a, b), label) in enumerate(zip(values, labels))
+        ]
         path.write_text("\n".join(lines) + "\n")
         runs.append(str(path))
     out = tmp_path / "dataset"
-    arguments = ["data", "from-csv", str(out), "--val", *runs, "--separator", ";", "--time-column", "time",
-                 "--label-column", "anomaly", "--normal-prefix", "60", "--segment-length", "32", "--stride", "16"]
+    arguments = [
+        "data",
+        "from-csv",
+        str(out),
+        "--val",
+        *runs,
+        "--separator",
+        ";",
+        "--time-column",
+        "time",
+        "--label-column",
+        "anomaly",
+        "--normal-prefix",
+        "60",
+        "--segment-length",
+        "32",
+        "--stride",
+        "16",
+    ]
     assert main(arguments) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     dataset = open_dataset(out)

@@ -19,17 +19,47 @@ from tests.model.tiny import TINY
 
 def test_evaluate_prints_the_model_beside_every_baseline(tmp_path, capsys):
     data = tmp_path / "synthetic"
-    assert main(["data", "synth", str(data), "--train-segments", "8", "--val-segments", "8", "--test-segments", "4",
-                 "--segment-length", "128"]) == 0
-    run = RunConfig(model=TimeMoEConfig(**TINY), data=DataConfig(path=data, batch_size=4, num_workers=0),
-                    training=TrainingConfig(epochs=2, warmup_steps=1))
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                str(data),
+                "--train-segments",
+                "8",
+                "--val-segments",
+                "8",
+                "--test-segments",
+                "4",
+                "--segment-length",
+                "128",
+            ]
+        )
+        == 0
+    )
+    run = RunConfig(
+        model=TimeMoEConfig(**TINY),
+        data=DataConfig(path=data, batch_size=4, num_workers=0),
+        training=TrainingConfig(epochs=2, warmup_steps=1),
+    )
     model, _ = fit(run)
     model.save_pretrained(tmp_path / "model")
     capsys.readouterr()
 
     table = tmp_path / "table.json"
-    arguments = ["evaluate", str(tmp_path / "model"), "--data", str(data), "--split", "test", "--heads", "1", "4",
-                 "--json", str(table)]
+    arguments = [
+        "evaluate",
+        str(tmp_path / "model"),
+        "--data",
+        str(data),
+        "--split",
+        "test",
+        "--heads",
+        "1",
+        "4",
+        "--json",
+        str(table),
+    ]
     assert main(arguments) == 0
     out = capsys.readouterr().out
     rows = json.loads(table.read_text())
@@ -45,8 +75,21 @@ def test_evaluate_prints_the_model_beside_every_baseline(tmp_path, capsys):
 
 def test_evaluate_with_a_head_the_model_lacks_fails_before_scoring(tmp_path, capsys):
     data = tmp_path / "synthetic"
-    main(["data", "synth", str(data), "--train-segments", "2", "--val-segments", "2", "--test-segments", "0",
-          "--segment-length", "64"])
+    main(
+        [
+            "data",
+            "synth",
+            str(data),
+            "--train-segments",
+            "2",
+            "--val-segments",
+            "2",
+            "--test-segments",
+            "0",
+            "--segment-length",
+            "64",
+        ]
+    )
     TimeMoE(TimeMoEConfig(**TINY)).save_pretrained(tmp_path / "model")
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "model"), "--data", str(data), "--heads", "3"]) == 2

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from tsmoe.evaluation.baselines import (
-    FirstDifference, IsolationForestDetector, MovingVariance, PcaReconstruction, build_baselines, lag_vectors,
+    FirstDifference,
+    IsolationForestDetector,
+    MovingVariance,
+    PcaReconstruction,
+    build_baselines,
+    lag_vectors,
 )
 from tsmoe.evaluation.config import BASELINE_NAMES, EvaluationConfig
 from tsmoe.evaluation.metrics import detection_metrics
@@ -48,8 +53,11 @@ def test_first_difference_is_undefined_at_the_first_point_only():
     assert np.isnan(scores[:, 0]).all() and np.isfinite(scores[:, 1:]).all()
 
 
-@pytest.mark.parametrize("detector", [MovingVariance(8), FirstDifference(), PcaReconstruction(4, 0),
-                                      IsolationForestDetector(4, 0)], ids=lambda d: d.name)
+@pytest.mark.parametrize(
+    "detector",
+    [MovingVariance(8), FirstDifference(), PcaReconstruction(4, 0), IsolationForestDetector(4, 0)],
+    ids=lambda d: d.name,
+)
 def test_every_baseline_finds_a_burst_of_noise(detector):
     detector.fit(_sines(16))
     test = _sines(4, seed=1)

@@ -33,8 +33,10 @@ def brute_force_errors(model, segments, heads):
         for point in range(1, length):
             per_head = []
             for head in heads:
-                errors = [(predictions[head][row, origin, point - origin - 1] - series[row, point]).item() ** 2
-                          for origin in range(max(0, point - head), point)]
+                errors = [
+                    (predictions[head][row, origin, point - origin - 1] - series[row, point]).item() ** 2
+                    for origin in range(max(0, point - head), point)
+                ]
                 per_head.append(np.mean(errors))
             expected[row, point] = np.mean(per_head)
     return expected.reshape(batch, channels, length)
@@ -81,9 +83,13 @@ def test_statistics_normalise_training_errors_per_channel_and_context(tmp_path, 
 def test_statistics_use_only_the_requested_number_of_segments(tmp_path, tiny_model):
     dataset = open_dataset(write_small_dataset(tmp_path / "data", train=12))
     seen = []
-    training_error_statistics(tiny_model.float(), dataset.split("train"), dataset.normalization,
-                              EvaluationConfig(statistics_segments=4, batch_size=3),
-                              progress=lambda done, total: seen.append((done, total)))
+    training_error_statistics(
+        tiny_model.float(),
+        dataset.split("train"),
+        dataset.normalization,
+        EvaluationConfig(statistics_segments=4, batch_size=3),
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert seen == [(3, 4), (4, 4)]
 
 

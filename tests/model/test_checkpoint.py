@@ -202,7 +202,9 @@ def test_shape_mismatch_of_one_expert_raises_value_error_naming_it():
     model = tiny_model()
     tensors = reference_tensors(model)
     tensors["model.layers.1.ffn_layer.experts.2.gate_proj.weight"] = torch.zeros(16, 32)
-    with pytest.raises(ValueError, match=r"model\.layers\.1\.ffn_layer\.experts\.2\.gate_proj\.weight: shape \(16, 32\)"):
+    with pytest.raises(
+        ValueError, match=r"model\.layers\.1\.ffn_layer\.experts\.2\.gate_proj\.weight: shape \(16, 32\)"
+    ):
         build_from_reference(model.config, tensors)
 
 

@@ -84,9 +84,7 @@ def test_multichannel_loss_equals_loss_of_the_flattened_series():
     loss_masks[1, 17:] = 0
     with torch.no_grad():
         out = model(x, labels=labels, loss_masks=loss_masks)
-        expected = model(
-            flattened(x), labels=flattened(labels), loss_masks=loss_masks.repeat_interleave(3, dim=0)
-        )
+        expected = model(flattened(x), labels=flattened(labels), loss_masks=loss_masks.repeat_interleave(3, dim=0))
     assert_close(out.loss, expected.loss, **EXACT)
     assert_close(out.aux_loss, expected.aux_loss, **EXACT)
     for horizon in (1, 4, 8):

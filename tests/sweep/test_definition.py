@@ -18,17 +18,29 @@ def data(tmp_path_factory):
 
 def write_sweep(directory, data, space=None, base=None, **settings):
     """A small sweep of the tiny model in `directory`; keyword arguments replace its settings."""
-    base_values = {"model": TINY, "data": {"path": str(data), "batch_size": 4, "num_workers": 0},
-                   "training": {"epochs": 2, "warmup_steps": 1, "log_every_steps": 1000},
-                   "evaluation": {"statistics_segments": 4, "baselines": []}} | (base or {})
+    base_values = {
+        "model": TINY,
+        "data": {"path": str(data), "batch_size": 4, "num_workers": 0},
+        "training": {"epochs": 2, "warmup_steps": 1, "log_every_steps": 1000},
+        "evaluation": {"statistics_segments": 4, "baselines": []},
+    } | (base or {})
     (directory / "base.yaml").write_text(yaml.safe_dump(base_values))
-    space = space or {"data.batch_size": {"type": "categorical", "choices": [2, 4]},
-                      "training.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
-                      "model.num_experts_per_tok": {"type": "int", "low": 1, "high": 2}}
+    space = space or {
+        "data.batch_size": {"type": "categorical", "choices": [2, 4]},
+        "training.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+        "model.num_experts_per_tok": {"type": "int", "low": 1, "high": 2},
+    }
     (directory / "space.yaml").write_text(yaml.safe_dump({"parameters": space}))
-    definition = {"name": "tiny", "dataset": {"path": str(data)}, "base_config": "base.yaml",
-                  "search_space": "space.yaml", "num_trials": 3, "resources": {"workers": 1},
-                  "early_stopping": {"scheduler": "asha", "grace_period": 1}, "storage": "sweeps"} | settings
+    definition = {
+        "name": "tiny",
+        "dataset": {"path": str(data)},
+        "base_config": "base.yaml",
+        "search_space": "space.yaml",
+        "num_trials": 3,
+        "resources": {"workers": 1},
+        "early_stopping": {"scheduler": "asha", "grace_period": 1},
+        "storage": "sweeps",
+    } | settings
     path = directory / "sweep.yaml"
     path.write_text(yaml.safe_dump(definition))
     return path
@@ -42,16 +54,19 @@ def test_a_valid_sweep_loads_with_paths_resolved_from_its_file(tmp_path, data):
     assert sweep.config.objectives.throughput == "samples_s" and sweep.config.sampler == "tpe"
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"num_trials": 0}, "field num_trials: Input should be greater than 0"),
-    ({"objectives": {"throughput": "steps"}}, "field objectives.throughput"),
-    ({"sampler": "random"}, "field sampler"),
-    ({"early_stopping": {"metric": "accuracy"}}, "metric 'accuracy' is not reported every epoch"),
-    ({"early_stopping": {"grace_period": 3}}, "field early_stopping.grace_period: 3 epochs is more than the 2"),
-    ({"resources": {"workers": 1, "gpus_per_worker": 1.5}}, "gpus_per_worker above 1 must be a whole number"),
-    ({"trials": 3}, "field trials: Extra inputs are not permitted"),
-    ({"name": "my sweep"}, "field name: String should match pattern"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"num_trials": 0}, "field num_trials: Input should be greater than 0"),
+        ({"objectives": {"throughput": "steps"}}, "field objectives.throughput"),
+        ({"sampler": "random"}, "field sampler"),
+        ({"early_stopping": {"metric": "accuracy"}}, "metric 'accuracy' is not reported every epoch"),
+        ({"early_stopping": {"grace_period": 3}}, "field early_stopping.grace_period: 3 epochs is more than the 2"),
+        ({"resources": {"workers": 1, "gpus_per_worker": 1.5}}, "gpus_per_worker above 1 must be a whole number"),
+        ({"trials": 3}, "field trials: Extra inputs are not permitted"),
+        ({"name": "my sweep"}, "field name: String should match pattern"),
+    ],
+)
 def test_bad_sweep_settings_name_the_file_and_the_field(tmp_path, data, settings, message):
     path = write_sweep(tmp_path, data, **settings)
     with pytest.raises(ValueError) as error:
@@ -66,8 +81,14 @@ def test_a_missing_dataset_without_synthesize_says_how_to_make_one(tmp_path, dat
 
 
 def test_a_missing_dataset_with_synthesize_is_written_first(tmp_path, data):
-    path = write_sweep(tmp_path, data, dataset={"path": "made", "synthesize": {
-        "train_segments": 4, "val_segments": 4, "test_segments": 0, "segment_length": 64}})
+    path = write_sweep(
+        tmp_path,
+        data,
+        dataset={
+            "path": "made",
+            "synthesize": {"train_segments": 4, "val_segments": 4, "test_segments": 0, "segment_length": 64},
+        },
+    )
     sweep = load_sweep(path)
     assert (tmp_path / "made" / "meta.json").is_file() and sweep.base.data.path == tmp_path / "made"
 

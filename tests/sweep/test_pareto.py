@@ -51,7 +51,9 @@ def test_mark_feasibility_flags_memory_above_the_ceiling_and_missing_figures():
     marked = mark_feasibility(table, min_throughput=20, throughput="samples_s", max_memory_mib=8192)
     assert list(marked["feasible"]) == [False, True, False]
     assert list(marked["infeasible_reason"]) == [
-        "peak_memory_mib 9000 > ceiling 8192", "", "samples_s missing; peak_memory_mib missing",
+        "peak_memory_mib 9000 > ceiling 8192",
+        "",
+        "samples_s missing; peak_memory_mib missing",
     ]
 
 
@@ -65,31 +67,37 @@ def test_mark_feasibility_without_bounds_marks_every_trial_feasible_and_leaves_t
 
 
 def test_front_holds_the_non_dominated_trials_sorted_by_throughput():
-    table = trials_table([
-        ("fast", "completed", 0.70, 500.0),
-        ("accurate", "completed", 0.95, 100.0),
-        ("middle", "completed", 0.90, 300.0),
-        ("dominated", "completed", 0.85, 250.0),  # beaten by middle in both
-        ("slower_same_auroc", "completed", 0.90, 200.0),  # equal quality, lower throughput
-    ])
+    table = trials_table(
+        [
+            ("fast", "completed", 0.70, 500.0),
+            ("accurate", "completed", 0.95, 100.0),
+            ("middle", "completed", 0.90, 300.0),
+            ("dominated", "completed", 0.85, 250.0),  # beaten by middle in both
+            ("slower_same_auroc", "completed", 0.90, 200.0),  # equal quality, lower throughput
+        ]
+    )
     assert front_ids(table) == ["accurate", "middle", "fast"]
 
 
 def test_identical_points_are_both_on_the_front():
-    table = trials_table([
-        ("b_twin", "completed", 0.90, 300.0),
-        ("a_twin", "completed", 0.90, 300.0),
-        ("other", "completed", 0.95, 100.0),
-    ])
+    table = trials_table(
+        [
+            ("b_twin", "completed", 0.90, 300.0),
+            ("a_twin", "completed", 0.90, 300.0),
+            ("other", "completed", 0.95, 100.0),
+        ]
+    )
     assert front_ids(table) == ["other", "a_twin", "b_twin"]
 
 
 def test_stopped_trial_with_the_best_figures_is_not_on_the_front():
-    table = trials_table([
-        ("stopped", "stopped", 0.99, 900.0),
-        ("a", "completed", 0.90, 300.0),
-        ("b", "completed", 0.80, 400.0),
-    ])
+    table = trials_table(
+        [
+            ("stopped", "stopped", 0.99, 900.0),
+            ("a", "completed", 0.90, 300.0),
+            ("b", "completed", 0.80, 400.0),
+        ]
+    )
     assert front_ids(table) == ["a", "b"]
     assert list(eligible(table)["trial_id"]) == ["a", "b"]
 
@@ -108,11 +116,13 @@ def test_infeasible_trials_are_not_on_the_front():
 
 
 def test_nan_objectives_keep_a_trial_off_the_front():
-    table = trials_table([
-        ("no_auroc", "completed", NAN, 900.0),
-        ("no_throughput", "completed", 0.99, NAN),
-        ("a", "completed", 0.90, 300.0),
-    ])
+    table = trials_table(
+        [
+            ("no_auroc", "completed", NAN, 900.0),
+            ("no_throughput", "completed", 0.99, NAN),
+            ("a", "completed", 0.90, 300.0),
+        ]
+    )
     assert front_ids(table) == ["a"]
 
 
@@ -123,38 +133,45 @@ def test_front_is_empty_when_no_trial_is_eligible():
 
 def test_front_uses_the_throughput_column_it_is_given():
     table = trials_table(
-        [("a", "completed", 0.90, 300.0), ("b", "completed", 0.80, 400.0)], it_s=[50.0, 10.0],
+        [("a", "completed", 0.90, 300.0), ("b", "completed", 0.80, 400.0)],
+        it_s=[50.0, 10.0],
     )
     assert list(pareto_front(table, throughput="it_s")["trial_id"]) == ["a"]
 
 
 def test_knee_of_a_three_point_front_is_the_point_nearest_the_scaled_ideal():
     # Scaled: accurate (1, 0) and fast (0, 1) lie at distance 1; middle (0.867, 0.75) at 0.28.
-    table = trials_table([
-        ("accurate", "completed", 0.95, 100.0),
-        ("middle", "completed", 0.93, 400.0),
-        ("fast", "completed", 0.80, 500.0),
-    ])
+    table = trials_table(
+        [
+            ("accurate", "completed", 0.95, 100.0),
+            ("middle", "completed", 0.93, 400.0),
+            ("fast", "completed", 0.80, 500.0),
+        ]
+    )
     assert knee(pareto_front(table))["trial_id"] == "middle"
 
 
 def test_knee_scales_the_objectives_so_raw_units_do_not_decide():
     # In raw units 'fast' is nearest (0.95, 500); scaled, the middle point (0.9, 0.25) is.
-    table = trials_table([
-        ("accurate", "completed", 0.95, 100.0),
-        ("middle", "completed", 0.945, 200.0),
-        ("fast", "completed", 0.90, 500.0),
-    ])
+    table = trials_table(
+        [
+            ("accurate", "completed", 0.95, 100.0),
+            ("middle", "completed", 0.945, 200.0),
+            ("fast", "completed", 0.90, 500.0),
+        ]
+    )
     assert knee(pareto_front(table))["trial_id"] == "middle"
 
 
 def test_knee_tie_between_the_ends_goes_to_the_higher_quality():
     # The middle point scales to (0.067, 0.1), farther than either end (distance 1 each).
-    table = trials_table([
-        ("fast", "completed", 0.80, 500.0),
-        ("middle", "completed", 0.81, 140.0),
-        ("accurate", "completed", 0.95, 100.0),
-    ])
+    table = trials_table(
+        [
+            ("fast", "completed", 0.80, 500.0),
+            ("middle", "completed", 0.81, 140.0),
+            ("accurate", "completed", 0.95, 100.0),
+        ]
+    )
     assert knee(pareto_front(table))["trial_id"] == "accurate"
 
 

@@ -14,7 +14,11 @@ from tsmoe.sweep.plots import parameter_importances, short_trial_id, write_plots
 NAN = math.nan
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EVERY_PLOT = {
-    "pareto.png", "pareto.html", "parallel_coordinates.html", "importance.png", "importance.html",
+    "pareto.png",
+    "pareto.html",
+    "parallel_coordinates.html",
+    "importance.png",
+    "importance.html",
 }
 DISTRIBUTIONS = {
     "data.batch_size": IntDistribution(8, 64, log=True),
@@ -97,7 +101,9 @@ def test_importance_follows_the_parameter_that_drives_each_objective():
 def test_a_single_trial_sweep_skips_importance_without_failing(tmp_path):
     table = trials_table(
         [("only", "completed", 0.9, 100.0)],
-        param__data__batch_size=[8], param__data__crop_schedule=["grow"], param__training__learning_rate=[1e-3],
+        param__data__batch_size=[8],
+        param__data__crop_schedule=["grow"],
+        param__training__learning_rate=[1e-3],
     )
     written = write_plots(table, tmp_path, distributions=DISTRIBUTIONS)
     assert set(written) == {"pareto.png", "pareto.html", "parallel_coordinates.html"}
@@ -118,12 +124,14 @@ def test_a_sweep_with_no_completed_trial_gets_the_pareto_plots_only(tmp_path):
 def test_importance_is_skipped_when_no_parameter_varies_or_rows_lack_parameters():
     same = trials_table(
         [("a", "completed", 0.9, 100.0), ("b", "completed", 0.8, 200.0)],
-        param__data__batch_size=[8, 8], param__data__crop_schedule=["grow", "grow"],
+        param__data__batch_size=[8, 8],
+        param__data__crop_schedule=["grow", "grow"],
     )
     assert parameter_importances(same) is None
     gaps = trials_table(
         [("a", "completed", 0.9, 100.0), ("b", "completed", 0.8, 200.0)],
-        param__data__batch_size=[8, 16], param__data__crop_schedule=["grow", NAN],
+        param__data__batch_size=[8, 16],
+        param__data__crop_schedule=["grow", NAN],
     )
     assert parameter_importances(gaps) is None
 

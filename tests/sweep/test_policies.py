@@ -12,14 +12,16 @@ from tsmoe.sweep.policies import POLICIES, choose_trial
 NAN = math.nan
 
 # best_val_auroc, samples_s: 'stopped' beats everyone but ran half its epochs; 'error' has no figures.
-SWEEP = trials_table([
-    ("accurate", "completed", 0.95, 100.0),
-    ("middle", "completed", 0.93, 400.0),
-    ("fast", "completed", 0.80, 500.0),
-    ("dominated", "completed", 0.85, 300.0),
-    ("stopped", "stopped", 0.99, 900.0),
-    ("error", "error", NAN, NAN),
-])
+SWEEP = trials_table(
+    [
+        ("accurate", "completed", 0.95, 100.0),
+        ("middle", "completed", 0.93, 400.0),
+        ("fast", "completed", 0.80, 500.0),
+        ("dominated", "completed", 0.85, 300.0),
+        ("stopped", "stopped", 0.99, 900.0),
+        ("error", "error", NAN, NAN),
+    ]
+)
 
 
 def chosen(policy: str, table=SWEEP, **floors) -> str:
@@ -67,21 +69,25 @@ def test_policies_use_the_throughput_column_they_are_given():
 
 
 def test_equal_quality_is_broken_by_throughput_then_trial_id():
-    table = trials_table([
-        ("c", "completed", 0.9, 100.0),
-        ("b", "completed", 0.9, 200.0),
-        ("a", "completed", 0.9, 100.0),
-    ])
+    table = trials_table(
+        [
+            ("c", "completed", 0.9, 100.0),
+            ("b", "completed", 0.9, 200.0),
+            ("a", "completed", 0.9, 100.0),
+        ]
+    )
     assert chosen("best_auroc", table) == "b"
     assert chosen("best_auroc", table.drop(index=1)) == "a"
 
 
 def test_equal_throughput_is_broken_by_quality_then_trial_id():
-    table = trials_table([
-        ("c", "completed", 0.80, 300.0),
-        ("b", "completed", 0.90, 300.0),
-        ("a", "completed", 0.80, 300.0),
-    ])
+    table = trials_table(
+        [
+            ("c", "completed", 0.80, 300.0),
+            ("b", "completed", 0.90, 300.0),
+            ("a", "completed", 0.80, 300.0),
+        ]
+    )
     assert chosen("best_throughput", table) == "b"
     assert chosen("best_throughput", table.drop(index=1)) == "a"
 
@@ -91,8 +97,7 @@ def test_an_unreachable_throughput_floor_names_the_fastest_figure():
     with pytest.raises(ValueError) as error:
         choose_trial(table, "best_auroc", min_throughput=500)
     assert str(error.value) == (
-        "no completed feasible trial reaches samples_s >= 500 (the fastest reaches 312.4); "
-        "lower --min-throughput"
+        "no completed feasible trial reaches samples_s >= 500 (the fastest reaches 312.4); lower --min-throughput"
     )
 
 
@@ -100,8 +105,7 @@ def test_an_unreachable_auroc_floor_names_the_best_figure():
     with pytest.raises(ValueError) as error:
         choose_trial(SWEEP, "best_throughput", min_auroc=0.97)
     assert str(error.value) == (
-        "no completed feasible trial reaches best_val_auroc >= 0.97 (the best reaches 0.95); "
-        "lower --min-auroc"
+        "no completed feasible trial reaches best_val_auroc >= 0.97 (the best reaches 0.95); lower --min-auroc"
     )
 
 
@@ -115,13 +119,15 @@ def test_floors_met_only_by_different_trials_name_the_fastest_accurate_enough_fi
 
 
 def test_a_sweep_without_eligible_trials_counts_what_became_of_them():
-    table = trials_table([
-        ("a", "stopped", 0.99, 900.0),
-        ("b", "stopped", 0.90, 100.0),
-        ("c", "error", NAN, NAN),
-        ("d", "completed", 0.95, 10.0),
-        ("e", "running", 0.5, 50.0),
-    ])
+    table = trials_table(
+        [
+            ("a", "stopped", 0.99, 900.0),
+            ("b", "stopped", 0.90, 100.0),
+            ("c", "error", NAN, NAN),
+            ("d", "completed", 0.95, 10.0),
+            ("e", "running", 0.5, 50.0),
+        ]
+    )
     table.loc[3, "feasible"] = False
     with pytest.raises(ValueError) as error:
         choose_trial(table, "knee")

@@ -7,8 +7,7 @@ import pytest
 from tests.sweep.test_definition import write_sweep
 from tests.training.test_loop import synthetic_data
 from tsmoe.sweep.definition import load_sweep
-from tsmoe.sweep.runner import TRIAL_DRIVER, _check_directory, _check_resources, _store_definition, \
-    read_stored_sweep
+from tsmoe.sweep.runner import TRIAL_DRIVER, _check_directory, _check_resources, _store_definition, read_stored_sweep
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ from tsmoe.sweep.searcher import TUNE_TRIAL_ID, SweepSearch, study_storage
 
 @pytest.fixture
 def sweep(tmp_path):
-    path = write_sweep(tmp_path, synthetic_data(tmp_path / "data"),
-                       constraints={"min_throughput": 100.0, "max_memory_mib": 1000.0})
+    path = write_sweep(
+        tmp_path, synthetic_data(tmp_path / "data"), constraints={"min_throughput": 100.0, "max_memory_mib": 1000.0}
+    )
     return load_sweep(path)
 
 
@@ -28,8 +29,13 @@ def _search(sweep, directory, sampler="tpe"):
 
 
 def _result(epoch, planned=2, auroc=0.8, samples_s=150.0, memory=500.0):
-    return {"epoch": epoch, "epochs_planned": planned, "best_val_auroc": auroc, "samples_s": samples_s,
-            "peak_memory_mib": memory}
+    return {
+        "epoch": epoch,
+        "epochs_planned": planned,
+        "best_val_auroc": auroc,
+        "samples_s": samples_s,
+        "peak_memory_mib": memory,
+    }
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "nsga2"])
@@ -62,8 +68,10 @@ def test_constraints_are_recorded_as_optuna_reads_them(sweep, tmp_path):
     study = optuna.load_study(study_name="tiny", storage=study_storage(tmp_path / "sweep"))
     constraints = {trial.user_attrs[TUNE_TRIAL_ID]: trial.constraints for trial in study.trials}
     # Each value is <= 0 when satisfied: floor 100 samples/s, ceiling 1000 MiB.
-    assert constraints == {"slow": {"min_throughput": 60.0, "max_memory_mib": 500.0},
-                           "fits": {"min_throughput": -20.0, "max_memory_mib": -200.0}}
+    assert constraints == {
+        "slow": {"min_throughput": 60.0, "max_memory_mib": 500.0},
+        "fits": {"min_throughput": -20.0, "max_memory_mib": -200.0},
+    }
 
 
 def test_a_trial_told_twice_is_told_once(sweep, tmp_path):

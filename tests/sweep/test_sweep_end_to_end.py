@@ -34,8 +34,15 @@ def test_a_small_sweep_writes_results_plots_and_an_export_that_trains_to_the_sam
     assert "Ray dashboard: http://127.0.0.1:" in out and "Pareto front" in out
 
     directory = tmp_path / "sweeps" / "tiny"
-    for name in ("trials.csv", "trials.parquet", "pareto.csv", "pareto.png", "pareto.html",
-                 "parallel_coordinates.html", "optuna.db"):
+    for name in (
+        "trials.csv",
+        "trials.parquet",
+        "pareto.csv",
+        "pareto.png",
+        "pareto.html",
+        "parallel_coordinates.html",
+        "optuna.db",
+    ):
         assert (directory / name).stat().st_size > 0, name
     table = pd.read_parquet(directory / "trials.parquet")
     assert len(table) == 3 and set(table["status"]) <= {"completed", "stopped"}
@@ -86,12 +93,18 @@ def test_a_small_sweep_writes_results_plots_and_an_export_that_trains_to_the_sam
     reproduced, original = _history(tmp_path / "reproduced"), _history(trial_directory)
     assert [epoch["loss"] for epoch in reproduced] == pytest.approx([epoch["loss"] for epoch in original], rel=1e-5)
     assert [epoch["val_auroc"] for epoch in reproduced] == pytest.approx(
-        [epoch["val_auroc"] for epoch in original], rel=1e-5)
+        [epoch["val_auroc"] for epoch in original], rel=1e-5
+    )
 
 
 def test_a_sweep_killed_mid_way_resumes_without_losing_or_rerunning_finished_trials(tmp_path):
-    definition = write_sweep(tmp_path, synthetic_data(tmp_path / "data", train=32), num_trials=4, max_concurrent_trials=2,
-                             early_stopping={"scheduler": "none"})
+    definition = write_sweep(
+        tmp_path,
+        synthetic_data(tmp_path / "data", train=32),
+        num_trials=4,
+        max_concurrent_trials=2,
+        early_stopping={"scheduler": "none"},
+    )
     directory = tmp_path / "sweeps" / "tiny"
     command = [sys.executable, "-m", "tsmoe.cli.main", "sweep", str(definition)]
     first = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -119,10 +132,18 @@ def test_a_sweep_killed_mid_way_resumes_without_losing_or_rerunning_finished_tri
 def test_a_crashing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(tmp_path, capsys):
     # 16 training segments cannot fill one batch of 32: that trial's Trainer fails as it starts. Optuna's
     # seed 0 samples batch 32 for the first trial and 4 for the second.
-    space = {"data.batch_size": {"type": "categorical", "choices": [4, 32]},
-             "training.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
-    definition = write_sweep(tmp_path, synthetic_data(tmp_path / "data"), space=space, num_trials=2,
-                             max_concurrent_trials=2, early_stopping={"scheduler": "none"})
+    space = {
+        "data.batch_size": {"type": "categorical", "choices": [4, 32]},
+        "training.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    }
+    definition = write_sweep(
+        tmp_path,
+        synthetic_data(tmp_path / "data"),
+        space=space,
+        num_trials=2,
+        max_concurrent_trials=2,
+        early_stopping={"scheduler": "none"},
+    )
     assert main(["sweep", str(definition)]) == 0
     assert "1 completed, 1 error" in capsys.readouterr().out
     table = pd.read_csv(tmp_path / "sweeps" / "tiny" / "trials.csv").set_index("param.data.batch_size")

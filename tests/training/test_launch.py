@@ -22,9 +22,12 @@ from tests.training.test_loop import synthetic_data
 
 
 def _write_config(path, data, epochs=2):
-    config = {"model": TINY, "data": {"path": str(data), "batch_size": 4, "num_workers": 0},
-              "training": {"epochs": epochs, "warmup_steps": 1, "log_every_steps": 2},
-              "evaluation": {"statistics_segments": 4, "baselines": []}}
+    config = {
+        "model": TINY,
+        "data": {"path": str(data), "batch_size": 4, "num_workers": 0},
+        "training": {"epochs": epochs, "warmup_steps": 1, "log_every_steps": 2},
+        "evaluation": {"statistics_segments": 4, "baselines": []},
+    }
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -39,8 +42,20 @@ def test_train_writes_config_metrics_checkpoints_and_models_then_refuses_another
     history = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert [metrics["epoch"] for metrics in history] == [1, 2]
     for metrics in history:
-        for key in ("loss", "val_auroc", "val_auprc", "it_s", "samples_s", "tokens_s", "data_wait_frac",
-                    "peak_memory_mib", "step_time_s", "nan_steps", "crop_length", "routing_entropy_min"):
+        for key in (
+            "loss",
+            "val_auroc",
+            "val_auprc",
+            "it_s",
+            "samples_s",
+            "tokens_s",
+            "data_wait_frac",
+            "peak_memory_mib",
+            "step_time_s",
+            "nan_steps",
+            "crop_length",
+            "routing_entropy_min",
+        ):
             assert key in metrics, key
     model = TimeMoE.from_pretrained(output / "model")
     assert model.config.hidden_size == TINY["hidden_size"]
@@ -78,7 +93,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_matches_an_uninterrup
     assert [metrics["epoch"] for metrics in history] == [1, 2, 3, 4]
     _, uninterrupted = fit(load_run_config(config))
     assert [metrics["loss"] for metrics in history] == pytest.approx(
-        [metrics["loss"] for metrics in uninterrupted], rel=1e-5)
+        [metrics["loss"] for metrics in uninterrupted], rel=1e-5
+    )
 
 
 def test_bad_config_fails_before_ray_naming_the_field(tmp_path, capsys):

@@ -19,17 +19,20 @@ from tests.model.tiny import TINY
 
 def synthetic_data(directory, train=16, val=8, length=64):
     """The built-in dataset, small: 3 channels, no runs."""
-    generate_synthetic_dataset(directory, train_segments=train, val_segments=val, test_segments=0,
-                               segment_length=length)
+    generate_synthetic_dataset(
+        directory, train_segments=train, val_segments=val, test_segments=0, segment_length=length
+    )
     return directory
 
 
 def tiny_run(data_path, **training) -> RunConfig:
     """A run of the tiny model on a small dataset, without loader processes."""
-    return RunConfig(model=TimeMoEConfig(**TINY),
-                     data=DataConfig(path=data_path, batch_size=4, num_workers=0),
-                     training=TrainingConfig(**{"epochs": 2, "warmup_steps": 1, **training}),
-                     evaluation=EvaluationConfig(statistics_segments=4, baselines=[]))
+    return RunConfig(
+        model=TimeMoEConfig(**TINY),
+        data=DataConfig(path=data_path, batch_size=4, num_workers=0),
+        training=TrainingConfig(**{"epochs": 2, "warmup_steps": 1, **training}),
+        evaluation=EvaluationConfig(statistics_segments=4, baselines=[]),
+    )
 
 
 def test_series_batch_shifts_labels_by_one_point():
@@ -40,8 +43,13 @@ def test_series_batch_shifts_labels_by_one_point():
 
 
 def test_fit_lowers_the_loss_and_counts_accumulated_steps(tmp_path):
-    run = tiny_run(synthetic_data(tmp_path / "data"), epochs=6, learning_rate=3e-3,
-                   gradient_accumulation=2, throughput_warmup_steps=0)
+    run = tiny_run(
+        synthetic_data(tmp_path / "data"),
+        epochs=6,
+        learning_rate=3e-3,
+        gradient_accumulation=2,
+        throughput_warmup_steps=0,
+    )
     run.data.crop_schedule = "half_then_full"
     model, history = fit(run, validate=True)
     assert [metrics["step"] for metrics in history] == [2, 4, 6, 8, 10, 12]

@@ -22,8 +22,10 @@ def test_cpu_trains_in_float32_without_autocast_or_scaling():
         assert layer(torch.randn(2, 4)).dtype == torch.float32
 
 
-@pytest.mark.parametrize("capability, expected, scaling", [((9, 0), "bfloat16", False), ((8, 0), "bfloat16", False),
-                                                           ((7, 5), "float16", True), ((7, 0), "float16", True)])
+@pytest.mark.parametrize(
+    "capability, expected, scaling",
+    [((9, 0), "bfloat16", False), ((8, 0), "bfloat16", False), ((7, 5), "float16", True), ((7, 0), "float16", True)],
+)
 def test_auto_on_a_gpu_uses_bfloat16_only_where_it_is_native(monkeypatch, capability, expected, scaling):
     _gpu_with_capability(monkeypatch, capability)
     chosen = choose_precision("cuda:0")

@@ -34,9 +34,15 @@ def test_balanced_assignments_share_evenly():
     health = routing_health([logits, logits], top_k=1)
     assert health.load_shares == [[0.25] * 4, [0.25] * 4]
     metrics = health.metrics()
-    assert set(metrics) == {"routing_entropy_min", "routing_max_load_share", "routing_entropy_layer0",
-                            "routing_entropy_layer1"}
-    expected = -(torch.softmax(torch.tensor([5.0, 0, 0, 0]), 0) * torch.log_softmax(torch.tensor([5.0, 0, 0, 0]), 0)).sum()
+    assert set(metrics) == {
+        "routing_entropy_min",
+        "routing_max_load_share",
+        "routing_entropy_layer0",
+        "routing_entropy_layer1",
+    }
+    expected = -(
+        torch.softmax(torch.tensor([5.0, 0, 0, 0]), 0) * torch.log_softmax(torch.tensor([5.0, 0, 0, 0]), 0)
+    ).sum()
     assert metrics["routing_entropy_min"] == pytest.approx(float(expected) / math.log(4), rel=1e-5)
 
 

@@ -59,8 +59,9 @@ def test_two_ddp_workers_match_one_process_on_the_same_global_batch(tmp_path, ba
     distributed = single.model_copy(deep=True)
     distributed.data.batch_size = batch_size
     distributed.training.gradient_accumulation = accumulation
-    multiprocessing.spawn(_ddp_rank, args=(distributed, str(tmp_path / "rendezvous"), str(tmp_path / "ddp.pt")),
-                          nprocs=2)
+    multiprocessing.spawn(
+        _ddp_rank, args=(distributed, str(tmp_path / "rendezvous"), str(tmp_path / "ddp.pt")), nprocs=2
+    )
     trainer = Trainer(single, "cpu")
     initial = _parameters(trainer)
     trainer.train_epoch()
@@ -118,8 +119,11 @@ def test_one_nan_step_is_skipped_and_counted(tmp_path):
 def test_a_persistent_nan_stops_the_run_naming_the_router(tmp_path):
     trainer = Trainer(tiny_run(synthetic_data(tmp_path / "data"), epochs=1, max_consecutive_nonfinite_steps=2))
     _poison_router(trainer, calls=set(range(100)))
-    with pytest.raises(NonFiniteTrainingError, match=r"2 optimizer steps in a row.*model\.layers\.1\.ffn_layer\.gate "
-                                                      r"\(router logits\)"):
+    with pytest.raises(
+        NonFiniteTrainingError,
+        match=r"2 optimizer steps in a row.*model\.layers\.1\.ffn_layer\.gate "
+        r"\(router logits\)",
+    ):
         trainer.train_epoch()
 
 
@@ -131,8 +135,9 @@ def pretrained(tmp_path):
 
 
 def test_lora_trains_only_adapter_weights(tmp_path, pretrained):
-    run = tiny_run(synthetic_data(tmp_path / "data"), epochs=1,
-                   finetune=FinetuneConfig(checkpoint=pretrained, mode="lora"))
+    run = tiny_run(
+        synthetic_data(tmp_path / "data"), epochs=1, finetune=FinetuneConfig(checkpoint=pretrained, mode="lora")
+    )
     trainer = Trainer(run)
     trainable = [name for name, parameter in trainer.module.named_parameters() if parameter.requires_grad]
     assert trainable and all("lora_" in name for name in trainable)
@@ -146,20 +151,26 @@ def test_lora_trains_only_adapter_weights(tmp_path, pretrained):
 
 
 def test_frozen_experts_leave_expert_weights_unchanged(tmp_path, pretrained):
-    run = tiny_run(synthetic_data(tmp_path / "data"), epochs=1,
-                   finetune=FinetuneConfig(checkpoint=pretrained, mode="frozen_experts"))
+    run = tiny_run(
+        synthetic_data(tmp_path / "data"),
+        epochs=1,
+        finetune=FinetuneConfig(checkpoint=pretrained, mode="frozen_experts"),
+    )
     trainer = Trainer(run)
     before = _parameters(trainer)
     trainer.train_epoch()
     after = _parameters(trainer)
     experts = [name for name in before if ".ffn_layer.experts." in name or ".shared_expert" in name]
     assert experts and all(torch.equal(before[name], after[name]) for name in experts)
-    assert not torch.equal(before["model.layers.0.self_attn.q_proj.weight"], after["model.layers.0.self_attn.q_proj.weight"])
+    assert not torch.equal(
+        before["model.layers.0.self_attn.q_proj.weight"], after["model.layers.0.self_attn.q_proj.weight"]
+    )
 
 
 def test_router_only_trains_the_routers(tmp_path, pretrained):
-    run = tiny_run(synthetic_data(tmp_path / "data"), epochs=1,
-                   finetune=FinetuneConfig(checkpoint=pretrained, mode="router_only"))
+    run = tiny_run(
+        synthetic_data(tmp_path / "data"), epochs=1, finetune=FinetuneConfig(checkpoint=pretrained, mode="router_only")
+    )
     trainable = [name for name, p in Trainer(run).module.named_parameters() if p.requires_grad]
     assert trainable == ["model.layers.0.ffn_layer.gate.weight", "model.layers.1.ffn_layer.gate.weight"]
 

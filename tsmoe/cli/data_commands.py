@@ -20,8 +20,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     check = actions.add_parser("check", help="validate a dataset directory; exits non-zero naming every problem")
     check.add_argument("directory", type=Path)
-    check.add_argument("--crop-schedule", choices=sorted(NAMED_SCHEDULES),
-                       help="also check the segments are long enough for this schedule")
+    check.add_argument(
+        "--crop-schedule",
+        choices=sorted(NAMED_SCHEDULES),
+        help="also check the segments are long enough for this schedule",
+    )
     check.set_defaults(run=run_check)
 
     stats = actions.add_parser("stats", help="compute the training split's normalisation into meta.json")
@@ -35,8 +38,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--test-segments", type=int, default=128, help="0 writes no test split")
     synth.add_argument("--segment-length", type=int, default=2048)
     synth.add_argument("--sampling-rate", type=float, default=1000.0, help="Hz")
-    synth.add_argument("--anomaly-fraction", type=float, default=0.5,
-                       help="share of validation and test segments that carry a fault")
+    synth.add_argument(
+        "--anomaly-fraction", type=float, default=0.5, help="share of validation and test segments that carry a fault"
+    )
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(run=run_synth)
 
@@ -52,8 +56,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     from_csv.add_argument("--channels", help="comma-separated channel columns (default: every numeric column)")
     from_csv.add_argument("--label-column", help="0/1 anomaly labels per row (needed for --val/--test files)")
     from_csv.add_argument("--ignore-columns", default="", help="comma-separated columns to drop")
-    from_csv.add_argument("--normal-prefix", type=int, required=True,
-                          help="rows at the start of each labeled run that are normal (train on them)")
+    from_csv.add_argument(
+        "--normal-prefix",
+        type=int,
+        required=True,
+        help="rows at the start of each labeled run that are normal (train on them)",
+    )
     from_csv.add_argument("--segment-length", type=int, default=2048)
     from_csv.add_argument("--stride", type=int, help="window step (default: a quarter of the segment length)")
     from_csv.add_argument("--sampling-rate", type=float, default=1.0, help="Hz")
@@ -93,9 +101,14 @@ def run_stats(args: argparse.Namespace) -> int:
 def run_synth(args: argparse.Namespace) -> int:
     """Generate the synthetic dataset, then check it."""
     generate_synthetic_dataset(
-        args.out, train_segments=args.train_segments, val_segments=args.val_segments,
-        test_segments=args.test_segments, segment_length=args.segment_length,
-        sampling_rate_hz=args.sampling_rate, anomaly_fraction=args.anomaly_fraction, seed=args.seed,
+        args.out,
+        train_segments=args.train_segments,
+        val_segments=args.val_segments,
+        test_segments=args.test_segments,
+        segment_length=args.segment_length,
+        sampling_rate_hz=args.sampling_rate,
+        anomaly_fraction=args.anomaly_fraction,
+        seed=args.seed,
         progress=Progress("generating segments"),
     )
     print(f"wrote {args.out}")
@@ -109,12 +122,23 @@ def _names(value: str | None) -> list[str] | None:
 
 def run_from_csv(args: argparse.Namespace) -> int:
     """Convert CSV runs into a dataset, then check it."""
-    layout = CsvLayout(separator=args.separator, time_column=args.time_column, channels=_names(args.channels),
-                       label_column=args.label_column, ignore_columns=_names(args.ignore_columns) or [])
+    layout = CsvLayout(
+        separator=args.separator,
+        time_column=args.time_column,
+        channels=_names(args.channels),
+        label_column=args.label_column,
+        ignore_columns=_names(args.ignore_columns) or [],
+    )
     csv_to_dataset(
-        args.out, train_files=args.train, val_files=args.val, test_files=args.test, layout=layout,
-        segment_length=args.segment_length, stride=args.stride or max(1, args.segment_length // 4),
-        normal_prefix=args.normal_prefix, sampling_rate_hz=args.sampling_rate,
+        args.out,
+        train_files=args.train,
+        val_files=args.val,
+        test_files=args.test,
+        layout=layout,
+        segment_length=args.segment_length,
+        stride=args.stride or max(1, args.segment_length // 4),
+        normal_prefix=args.normal_prefix,
+        sampling_rate_hz=args.sampling_rate,
         progress=Progress("reading files"),
     )
     print(f"wrote {args.out}")

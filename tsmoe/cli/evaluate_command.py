@@ -27,8 +27,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--channel-aggregate", choices=["mean", "max"], default="mean")
     evaluate.add_argument("--segment-aggregate", choices=["max", "mean", "quantile"], default="quantile")
     evaluate.add_argument("--segment-quantile", type=float, default=0.99)
-    evaluate.add_argument("--baselines", nargs="*", choices=BASELINE_NAMES, default=list(BASELINE_NAMES),
-                          help="baselines to report beside the model (none with an empty list)")
+    evaluate.add_argument(
+        "--baselines",
+        nargs="*",
+        choices=BASELINE_NAMES,
+        default=list(BASELINE_NAMES),
+        help="baselines to report beside the model (none with an empty list)",
+    )
     evaluate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     evaluate.add_argument("--json", type=Path, help="also write the table here as JSON records")
     evaluate.set_defaults(run=run_evaluate)
@@ -36,9 +41,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Check the inputs, score the split and print the table."""
-    config = EvaluationConfig(heads=args.heads, error=args.error, channel_aggregate=args.channel_aggregate,
-                              segment_aggregate=args.segment_aggregate, segment_quantile=args.segment_quantile,
-                              baselines=args.baselines)
+    config = EvaluationConfig(
+        heads=args.heads,
+        error=args.error,
+        channel_aggregate=args.channel_aggregate,
+        segment_aggregate=args.segment_aggregate,
+        segment_quantile=args.segment_quantile,
+        baselines=args.baselines,
+    )
     check_dataset(args.data)
     dataset = open_dataset(args.data)
     dataset.split(args.split)
@@ -47,9 +57,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if missing:
         raise ValueError(f"--heads {missing}: the model in {args.model} has horizons {model.config.horizon_lengths}")
     bars: dict[str, Progress] = {}
-    table = evaluate_detectors(dataset, args.split, config, model,
-                               progress=lambda stage, done, total: bars.setdefault(
-                                   stage, Progress(f"scoring {stage}"))(done, total))
+    table = evaluate_detectors(
+        dataset,
+        args.split,
+        config,
+        model,
+        progress=lambda stage, done, total: bars.setdefault(stage, Progress(f"scoring {stage}"))(done, total),
+    )
     print(f"{args.data} ({args.split} split), model {args.model}:")
     print(table.to_string(index=False, float_format=lambda value: f"{value:.3f}"))
     if args.json is not None:

@@ -15,9 +15,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     sweep = commands.add_parser("sweep", help="run a Ray Tune + Optuna sweep defined in sweeps/NAME.yaml")
     sweep.add_argument("definition", type=Path, help="a sweep definition (see sweeps/)")
     sweep.add_argument("--address", help="join this Ray cluster instead of starting a local one")
-    sweep.add_argument("--resume", action="store_true",
-                       help="continue the sweep already in the definition's directory (after a crash or a kill; "
-                            "finished trials are kept), or start it when there is none")
+    sweep.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the sweep already in the definition's directory (after a crash or a kill; "
+        "finished trials are kept), or start it when there is none",
+    )
     sweep.set_defaults(run=run_sweep_command)
 
     report = commands.add_parser("report", help="print a sweep's Pareto front and rebuild its table and plots")
@@ -27,9 +30,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser("export", help="write one trial's config for `tsmoe train`")
     export.add_argument("directory", type=Path, help="the sweep directory (the definition's storage/name)")
     export.add_argument("-o", "--output", type=Path, required=True, help="the config file to write")
-    export.add_argument("--policy", choices=POLICIES, default="knee",
-                        help="best_auroc (above --min-throughput), best_throughput (above --min-auroc), or knee "
-                             "(the Pareto front's knee; default)")
+    export.add_argument(
+        "--policy",
+        choices=POLICIES,
+        default="knee",
+        help="best_auroc (above --min-throughput), best_throughput (above --min-auroc), or knee "
+        "(the Pareto front's knee; default)",
+    )
     export.add_argument("--min-throughput", type=float, help="floor on the sweep's throughput objective")
     export.add_argument("--min-auroc", type=float, help="floor on the best validation AUROC")
     export.add_argument("--force", action="store_true", help="replace the output file if it exists")
@@ -67,8 +74,14 @@ def run_export_command(args: argparse.Namespace) -> int:
     """Write the chosen trial's config."""
     from tsmoe.sweep.export import export_trial
 
-    exported = export_trial(args.directory, args.output, args.policy, min_throughput=args.min_throughput,
-                            min_auroc=args.min_auroc, overwrite=args.force)
+    exported = export_trial(
+        args.directory,
+        args.output,
+        args.policy,
+        min_throughput=args.min_throughput,
+        min_auroc=args.min_auroc,
+        overwrite=args.force,
+    )
     origin = exported.config.origin
     figures = ", ".join(f"{name} {value:.4g}" for name, value in origin.metrics.items())
     print(f"{exported.path}: trial {origin.trial_id} ({args.policy}): {figures}")

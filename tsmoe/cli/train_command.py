@@ -13,10 +13,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add the `train` command."""
     train = commands.add_parser("train", help="train a Time-MoE with N DDP workers under Ray Train")
     train.add_argument("config", type=Path, help="a run config (see configs/), or an exported sweep config")
-    train.add_argument("--output", type=Path,
-                       help="run directory (default: runs/CONFIG_NAME); rerunning into it resumes the run")
-    train.add_argument("--workers", type=int,
-                       help="DDP workers, one GPU each where there are GPUs (default: an exported trial's, else 1)")
+    train.add_argument(
+        "--output", type=Path, help="run directory (default: runs/CONFIG_NAME); rerunning into it resumes the run"
+    )
+    train.add_argument(
+        "--workers",
+        type=int,
+        help="DDP workers, one GPU each where there are GPUs (default: an exported trial's, else 1)",
+    )
     train.add_argument("--address", help="join this Ray cluster instead of starting a local one")
     train.add_argument("--cpus-per-worker", type=int, help="CPUs per worker (default: the machine's CPUs / workers)")
     train.set_defaults(run=run_train)
@@ -35,15 +39,16 @@ def run_train(args: argparse.Namespace) -> int:
         if run.origin is not None:
             print(f"reproducing trial {run.origin.trial_id} of {run.origin.sweep} with {workers} worker(s)")
     try:
-        outcome = run_training(run, output, workers=workers, address=args.address,
-                               cpus_per_worker=args.cpus_per_worker)
+        outcome = run_training(run, output, workers=workers, address=args.address, cpus_per_worker=args.cpus_per_worker)
     except TrainingFailed as error:
         print(f"tsmoe train: {error}", file=sys.stderr)
         return 1
     metrics = outcome.metrics
-    print(f"trained {outcome.epochs} epochs: loss {metrics.get('loss', float('nan')):.4f}, "
-          f"val_auroc {metrics.get('val_auroc', float('nan')):.3f}, {metrics.get('samples_s', float('nan')):.1f} "
-          f"samples/s")
+    print(
+        f"trained {outcome.epochs} epochs: loss {metrics.get('loss', float('nan')):.4f}, "
+        f"val_auroc {metrics.get('val_auroc', float('nan')):.3f}, {metrics.get('samples_s', float('nan')):.1f} "
+        f"samples/s"
+    )
     print(f"model: {outcome.model}" + (f"\nbest model: {outcome.best_model}" if outcome.best_model else ""))
     print(f"metrics: {outcome.output / 'metrics.jsonl'}")
     return 0

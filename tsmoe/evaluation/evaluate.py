@@ -44,39 +44,66 @@ def measure(detector: str, point_scores: np.ndarray, split: SegmentSplit, config
     """Metrics of point scores [N, L] against the split's labels."""
     segment_scores = aggregate_segments(point_scores, config.segment_aggregate, config.segment_quantile)
     runs = split.runs
-    result = DetectionResult(detector, average_over_groups(segment_groups(segment_scores, split.segment_labels(), runs)))
+    result = DetectionResult(
+        detector, average_over_groups(segment_groups(segment_scores, split.segment_labels(), runs))
+    )
     if split.label_level == "point":
         groups = point_groups(point_scores, np.asarray(split.labels), runs, split.starts)
         result.point = average_over_groups(groups)
     return result
 
 
-def model_point_scores(model: TimeMoE, dataset: SegmentDataset, split: SegmentSplit, config: EvaluationConfig,
-                       progress: Callable[[str, int, int], None] | None = None) -> np.ndarray:
+def model_point_scores(
+    model: TimeMoE,
+    dataset: SegmentDataset,
+    split: SegmentSplit,
+    config: EvaluationConfig,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> np.ndarray:
     """The model's point scores [N, L]: forecast errors normalised by training-error statistics."""
     model.eval()
-    statistics = training_error_statistics(model, dataset.split("train"), dataset.normalization, config,
-                                           progress=progress and (lambda done, total: progress("statistics", done, total)))
-    scores = channel_scores(model, split, dataset.normalization, statistics, config,
-                            progress=progress and (lambda done, total: progress(split.name, done, total)))
+    statistics = training_error_statistics(
+        model,
+        dataset.split("train"),
+        dataset.normalization,
+        config,
+        progress=progress and (lambda done, total: progress("statistics", done, total)),
+    )
+    scores = channel_scores(
+        model,
+        split,
+        dataset.normalization,
+        statistics,
+        config,
+        progress=progress and (lambda done, total: progress(split.name, done, total)),
+    )
     return combine_channels(scores, config.channel_aggregate)
 
 
-def baseline_point_scores(dataset: SegmentDataset, split: SegmentSplit, config: EvaluationConfig) -> dict[str, np.ndarray]:
+def baseline_point_scores(
+    dataset: SegmentDataset, split: SegmentSplit, config: EvaluationConfig
+) -> dict[str, np.ndarray]:
     """Every configured baseline's point scores [N, L], fitted on the normalised training split."""
     train = dataset.split("train")
     train_segments = normalized_segments(train, dataset.normalization, 0, min(len(train), config.statistics_segments))
     scores = {}
     for baseline in build_baselines(config):
         baseline.fit(train_segments)
-        chunks = [baseline.score(normalized_segments(split, dataset.normalization, start, start + CHUNK_SEGMENTS))
-                  for start in range(0, len(split), CHUNK_SEGMENTS)]
+        chunks = [
+            baseline.score(normalized_segments(split, dataset.normalization, start, start + CHUNK_SEGMENTS))
+            for start in range(0, len(split), CHUNK_SEGMENTS)
+        ]
         scores[baseline.name] = np.concatenate(chunks)
     return scores
 
 
-def score_detectors(dataset: SegmentDataset, split_name: str, config: EvaluationConfig, model: TimeMoE | None = None,
-                    progress: Callable[[str, int, int], None] | None = None) -> dict[str, np.ndarray]:
+def score_detectors(
+    dataset: SegmentDataset,
+    split_name: str,
+    config: EvaluationConfig,
+    model: TimeMoE | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, np.ndarray]:
     """Point scores [N, L] of the model (if given) and of each configured baseline on one split, by name."""
     split = dataset.split(split_name)
     scores = {}
@@ -86,9 +113,13 @@ def score_detectors(dataset: SegmentDataset, split_name: str, config: Evaluation
     return scores
 
 
-def evaluate_detectors(dataset: SegmentDataset, split_name: str, config: EvaluationConfig,
-                       model: TimeMoE | None = None,
-                       progress: Callable[[str, int, int], None] | None = None) -> pd.DataFrame:
+def evaluate_detectors(
+    dataset: SegmentDataset,
+    split_name: str,
+    config: EvaluationConfig,
+    model: TimeMoE | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> pd.DataFrame:
     """A table of AUROC, AUPRC and best F1 for the model (if given) and each baseline on one split."""
     split = dataset.split(split_name)
     scores = score_detectors(dataset, split_name, config, model, progress)
@@ -96,8 +127,9 @@ def evaluate_detectors(dataset: SegmentDataset, split_name: str, config: Evaluat
     return pd.DataFrame([row for result in results for row in result.rows()])
 
 
-def validation_metrics(model: TimeMoE, dataset: SegmentDataset, config: EvaluationConfig,
-                       split_name: str = "val") -> dict[str, float]:
+def validation_metrics(
+    model: TimeMoE, dataset: SegmentDataset, config: EvaluationConfig, split_name: str = "val"
+) -> dict[str, float]:
     """The model's figures on a split for a training run's metrics: val_auroc (the headline), val_auprc,
     val_best_f1 at point level where the split has point labels, else at segment level, plus both levels."""
     split = dataset.split(split_name)
@@ -107,6 +139,11 @@ def validation_metrics(model: TimeMoE, dataset: SegmentDataset, config: Evaluati
     if result.point is not None:
         metrics[f"{split_name}_point_auroc"] = result.point.auroc
         headline = result.point
-    metrics.update({f"{split_name}_auroc": headline.auroc, f"{split_name}_auprc": headline.auprc,
-                    f"{split_name}_best_f1": headline.best_f1})
+    metrics.update(
+        {
+            f"{split_name}_auroc": headline.auroc,
+            f"{split_name}_auprc": headline.auprc,
+            f"{split_name}_best_f1": headline.best_f1,
+        }
+    )
     return metrics

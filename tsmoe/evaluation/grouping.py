@@ -28,8 +28,9 @@ def _run_ids(runs: np.ndarray | None, count: int) -> np.ndarray:
     return np.zeros(count, dtype=np.int64) if runs is None else np.asarray(runs, dtype=np.int64)
 
 
-def segment_groups(segment_scores: np.ndarray, segment_labels: np.ndarray,
-                   runs: np.ndarray | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def segment_groups(
+    segment_scores: np.ndarray, segment_labels: np.ndarray, runs: np.ndarray | None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(scores, labels) per run, or one group for the whole split when it records no runs."""
     run_ids = _run_ids(runs, len(segment_scores))
     for run in np.unique(run_ids):
@@ -37,8 +38,9 @@ def segment_groups(segment_scores: np.ndarray, segment_labels: np.ndarray,
         yield segment_scores[members], np.asarray(segment_labels)[members]
 
 
-def reassemble_run(point_scores: np.ndarray, point_labels: np.ndarray,
-                   starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def reassemble_run(
+    point_scores: np.ndarray, point_labels: np.ndarray, starts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """A run's points once each, [T] scores and labels, from its windows [n, L] starting at `starts` [n]."""
     length = point_scores.shape[1]
     total = int(starts.max()) + length
@@ -54,8 +56,9 @@ def reassemble_run(point_scores: np.ndarray, point_labels: np.ndarray,
     return scores[covered], labels[covered]
 
 
-def point_groups(point_scores: np.ndarray, point_labels: np.ndarray, runs: np.ndarray | None,
-                 starts: np.ndarray | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def point_groups(
+    point_scores: np.ndarray, point_labels: np.ndarray, runs: np.ndarray | None, starts: np.ndarray | None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(scores, labels) of every point per run; overlapping windows are reassembled when starts are known."""
     run_ids = _run_ids(runs, len(point_scores))
     for run in np.unique(run_ids):
@@ -63,5 +66,4 @@ def point_groups(point_scores: np.ndarray, point_labels: np.ndarray, runs: np.nd
         if starts is None:
             yield point_scores[members].ravel(), np.asarray(point_labels)[members].ravel()
         else:
-            yield reassemble_run(point_scores[members], np.asarray(point_labels)[members],
-                                 np.asarray(starts)[members])
+            yield reassemble_run(point_scores[members], np.asarray(point_labels)[members], np.asarray(starts)[members])

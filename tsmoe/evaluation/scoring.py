@@ -75,8 +75,14 @@ class ErrorStatistics:
         return (errors - self.mean[:, buckets]) / self.std[:, buckets]
 
 
-def _iterate_errors(model: TimeMoE, split: SegmentSplit, normalization: Normalization, config: EvaluationConfig,
-                    count: int, progress: Callable[[int, int], None] | None):
+def _iterate_errors(
+    model: TimeMoE,
+    split: SegmentSplit,
+    normalization: Normalization,
+    config: EvaluationConfig,
+    count: int,
+    progress: Callable[[int, int], None] | None,
+):
     for start in range(0, count, config.batch_size):
         stop = min(start + config.batch_size, count)
         segments = torch.from_numpy(normalized_segments(split, normalization, start, stop))
@@ -85,9 +91,13 @@ def _iterate_errors(model: TimeMoE, split: SegmentSplit, normalization: Normaliz
             progress(stop, count)
 
 
-def training_error_statistics(model: TimeMoE, train: SegmentSplit, normalization: Normalization,
-                              config: EvaluationConfig,
-                              progress: Callable[[int, int], None] | None = None) -> ErrorStatistics:
+def training_error_statistics(
+    model: TimeMoE,
+    train: SegmentSplit,
+    normalization: Normalization,
+    config: EvaluationConfig,
+    progress: Callable[[int, int], None] | None = None,
+) -> ErrorStatistics:
     """Error statistics over the first `config.statistics_segments` training segments."""
     count = min(len(train), config.statistics_segments)
     length = train.meta.segment_length
@@ -101,8 +111,9 @@ def training_error_statistics(model: TimeMoE, train: SegmentSplit, normalization
         errors = errors[:, :, 1:].astype(np.float64)
         for channel in range(channels):
             total[channel] += np.bincount(buckets[1:], weights=errors[:, channel].sum(axis=0), minlength=bucket_count)
-            squares[channel] += np.bincount(buckets[1:], weights=np.square(errors[:, channel]).sum(axis=0),
-                                            minlength=bucket_count)
+            squares[channel] += np.bincount(
+                buckets[1:], weights=np.square(errors[:, channel]).sum(axis=0), minlength=bucket_count
+            )
     samples = points * count
     mean = total / np.maximum(samples, 1)
     std = np.sqrt(np.maximum(squares / np.maximum(samples, 1) - mean**2, 0.0))
@@ -111,8 +122,14 @@ def training_error_statistics(model: TimeMoE, train: SegmentSplit, normalization
     return ErrorStatistics(mean=mean, std=std)
 
 
-def channel_scores(model: TimeMoE, split: SegmentSplit, normalization: Normalization, statistics: ErrorStatistics,
-                   config: EvaluationConfig, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+def channel_scores(
+    model: TimeMoE,
+    split: SegmentSplit,
+    normalization: Normalization,
+    statistics: ErrorStatistics,
+    config: EvaluationConfig,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
     """Normalised forecast-error scores of every point and channel of a split: [N, C, L] float32."""
     meta = split.meta
     scores = np.empty((len(split), meta.num_channels, meta.segment_length), dtype=np.float32)

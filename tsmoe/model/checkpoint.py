@@ -96,7 +96,9 @@ def build_from_reference(
         )
     for name, tensor in tensors.items():
         if tensor.shape != expected[name].shape:
-            raise ValueError(f"{name}: shape {tuple(tensor.shape)} in checkpoint, {tuple(expected[name].shape)} from config")
+            raise ValueError(
+                f"{name}: shape {tuple(tensor.shape)} in checkpoint, {tuple(expected[name].shape)} from config"
+            )
     model.load_state_dict(tensors)
     return model
 
@@ -144,7 +146,9 @@ def save_pretrained(model: TimeMoE, path: str | Path) -> None:
     """Write `config.json` and `model.safetensors` under the reference's names."""
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in to_reference_names(model.state_dict()).items()}
+    tensors = {
+        name: tensor.detach().cpu().contiguous() for name, tensor in to_reference_names(model.state_dict()).items()
+    }
     # Write to temporary names first so an interrupted save never leaves a half-written checkpoint.
     weights_tmp, config_tmp = directory / (SAFETENSORS_FILE + ".tmp"), directory / (CONFIG_FILE + ".tmp")
     save_file(tensors, weights_tmp, metadata={"format": "pt"})

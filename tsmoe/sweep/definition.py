@@ -35,8 +35,14 @@ from tsmoe.sweep.space import SearchSpace, load_search_space
 
 # What a trial reports every epoch that early stopping may watch, and in which direction it improves.
 STOPPING_METRICS = {
-    "val_auroc": "max", "best_val_auroc": "max", "val_auprc": "max", "val_best_f1": "max", "loss": "min",
-    "samples_s": "max", "tokens_s": "max", "it_s": "max",
+    "val_auroc": "max",
+    "best_val_auroc": "max",
+    "val_auprc": "max",
+    "val_best_f1": "max",
+    "loss": "min",
+    "samples_s": "max",
+    "tokens_s": "max",
+    "it_s": "max",
 }
 
 
@@ -105,8 +111,9 @@ class EarlyStoppingConfig(BaseModel):
     @model_validator(mode="after")
     def _known_metric(self) -> "EarlyStoppingConfig":
         if self.metric not in STOPPING_METRICS:
-            raise ValueError(f"metric {self.metric!r} is not reported every epoch; choose one of "
-                             f"{', '.join(STOPPING_METRICS)}")
+            raise ValueError(
+                f"metric {self.metric!r} is not reported every epoch; choose one of {', '.join(STOPPING_METRICS)}"
+            )
         return self
 
     @property
@@ -194,8 +201,12 @@ def read_sweep_config(path: str | Path) -> SweepConfig:
     return config
 
 
-def load_sweep(path: str | Path, address: str | None = None, prepare_data: bool = True,
-               progress: Callable[[int, int], None] | None = None) -> Sweep:
+def load_sweep(
+    path: str | Path,
+    address: str | None = None,
+    prepare_data: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> Sweep:
     """Read and check a sweep: its file, the base config, the dataset (written first when the sweep says
     to synthesize it, `progress` called as segments are written) and the search space against both.
     Nothing here starts Ray."""
@@ -212,8 +223,10 @@ def load_sweep(path: str | Path, address: str | None = None, prepare_data: bool 
     epochs = base.training.epochs
     stopping = config.early_stopping
     if stopping.scheduler == "asha" and stopping.grace_period > epochs:
-        raise ValueError(f"{path}: field early_stopping.grace_period: {stopping.grace_period} epochs is more than "
-                         f"the {epochs} epochs of {config.base_config}")
+        raise ValueError(
+            f"{path}: field early_stopping.grace_period: {stopping.grace_period} epochs is more than "
+            f"the {epochs} epochs of {config.base_config}"
+        )
     dataset_path = config.dataset.path
     if prepare_data and config.dataset.synthesize is not None and not (dataset_path / "meta.json").is_file():
         from tsmoe.data.synth import generate_synthetic_dataset
@@ -221,14 +234,18 @@ def load_sweep(path: str | Path, address: str | None = None, prepare_data: bool 
         print(f"writing the built-in synthetic dataset to {dataset_path}")
         generate_synthetic_dataset(dataset_path, progress=progress, **config.dataset.synthesize.model_dump())
     if not (dataset_path / "meta.json").is_file():
-        raise FileNotFoundError(f"{path}: field dataset.path: {dataset_path} holds no dataset (no meta.json); "
-                                f"write one with `tsmoe data synth` or `tsmoe data from-csv`, or add "
-                                f"dataset.synthesize")
+        raise FileNotFoundError(
+            f"{path}: field dataset.path: {dataset_path} holds no dataset (no meta.json); "
+            f"write one with `tsmoe data synth` or `tsmoe data from-csv`, or add "
+            f"dataset.synthesize"
+        )
     check_dataset(dataset_path, crop_schedule=base.data.crop_schedule)
     segment_length = open_dataset(dataset_path).meta.segment_length
     space = load_search_space(config.search_space, base, segment_length)
     if "training.epochs" in space.parameters:
         # Early stopping's rungs and the completed/stopped verdict count epochs against the base config's.
-        raise ValueError(f"{config.search_space}: field training.epochs: cannot be searched; every trial trains "
-                         f"the {epochs} epochs of {config.base_config}")
+        raise ValueError(
+            f"{config.search_space}: field training.epochs: cannot be searched; every trial trains "
+            f"the {epochs} epochs of {config.base_config}"
+        )
     return Sweep(config=config, base=base, space=space, source=path)

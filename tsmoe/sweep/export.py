@@ -19,8 +19,17 @@ from tsmoe.sweep.policies import choose_trial
 from tsmoe.training.launch import CONFIG_FILE
 
 # Figures recorded in the exported file's origin, when the trial reported them.
-ORIGIN_METRICS = (QUALITY, "val_auroc", "val_auprc", "samples_s", "tokens_s", "it_s", "peak_memory_mib", "loss",
-                  "epoch")
+ORIGIN_METRICS = (
+    QUALITY,
+    "val_auroc",
+    "val_auprc",
+    "samples_s",
+    "tokens_s",
+    "it_s",
+    "peak_memory_mib",
+    "loss",
+    "epoch",
+)
 
 
 @dataclass
@@ -32,8 +41,14 @@ class Exported:
     config: RunConfig
 
 
-def export_trial(directory: str | Path, out: str | Path, policy: str, min_throughput: float | None = None,
-                 min_auroc: float | None = None, overwrite: bool = False) -> Exported:
+def export_trial(
+    directory: str | Path,
+    out: str | Path,
+    policy: str,
+    min_throughput: float | None = None,
+    min_auroc: float | None = None,
+    overwrite: bool = False,
+) -> Exported:
     """Choose a trial of the sweep in `directory` by `policy` and write its config to `out`."""
     from tsmoe.sweep.records import trials_table
     from tsmoe.sweep.runner import read_stored_sweep
@@ -47,12 +62,21 @@ def export_trial(directory: str | Path, out: str | Path, policy: str, min_throug
     table = trials_table(stored.directory, stored.config, stored.epochs)
     trial = choose_trial(table, policy, throughput=throughput, min_throughput=min_throughput, min_auroc=min_auroc)
     run = load_run_config(Path(trial["output"]) / CONFIG_FILE)
-    metrics = {name: float(trial[name]) for name in ORIGIN_METRICS
-               if name in trial and isinstance(trial[name], numbers.Real) and math.isfinite(trial[name])}
+    metrics = {
+        name: float(trial[name])
+        for name in ORIGIN_METRICS
+        if name in trial and isinstance(trial[name], numbers.Real) and math.isfinite(trial[name])
+    }
     resources = stored.config.resources
-    run.origin = SweepOrigin(sweep=str(stored.directory), trial_id=str(trial["trial_id"]), policy=policy,
-                             metrics=metrics, workers=resources.workers, cpus_per_worker=resources.cpus_per_worker,
-                             gpus_per_worker=resources.gpus_per_worker)
+    run.origin = SweepOrigin(
+        sweep=str(stored.directory),
+        trial_id=str(trial["trial_id"]),
+        policy=policy,
+        metrics=metrics,
+        workers=resources.workers,
+        cpus_per_worker=resources.cpus_per_worker,
+        gpus_per_worker=resources.gpus_per_worker,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(out.name + ".partial")
     dump_run_config(run, staging)

@@ -51,17 +51,13 @@ def mark_feasibility(
             if not math.isfinite(value):
                 reasons[position].append(f"{throughput} missing")
             elif value < min_throughput:
-                reasons[position].append(
-                    f"{throughput} {format_figure(value)} < floor {format_figure(min_throughput)}"
-                )
+                reasons[position].append(f"{throughput} {format_figure(value)} < floor {format_figure(min_throughput)}")
     if max_memory_mib is not None:
         for position, value in enumerate(_values_or_missing(marked, MEMORY)):
             if not math.isfinite(value):
                 reasons[position].append(f"{MEMORY} missing")
             elif value > max_memory_mib:
-                reasons[position].append(
-                    f"{MEMORY} {format_figure(value)} > ceiling {format_figure(max_memory_mib)}"
-                )
+                reasons[position].append(f"{MEMORY} {format_figure(value)} > ceiling {format_figure(max_memory_mib)}")
     marked["feasible"] = [not found for found in reasons]
     marked["infeasible_reason"] = ["; ".join(found) for found in reasons]
     return marked
@@ -130,9 +126,11 @@ def knee(front: pd.DataFrame, quality: str = QUALITY, throughput: str = "samples
         distance_squared += (1.0 - scaled) ** 2
     # Round so that distances equal but for floating-point noise count as ties.
     distance = np.round(np.sqrt(distance_squared), 12)
-    order = np.lexsort((
-        front["trial_id"].astype(str).to_numpy(),
-        -objective_values(front, quality),
-        distance,
-    ))
+    order = np.lexsort(
+        (
+            front["trial_id"].astype(str).to_numpy(),
+            -objective_values(front, quality),
+            distance,
+        )
+    )
     return front.iloc[order[0]]

@@ -20,8 +20,15 @@ from matplotlib.figure import Figure
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from plotly.subplots import make_subplots
 
-from tsmoe.sweep.pareto import (PARAM_PREFIX, QUALITY, eligible, format_figure, is_feasible, objective_values,
-                                pareto_front)
+from tsmoe.sweep.pareto import (
+    PARAM_PREFIX,
+    QUALITY,
+    eligible,
+    format_figure,
+    is_feasible,
+    objective_values,
+    pareto_front,
+)
 
 SHORT_ID_LENGTH = 12
 
@@ -30,10 +37,14 @@ _DRAW_ORDER = ("unfinished", "stopped", "infeasible", "completed", "front")
 # How each group of trials is drawn: (legend label, matplotlib style, plotly marker).
 _GROUPS = {
     "front": (
-        "Pareto front", dict(color="tab:red", marker="o", s=48, zorder=4), dict(color="crimson", size=10),
+        "Pareto front",
+        dict(color="tab:red", marker="o", s=48, zorder=4),
+        dict(color="crimson", size=10),
     ),
     "completed": (
-        "completed", dict(color="tab:blue", marker="o", s=30, zorder=3), dict(color="royalblue", size=8),
+        "completed",
+        dict(color="tab:blue", marker="o", s=30, zorder=3),
+        dict(color="royalblue", size=8),
     ),
     "infeasible": (
         "completed, infeasible",
@@ -41,7 +52,9 @@ _GROUPS = {
         dict(color="rgba(0,0,0,0)", size=8, line=dict(color="royalblue", width=1.5)),
     ),
     "stopped": (
-        "stopped early", dict(color="0.65", marker="o", s=24, zorder=1), dict(color="#a6a6a6", size=7),
+        "stopped early",
+        dict(color="0.65", marker="o", s=24, zorder=1),
+        dict(color="#a6a6a6", size=7),
     ),
     "unfinished": (
         "errored / unfinished",
@@ -102,7 +115,7 @@ def short_trial_id(trial_id: str) -> str:
         if len(candidate) > SHORT_ID_LENGTH:
             break
         kept = candidate
-    return kept or "…" + trial_id[-(SHORT_ID_LENGTH - 1):]
+    return kept or "…" + trial_id[-(SHORT_ID_LENGTH - 1) :]
 
 
 def parameter_columns(table: pd.DataFrame) -> list[str]:
@@ -139,8 +152,10 @@ def _pareto_png(
             continue
         label, style, _ = _GROUPS[name]
         axes.scatter(
-            objective_values(rows, throughput), objective_values(rows, quality),
-            label=f"{label} ({len(rows)})", **style,
+            objective_values(rows, throughput),
+            objective_values(rows, quality),
+            label=f"{label} ({len(rows)})",
+            **style,
         )
     front = groups["front"]
     if not front.empty:
@@ -148,12 +163,21 @@ def _pareto_png(
         axes.plot(x, y, color="tab:red", linewidth=1.2, zorder=3)
         for trial_id, x_value, y_value in zip(front["trial_id"], x, y):
             axes.annotate(
-                short_trial_id(trial_id), (x_value, y_value), textcoords="offset points", xytext=(4, 4),
+                short_trial_id(trial_id),
+                (x_value, y_value),
+                textcoords="offset points",
+                xytext=(4, 4),
                 fontsize=8,
             )
     if not any(len(rows) for rows in groups.values()):
-        axes.text(0.5, 0.5, f"no trial reported both {quality} and {throughput}", ha="center", va="center",
-                  transform=axes.transAxes)
+        axes.text(
+            0.5,
+            0.5,
+            f"no trial reported both {quality} and {throughput}",
+            ha="center",
+            va="center",
+            transform=axes.transAxes,
+        )
     else:
         axes.legend(loc="best", fontsize=8)
     axes.set_xlabel(throughput)
@@ -199,18 +223,20 @@ def _pareto_html(
             continue
         label, _, marker = _GROUPS[name]
         is_front = name == "front"
-        figure.add_trace(go.Scatter(
-            x=objective_values(rows, throughput),
-            y=objective_values(rows, quality),
-            mode="lines+markers+text" if is_front else "markers",
-            name=f"{label} ({len(rows)})",
-            marker=marker,
-            line=dict(color="crimson") if is_front else None,
-            text=[short_trial_id(trial_id) for trial_id in rows["trial_id"]] if is_front else None,
-            textposition="top right",
-            hovertext=_hover_text(rows, quality, throughput),
-            hoverinfo="text",
-        ))
+        figure.add_trace(
+            go.Scatter(
+                x=objective_values(rows, throughput),
+                y=objective_values(rows, quality),
+                mode="lines+markers+text" if is_front else "markers",
+                name=f"{label} ({len(rows)})",
+                marker=marker,
+                line=dict(color="crimson") if is_front else None,
+                text=[short_trial_id(trial_id) for trial_id in rows["trial_id"]] if is_front else None,
+                textposition="top right",
+                hovertext=_hover_text(rows, quality, throughput),
+                hoverinfo="text",
+            )
+        )
     figure.update_layout(
         title=f"{len(table)} trials, {len(groups['front'])} on the Pareto front",
         xaxis_title=throughput,
@@ -238,10 +264,12 @@ def _parallel_coordinates(table: pd.DataFrame, quality: str, throughput: str) ->
     throughput_values = objective_values(completed, throughput)
     if np.isfinite(throughput_values).all():
         dimensions.append(dict(label=throughput, values=throughput_values))
-    figure = go.Figure(go.Parcoords(
-        line=dict(color=quality_values, colorscale="Viridis", showscale=True, colorbar=dict(title=quality)),
-        dimensions=dimensions,
-    ))
+    figure = go.Figure(
+        go.Parcoords(
+            line=dict(color=quality_values, colorscale="Viridis", showscale=True, colorbar=dict(title=quality)),
+            dimensions=dimensions,
+        )
+    )
     figure.update_layout(title=f"{len(completed)} completed trials, coloured by {quality}")
     return figure
 
@@ -288,7 +316,8 @@ def parameter_importances(
     if distributions is None:
         distributions = infer_distributions(rows)
     fields = [
-        field for field in distributions
+        field
+        for field in distributions
         if f"{PARAM_PREFIX}{field}" in rows.columns and rows[f"{PARAM_PREFIX}{field}"].notna().any()
     ]
     if not fields:
@@ -300,9 +329,13 @@ def parameter_importances(
         if params is None:
             continue
         try:
-            trials.append(optuna.trial.create_trial(
-                params=params, distributions=used, values=[float(row[quality]), float(row[throughput])],
-            ))
+            trials.append(
+                optuna.trial.create_trial(
+                    params=params,
+                    distributions=used,
+                    values=[float(row[quality]), float(row[throughput])],
+                )
+            )
         except ValueError:
             continue  # a value outside its distribution: the search space changed since the trial ran
     if len(trials) < 2 or not any(len({trial.params[field] for trial in trials}) > 1 for field in fields):
@@ -403,14 +436,20 @@ def _importance_figure(importances: dict[str, dict[str, float]]) -> go.Figure:
         ordered = sorted(shares.items(), key=lambda item: item[1])
         figure.add_trace(
             go.Bar(
-                x=[share for _, share in ordered], y=[field for field, _ in ordered], orientation="h",
-                name=objective, hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+                x=[share for _, share in ordered],
+                y=[field for field, _ in ordered],
+                orientation="h",
+                name=objective,
+                hovertemplate="%{y}: %{x:.3f}<extra></extra>",
             ),
-            row=1, col=position,
+            row=1,
+            col=position,
         )
         figure.update_xaxes(range=[0, 1], title_text="importance (fANOVA)", row=1, col=position)
     figure.update_layout(
-        title="Parameter importance per objective", showlegend=False, template="plotly_white",
+        title="Parameter importance per objective",
+        showlegend=False,
+        template="plotly_white",
     )
     return figure
 

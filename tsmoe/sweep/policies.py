@@ -11,7 +11,13 @@ import numpy as np
 import pandas as pd
 
 from tsmoe.sweep.pareto import (
-    QUALITY, eligible, format_figure, is_feasible, knee, objective_values, pareto_front,
+    QUALITY,
+    eligible,
+    format_figure,
+    is_feasible,
+    knee,
+    objective_values,
+    pareto_front,
 )
 
 POLICIES = ("best_auroc", "best_throughput", "knee")
@@ -57,11 +63,13 @@ def choose_trial(
     if policy == "knee":
         return knee(pareto_front(candidates, quality, throughput), quality, throughput)
     first, second = (quality, throughput) if policy == "best_auroc" else (throughput, quality)
-    order = np.lexsort((
-        candidates["trial_id"].astype(str).to_numpy(),
-        -objective_values(candidates, second),
-        -objective_values(candidates, first),
-    ))
+    order = np.lexsort(
+        (
+            candidates["trial_id"].astype(str).to_numpy(),
+            -objective_values(candidates, second),
+            -objective_values(candidates, first),
+        )
+    )
     return candidates.iloc[order[0]]
 
 

@@ -27,9 +27,23 @@ from tsmoe.training.trainer import SUMMARY_FILE
 TRIALS_CSV, TRIALS_PARQUET, PARETO_CSV = "trials.csv", "trials.parquet", "pareto.csv"
 BEST_PREFIX = "best."
 # Tune's bookkeeping keys in a trial's results: not figures of the run.
-_TUNE_KEYS = {"trial_id", "timestamp", "date", "pid", "hostname", "node_ip", "done", "training_iteration",
-              "time_this_iter_s", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",
-              "should_checkpoint", "checkpoint_path", "config"}
+_TUNE_KEYS = {
+    "trial_id",
+    "timestamp",
+    "date",
+    "pid",
+    "hostname",
+    "node_ip",
+    "done",
+    "training_iteration",
+    "time_this_iter_s",
+    "time_since_restore",
+    "iterations_since_restore",
+    "checkpoint_dir_name",
+    "should_checkpoint",
+    "checkpoint_path",
+    "config",
+}
 _BEST_FIGURES = ("epoch", "val_auroc", "val_auprc", "val_best_f1", "loss")
 
 
@@ -84,11 +98,20 @@ def trials_table(directory: str | Path, config: SweepConfig, planned_epochs: int
         output = directory / TRIALS_DIR / trial.trial_id
         epochs, planned = int(result.get("epoch", 0)), int(result.get("epochs_planned", planned_epochs))
         status, reason = _status(trial, epochs, planned, reasons)
-        row = {"trial_id": trial.trial_id, "status": status, "stop_reason": reason, "epochs": epochs,
-               "epochs_planned": planned, "output": str(output)}
+        row = {
+            "trial_id": trial.trial_id,
+            "status": status,
+            "stop_reason": reason,
+            "epochs": epochs,
+            "epochs_planned": planned,
+            "output": str(output),
+        }
         row |= {PARAM_PREFIX + name: value for name, value in sorted((trial.config or {}).items())}
-        row |= {key: value for key, value in result.items()
-                if key not in _TUNE_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool)}
+        row |= {
+            key: value
+            for key, value in result.items()
+            if key not in _TUNE_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool)
+        }
         _complete_outputs(output)
         history = _history(output)
         scored = [epoch for epoch in history if math.isfinite(epoch.get("val_auroc", math.nan))]
@@ -98,18 +121,30 @@ def trials_table(directory: str | Path, config: SweepConfig, planned_epochs: int
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
-        table = pd.DataFrame(columns=["trial_id", "status", "stop_reason", "epochs", "epochs_planned", "output",
-                                      QUALITY, config.objectives.throughput])
+        table = pd.DataFrame(
+            columns=[
+                "trial_id",
+                "status",
+                "stop_reason",
+                "epochs",
+                "epochs_planned",
+                "output",
+                QUALITY,
+                config.objectives.throughput,
+            ]
+        )
     for column in (QUALITY, config.objectives.throughput, "peak_memory_mib"):
         if column not in table:
             table[column] = math.nan
-    table = mark_feasibility(table, config.constraints.min_throughput, config.objectives.throughput,
-                             config.constraints.max_memory_mib)
+    table = mark_feasibility(
+        table, config.constraints.min_throughput, config.objectives.throughput, config.constraints.max_memory_mib
+    )
     return table.sort_values("trial_id", ignore_index=True)
 
 
-def write_results(directory: str | Path, config: SweepConfig, planned_epochs: int, distributions=None
-                  ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Path]]:
+def write_results(
+    directory: str | Path, config: SweepConfig, planned_epochs: int, distributions=None
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Path]]:
     """Write the trial table, the Pareto front and the plots into the sweep directory."""
     from tsmoe.sweep.plots import write_plots
 

@@ -23,8 +23,12 @@ from tsmoe.config import RunConfig, dump_run_config, load_run_config
 from tsmoe.sweep.definition import Sweep, SweepConfig, parse_sweep_config
 from tsmoe.sweep.space import SearchSpace, load_search_space
 
-STORED_SWEEP, STORED_BASE, STORED_SPACE, STORED_FACTS = "sweep.yaml", "base_config.yaml", "search_space.yaml", \
-    "sweep_facts.json"
+STORED_SWEEP, STORED_BASE, STORED_SPACE, STORED_FACTS = (
+    "sweep.yaml",
+    "base_config.yaml",
+    "search_space.yaml",
+    "sweep_facts.json",
+)
 # A custom Ray resource held by each trial's own function: it uses no CPU of its own (the Train workers
 # do the work), and the pool of them caps how many trials run at once.
 TRIAL_DRIVER = "tsmoe_trial_driver"
@@ -60,17 +64,24 @@ def _check_directory(sweep: Sweep, resume: bool) -> bool:
     if stored.is_file():
         before = parse_sweep_config(yaml.safe_load(stored.read_text()), str(stored))
         # Tune restores a sweep with the settings it started with; only where to find the cluster may change.
-        changed = [field for field in SweepConfig.model_fields if field != "address"
-                   and getattr(before, field) != getattr(sweep.config, field)]
+        changed = [
+            field
+            for field in SweepConfig.model_fields
+            if field != "address" and getattr(before, field) != getattr(sweep.config, field)
+        ]
         if changed:
-            raise FileExistsError(f"{directory}: holds a sweep with other settings ({', '.join(changed)} differ); "
-                                  f"change name or storage to start a new one")
+            raise FileExistsError(
+                f"{directory}: holds a sweep with other settings ({', '.join(changed)} differ); "
+                f"change name or storage to start a new one"
+            )
         base_before = load_run_config(directory / STORED_BASE)
         if base_before != sweep.base:
             raise FileExistsError(f"{directory}: holds a sweep of another base config than {sweep.config.base_config}")
     if restorable and not resume:
-        raise FileExistsError(f"{directory}: holds a sweep already; pass --resume to continue it, or change the "
-                              f"sweep's name or storage to start a new one")
+        raise FileExistsError(
+            f"{directory}: holds a sweep already; pass --resume to continue it, or change the "
+            f"sweep's name or storage to start a new one"
+        )
     if not restorable and directory.is_dir() and any(directory.iterdir()) and not stored.is_file():
         raise FileExistsError(f"{directory}: exists, is not empty and holds no tsmoe sweep")
     return restorable
@@ -86,16 +97,23 @@ def _start_ray(config: SweepConfig) -> dict:
     # The Train controller reads these in the driver and in trial processes.
     os.environ.update({key: value for key, value in environment.items() if key.startswith("RAY_")})
     local = config.address is None
-    context = ray.init(address=config.address, include_dashboard=True if local else None,
-                       dashboard_host="127.0.0.1", runtime_env={"env_vars": environment},
-                       resources={TRIAL_DRIVER: config.max_concurrent_trials} if local else None,
-                       logging_level="WARNING", log_to_driver=True)
+    context = ray.init(
+        address=config.address,
+        include_dashboard=True if local else None,
+        dashboard_host="127.0.0.1",
+        runtime_env={"env_vars": environment},
+        resources={TRIAL_DRIVER: config.max_concurrent_trials} if local else None,
+        logging_level="WARNING",
+        log_to_driver=True,
+    )
     url = context.dashboard_url
     if url:
         print(f"Ray dashboard: http://{url}")
         if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
-            print("  token authentication is on: log in with the token that `ray get-auth-token` prints "
-                  "(kept in ~/.ray/auth_token); RAY_AUTH_MODE=disabled turns it off")
+            print(
+                "  token authentication is on: log in with the token that `ray get-auth-token` prints "
+                "(kept in ~/.ray/auth_token); RAY_AUTH_MODE=disabled turns it off"
+            )
     return ray.cluster_resources()
 
 
@@ -104,13 +122,17 @@ def _check_resources(config: SweepConfig, cluster: dict, source: str = "sweep") 
     resources = config.resources
     cpus = resources.workers * resources.cpus_per_worker
     if cpus > cluster.get("CPU", 0):
-        raise ValueError(f"{source}: field resources: a trial needs {resources.workers} workers x {resources.cpus_per_worker:g} CPUs "
-                         f"= {cpus:g}, the cluster has {cluster.get('CPU', 0):g}; lower resources.workers or "
-                         f"resources.cpus_per_worker")
+        raise ValueError(
+            f"{source}: field resources: a trial needs {resources.workers} workers x {resources.cpus_per_worker:g} CPUs "
+            f"= {cpus:g}, the cluster has {cluster.get('CPU', 0):g}; lower resources.workers or "
+            f"resources.cpus_per_worker"
+        )
     gpus = resources.workers * resources.gpus_per_worker
     if gpus > cluster.get("GPU", 0):
-        raise ValueError(f"{source}: field resources: a trial needs {gpus:g} GPUs, the cluster has {cluster.get('GPU', 0):g}; "
-                         f"set resources.gpus_per_worker to 0 to train on CPUs")
+        raise ValueError(
+            f"{source}: field resources: a trial needs {gpus:g} GPUs, the cluster has {cluster.get('GPU', 0):g}; "
+            f"set resources.gpus_per_worker to 0 to train on CPUs"
+        )
     if cluster.get(TRIAL_DRIVER):
         return {TRIAL_DRIVER: 1}
     # A cluster started without tsmoe's resource: the trial's function takes a sliver of a CPU.
@@ -139,26 +161,39 @@ def run_sweep(sweep: Sweep, resume: bool = False, callbacks: list | None = None)
     try:
         cluster = _start_ray(config)
         driver_bundle = _check_resources(config, cluster, str(sweep.source))
-        setup = TrialSetup(base=sweep.base, space=sweep.space, directory=directory,
-                           workers=config.resources.workers, cpus_per_worker=config.resources.cpus_per_worker,
-                           gpus_per_worker=config.resources.gpus_per_worker)
+        setup = TrialSetup(
+            base=sweep.base,
+            space=sweep.space,
+            directory=directory,
+            workers=config.resources.workers,
+            cpus_per_worker=config.resources.cpus_per_worker,
+            gpus_per_worker=config.resources.gpus_per_worker,
+        )
         trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), driver_bundle)
         if restorable:
             print(f"resuming the sweep in {directory}")
-            tuner = tune.Tuner.restore(str(directory), trainable=trainable, resume_unfinished=True,
-                                       resume_errored=False, restart_errored=False)
+            tuner = tune.Tuner.restore(
+                str(directory), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
+            )
         else:
             scheduler, stopper = build_early_stopping(config.early_stopping, directory, epochs)
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    search_alg=SweepSearch(config, sweep.space, directory), scheduler=scheduler,
-                    num_samples=config.num_trials, max_concurrent_trials=config.max_concurrent_trials,
+                    search_alg=SweepSearch(config, sweep.space, directory),
+                    scheduler=scheduler,
+                    num_samples=config.num_trials,
+                    max_concurrent_trials=config.max_concurrent_trials,
                     time_budget_s=config.time_budget_s,
                 ),
-                run_config=tune.RunConfig(name=config.name, storage_path=str(config.storage), stop=stopper,
-                                          failure_config=tune.FailureConfig(max_failures=config.max_failures),
-                                          callbacks=callbacks, verbose=1),
+                run_config=tune.RunConfig(
+                    name=config.name,
+                    storage_path=str(config.storage),
+                    stop=stopper,
+                    failure_config=tune.FailureConfig(max_failures=config.max_failures),
+                    callbacks=callbacks,
+                    verbose=1,
+                ),
             )
         tuner.fit()
     finally:
@@ -183,8 +218,9 @@ def read_stored_sweep(directory: str | Path) -> StoredSweep:
     directory = Path(directory).resolve()
     stored = directory / STORED_SWEEP
     if not stored.is_file():
-        raise FileNotFoundError(f"{directory}: not a sweep directory (no {STORED_SWEEP}); "
-                                f"a sweep's directory is its storage/name")
+        raise FileNotFoundError(
+            f"{directory}: not a sweep directory (no {STORED_SWEEP}); a sweep's directory is its storage/name"
+        )
     config = parse_sweep_config(yaml.safe_load(stored.read_text()), str(stored))
     base = load_run_config(directory / STORED_BASE)
     facts = json.loads((directory / STORED_FACTS).read_text())
@@ -199,8 +235,9 @@ def report(directory: str | Path, stream=None) -> SweepOutcome:
     from tsmoe.sweep.records import format_front, write_results
 
     stored = read_stored_sweep(directory)
-    table, front, plots = write_results(stored.directory, stored.config, stored.epochs,
-                                        stored.space.optuna_distributions())
+    table, front, plots = write_results(
+        stored.directory, stored.config, stored.epochs, stored.space.optuna_distributions()
+    )
     print(summary_lines(table, stored.config.objectives.throughput), file=stream)
     print(format_front(front, stored.config.objectives.throughput), file=stream)
     return SweepOutcome(stored.directory, table, front, plots)

@@ -32,8 +32,9 @@ def study_storage(directory: Path) -> str:
     return f"sqlite:///{Path(directory).resolve() / STUDY_FILE}"
 
 
-def constraint_values(result: dict, throughput: str, min_throughput: float | None,
-                      max_memory_mib: float | None) -> dict[str, float]:
+def constraint_values(
+    result: dict, throughput: str, min_throughput: float | None, max_memory_mib: float | None
+) -> dict[str, float]:
     """Optuna's constraint values for a trial's figures, by name: each <= 0 when satisfied."""
     values = {}
     if min_throughput is not None:
@@ -56,9 +57,14 @@ class SweepSearch(OptunaSearch):
             sampler = optuna.samplers.NSGAIISampler(seed=config.seed)
         else:
             sampler = optuna.samplers.TPESampler(seed=config.seed, multivariate=True)
-        super().__init__(space=space.optuna_distributions(), metric=[QUALITY, self.throughput],
-                         mode=["max", "max"], sampler=sampler, study_name=config.name,
-                         storage=optuna.storages.RDBStorage(study_storage(directory)))
+        super().__init__(
+            space=space.optuna_distributions(),
+            metric=[QUALITY, self.throughput],
+            mode=["max", "max"],
+            sampler=sampler,
+            study_name=config.name,
+            storage=optuna.storages.RDBStorage(study_storage(directory)),
+        )
 
     def suggest(self, trial_id: str):
         """Sample a trial's parameters and remember which Tune trial the Optuna trial is."""
@@ -83,8 +89,9 @@ class SweepSearch(OptunaSearch):
             state = TrialState.COMPLETE if finished else TrialState.PRUNED
             values = values if finished else None
             # The samplers read constraints of completed and pruned trials alike.
-            for name, value in constraint_values(result, self.throughput, self.min_throughput,
-                                                 self.max_memory_mib).items():
+            for name, value in constraint_values(
+                result, self.throughput, self.min_throughput, self.max_memory_mib
+            ).items():
                 trial.set_constraint(name, value)
         try:
             self._ot_study.tell(trial, values, state=state)

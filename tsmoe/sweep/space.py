@@ -30,8 +30,17 @@ from typing import Annotated, Any, Callable, Literal, Union
 
 import optuna
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tsmoe.config import RunConfig, parse_run_config
 from tsmoe.data.curriculum import CropStage, crop_lengths
@@ -227,8 +236,11 @@ class SearchSpace(BaseModel):
         Categorical choices that are not None/bool/int/float/str are encoded as JSON strings
         (json.dumps(value, sort_keys=True)), because Optuna only stores scalars.
         """
-        return {path: distribution.to_optuna() for path, distribution in self.parameters.items()
-                if not isinstance(distribution, Fixed)}
+        return {
+            path: distribution.to_optuna()
+            for path, distribution in self.parameters.items()
+            if not isinstance(distribution, Fixed)
+        }
 
     def decode(self, params: dict[str, Any]) -> dict[str, Any]:
         """Optuna-side values (as sampled, or as stored in a results table) -> config values, fixed values included.
@@ -240,8 +252,10 @@ class SearchSpace(BaseModel):
         unknown = sorted(set(params) - sampled)
         if unknown:
             fixed = [path for path in unknown if path in self.parameters]
-            raise ValueError(f"{self.source}: {', '.join(unknown)}: not sampled by this search space"
-                             + (f" ({', '.join(fixed)} fixed)" if fixed else ""))
+            raise ValueError(
+                f"{self.source}: {', '.join(unknown)}: not sampled by this search space"
+                + (f" ({', '.join(fixed)} fixed)" if fixed else "")
+            )
         missing = sorted(sampled - set(params))
         if missing:
             raise ValueError(f"{self.source}: no value for {', '.join(missing)}")
@@ -276,16 +290,16 @@ def load_search_space(path: str | Path, base: RunConfig, segment_length: int) ->
     return parse_search_space(values, base, segment_length, source=str(path))
 
 
-def parse_search_space(values: Any, base: RunConfig, segment_length: int,
-                       source: str = "search space") -> SearchSpace:
+def parse_search_space(values: Any, base: RunConfig, segment_length: int, source: str = "search space") -> SearchSpace:
     """Validate a search space given as a mapping (what `load_search_space` reads); errors start with `source`."""
     if not isinstance(values, dict) or not isinstance(values.get("parameters"), dict):
-        raise ValueError(f"{source}: expected a mapping with `parameters`, a mapping of dotted RunConfig "
-                         "field paths to distributions")
+        raise ValueError(
+            f"{source}: expected a mapping with `parameters`, a mapping of dotted RunConfig "
+            "field paths to distributions"
+        )
     unknown = sorted(str(key) for key in values if key != "parameters")
     if unknown:
-        raise ValueError(f"{source}: unknown top-level keys {', '.join(unknown)}; "
-                         "a search space has only `parameters`")
+        raise ValueError(f"{source}: unknown top-level keys {', '.join(unknown)}; a search space has only `parameters`")
     if not values["parameters"]:
         raise ValueError(f"{source}: field parameters: empty; a search space needs at least one parameter")
     parameters = {}
@@ -323,24 +337,42 @@ def _crops_fit(schedule: str | list[Any], segment_length: int) -> bool:
 
 
 RELATIONS: tuple[Relation, ...] = (
-    Relation(("model.num_experts_per_tok", "model.num_experts"), lambda top_k, experts: top_k <= experts,
-             "{0} can exceed model.num_experts {1}", "top-k must be at most the number of experts"),
-    Relation(("model.hidden_size", "model.num_attention_heads"), _heads_split_hidden,
-             "{0} does not split into model.num_attention_heads {1} heads of even width",
-             "hidden_size must be a multiple of the head count, with an even head dimension for RoPE"),
-    Relation(("model.num_attention_heads", "model.num_key_value_heads"),
-             lambda heads, kv_heads: heads % (kv_heads or heads) == 0,
-             "{0} is not a multiple of model.num_key_value_heads {1}",
-             "each key/value head serves a whole group of query heads"),
-    Relation(("model.num_experts_per_tok", "model.intermediate_size", "model.use_dense"),
-             lambda top_k, intermediate, dense: dense or intermediate >= top_k,
-             "{0} can exceed model.intermediate_size {1} (model.use_dense {2})",
-             "the intermediate size is split across the top-k experts"),
-    Relation(("evaluation.heads", "model.horizon_lengths"), lambda heads, horizons: set(heads) <= set(horizons),
-             "{0} are not all among model.horizon_lengths {1}", "a scored head must be one the model has"),
-    Relation(("data.crop_schedule", SEGMENT_LENGTH), _crops_fit,
-             "{0} has a crop outside 2..{1} points, the dataset's segment length",
-             "every crop length must be at least 2 and at most the segment length"),
+    Relation(
+        ("model.num_experts_per_tok", "model.num_experts"),
+        lambda top_k, experts: top_k <= experts,
+        "{0} can exceed model.num_experts {1}",
+        "top-k must be at most the number of experts",
+    ),
+    Relation(
+        ("model.hidden_size", "model.num_attention_heads"),
+        _heads_split_hidden,
+        "{0} does not split into model.num_attention_heads {1} heads of even width",
+        "hidden_size must be a multiple of the head count, with an even head dimension for RoPE",
+    ),
+    Relation(
+        ("model.num_attention_heads", "model.num_key_value_heads"),
+        lambda heads, kv_heads: heads % (kv_heads or heads) == 0,
+        "{0} is not a multiple of model.num_key_value_heads {1}",
+        "each key/value head serves a whole group of query heads",
+    ),
+    Relation(
+        ("model.num_experts_per_tok", "model.intermediate_size", "model.use_dense"),
+        lambda top_k, intermediate, dense: dense or intermediate >= top_k,
+        "{0} can exceed model.intermediate_size {1} (model.use_dense {2})",
+        "the intermediate size is split across the top-k experts",
+    ),
+    Relation(
+        ("evaluation.heads", "model.horizon_lengths"),
+        lambda heads, horizons: set(heads) <= set(horizons),
+        "{0} are not all among model.horizon_lengths {1}",
+        "a scored head must be one the model has",
+    ),
+    Relation(
+        ("data.crop_schedule", SEGMENT_LENGTH),
+        _crops_fit,
+        "{0} has a crop outside 2..{1} points, the dataset's segment length",
+        "every crop length must be at least 2 and at most the segment length",
+    ),
 )
 
 
@@ -363,13 +395,16 @@ def _check_values(space: SearchSpace, base_values: dict[str, Any]) -> dict[str, 
                 if not _own_problem(error, path) and _explained_by_relations(path, candidate):
                     deferred.setdefault(path, []).append(value)
                     continue
-                raise ValueError(f"{space.source}: field {path}: {_show(value)} is not accepted by the run "
-                                 f"config: {_describe(error)}") from None
+                raise ValueError(
+                    f"{space.source}: field {path}: {_show(value)} is not accepted by the run "
+                    f"config: {_describe(error)}"
+                ) from None
     return deferred
 
 
-def _check_relations(space: SearchSpace, base_values: dict[str, Any], segment_length: int,
-                     deferred: dict[str, list[Any]]) -> None:
+def _check_relations(
+    space: SearchSpace, base_values: dict[str, Any], segment_length: int, deferred: dict[str, list[Any]]
+) -> None:
     """Check RELATIONS over every combination of the values the space can produce for their fields."""
     for relation in RELATIONS:
         if not any(field in space.parameters for field in relation.fields):
@@ -388,20 +423,24 @@ def _check_relations(space: SearchSpace, base_values: dict[str, Any], segment_le
                 continue
             from_base = [field not in space.parameters and field != SEGMENT_LENGTH for field in relation.fields]
             shown = [_show(value) + (" (base config)" if base else "") for value, base in zip(combination, from_base)]
-            raise ValueError(f"{space.source}: field {relation.fields[0]}: {relation.problem.format(*shown)} "
-                             f"({relation.reason})")
+            raise ValueError(
+                f"{space.source}: field {relation.fields[0]}: {relation.problem.format(*shown)} ({relation.reason})"
+            )
 
 
 def _own_problem(error: ValidationError, path: str) -> bool:
     """Whether a problem is located at the field itself rather than on its section or the whole config."""
     parts = tuple(path.split("."))
-    return any(tuple(str(part) for part in problem["loc"][:len(parts)]) == parts for problem in error.errors())
+    return any(tuple(str(part) for part in problem["loc"][: len(parts)]) == parts for problem in error.errors())
 
 
 def _explained_by_relations(path: str, values: dict[str, Any]) -> bool:
     """Whether the config breaks a rule of RELATIONS that involves `path` (the config never sees segment lengths)."""
-    return any(not relation.holds(*(_get(values, field) for field in relation.fields))
-               for relation in RELATIONS if path in relation.fields and SEGMENT_LENGTH not in relation.fields)
+    return any(
+        not relation.holds(*(_get(values, field) for field in relation.fields))
+        for relation in RELATIONS
+        if path in relation.fields and SEGMENT_LENGTH not in relation.fields
+    )
 
 
 # --- field paths and distributions ------------------------------------------------------------
@@ -425,13 +464,16 @@ _RUN_CONFIG_PATHS = _field_paths(RunConfig)
 def _check_field_path(path: str, source: str) -> None:
     if path not in _RUN_CONFIG_PATHS:
         closest = _closest_fields(path)
-        raise ValueError(f"{source}: field {path}: unknown; not a field of the run config"
-                         + (f" (did you mean {' or '.join(closest)}?)" if closest else ""))
+        raise ValueError(
+            f"{source}: field {path}: unknown; not a field of the run config"
+            + (f" (did you mean {' or '.join(closest)}?)" if closest else "")
+        )
     if _RUN_CONFIG_PATHS[path]:
         # Replacing a whole section would reset its other fields to defaults behind the user's back.
         inside = [known for known in _RUN_CONFIG_PATHS if known.startswith(path + ".")][:3]
-        raise ValueError(f"{source}: field {path}: a section, not a field; give one of its fields "
-                         f"({', '.join(inside)}, ...)")
+        raise ValueError(
+            f"{source}: field {path}: a section, not a field; give one of its fields ({', '.join(inside)}, ...)"
+        )
 
 
 def _closest_fields(path: str, count: int = 3) -> list[str]:
@@ -441,17 +483,21 @@ def _closest_fields(path: str, count: int = 3) -> list[str]:
     section, _, name = path.rpartition(".")
     same_name = [field for field in fields if field.rpartition(".")[2] == name]
     in_section = [field for field in fields if field.rpartition(".")[0] == section]
-    close_in_section = [section + "." + match for match in
-                        difflib.get_close_matches(name, [field.rpartition(".")[2] for field in in_section], n=count)]
+    close_in_section = [
+        section + "." + match
+        for match in difflib.get_close_matches(name, [field.rpartition(".")[2] for field in in_section], n=count)
+    ]
     anywhere = difflib.get_close_matches(path, fields, n=count)
     return list(dict.fromkeys(same_name + close_in_section + anywhere))[:count]
 
 
 def _parse_distribution(path: str, spec: Any, source: str) -> Any:
     if not isinstance(spec, dict):
-        raise ValueError(f"{source}: field {path}: expected a distribution, a mapping with a type "
-                         f"({', '.join(DISTRIBUTION_TYPES)}), got {_show(spec)}; "
-                         f"write {{type: fixed, value: {_show(spec)}}} for one value")
+        raise ValueError(
+            f"{source}: field {path}: expected a distribution, a mapping with a type "
+            f"({', '.join(DISTRIBUTION_TYPES)}), got {_show(spec)}; "
+            f"write {{type: fixed, value: {_show(spec)}}} for one value"
+        )
     try:
         return _DISTRIBUTION.validate_python(spec)
     except ValidationError as error:
@@ -466,10 +512,11 @@ def _describe(error: ValidationError, tagged: bool = False) -> str:
             lines.append(f"no type; expected one of {', '.join(DISTRIBUTION_TYPES)}")
             continue
         if problem["type"] == "union_tag_invalid":
-            lines.append(f"unknown type {_show(problem['ctx']['tag'])}; expected one of "
-                         f"{', '.join(DISTRIBUTION_TYPES)}")
+            lines.append(
+                f"unknown type {_show(problem['ctx']['tag'])}; expected one of {', '.join(DISTRIBUTION_TYPES)}"
+            )
             continue
-        location = ".".join(str(part) for part in problem["loc"][1 if tagged else 0:])
+        location = ".".join(str(part) for part in problem["loc"][1 if tagged else 0 :])
         message = problem["msg"].removeprefix("Value error, ")
         lines.append(f"{location}: {message}" if location else message)
     return "; ".join(lines)
@@ -483,7 +530,8 @@ class _Loader(yaml.SafeLoader):
 
 
 _Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
     list("-+0123456789."),
 )
 

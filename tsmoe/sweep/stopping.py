@@ -70,9 +70,11 @@ class RecordingASHA(AsyncHyperBandScheduler):
             result = result | {self._metric: -math.inf if self._mode == "max" else math.inf}
         action = super().on_trial_result(tune_controller, trial, result)
         if action == TrialScheduler.STOP and _unfinished(result):
-            self.ledger.record(trial.trial_id, result.get(EPOCH, 0),
-                               f"asha: {self._metric} {value:.4g} below its rung's cut-off at epoch "
-                               f"{result.get(EPOCH)}")
+            self.ledger.record(
+                trial.trial_id,
+                result.get(EPOCH, 0),
+                f"asha: {self._metric} {value:.4g} below its rung's cut-off at epoch {result.get(EPOCH)}",
+            )
         return action
 
 
@@ -99,8 +101,12 @@ class HopelessTrialStopper(Stopper):
             self._best[trial_id] = (signed, epoch)
             return False
         if epoch - best_epoch >= self.patience:
-            return self._stop(trial_id, result, f"plateau: {self.metric} has not improved for {epoch - best_epoch} "
-                                                f"epochs (best {self.sign * best:.4g} at epoch {best_epoch})")
+            return self._stop(
+                trial_id,
+                result,
+                f"plateau: {self.metric} has not improved for {epoch - best_epoch} "
+                f"epochs (best {self.sign * best:.4g} at epoch {best_epoch})",
+            )
         return False
 
     def _stop(self, trial_id: str, result: dict, reason: str) -> bool:
@@ -119,7 +125,13 @@ def build_early_stopping(config: EarlyStoppingConfig, directory: Path, epochs: i
     ledger = StopLedger(directory)
     scheduler = None
     if config.scheduler == "asha":
-        scheduler = RecordingASHA(ledger, config.metric, config.mode, max_t=epochs,
-                                  grace_period=config.grace_period, reduction_factor=config.reduction_factor)
+        scheduler = RecordingASHA(
+            ledger,
+            config.metric,
+            config.mode,
+            max_t=epochs,
+            grace_period=config.grace_period,
+            reduction_factor=config.reduction_factor,
+        )
     stopper = HopelessTrialStopper(ledger, config.metric, config.mode, config.patience, config.stop_nonfinite)
     return scheduler, stopper

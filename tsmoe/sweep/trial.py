@@ -46,16 +46,27 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from tsmoe.training.launch import TrainingFailed, build_torch_trainer, collect_outputs, failure_summary, \
-        prepare_output
+    from tsmoe.training.launch import (
+        TrainingFailed,
+        build_torch_trainer,
+        collect_outputs,
+        failure_summary,
+        prepare_output,
+    )
 
     trial_id = ray.tune.get_context().get_trial_id()
     run = setup.trial_config(params)
     output = setup.trial_directory(trial_id)
     prepare_output(run, output)
-    trainer = build_torch_trainer(run, output, setup.workers, use_gpu=setup.gpus_per_worker > 0,
-                                  cpus_per_worker=setup.cpus_per_worker, gpus_per_worker=setup.gpus_per_worker,
-                                  callbacks=[TuneReportCallback()])
+    trainer = build_torch_trainer(
+        run,
+        output,
+        setup.workers,
+        use_gpu=setup.gpus_per_worker > 0,
+        cpus_per_worker=setup.cpus_per_worker,
+        gpus_per_worker=setup.gpus_per_worker,
+        callbacks=[TuneReportCallback()],
+    )
     try:
         trainer.fit()
     except ray.train.TrainingFailedError as error:

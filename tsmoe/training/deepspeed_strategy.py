@@ -18,8 +18,9 @@ from tsmoe.training.optim import build_scheduler
 from tsmoe.training.precision import Precision
 
 
-def deepspeed_config(training: TrainingConfig, precision: Precision, micro_batch_series: int,
-                     world_size: int) -> dict[str, Any]:
+def deepspeed_config(
+    training: TrainingConfig, precision: Precision, micro_batch_series: int, world_size: int
+) -> dict[str, Any]:
     """The DeepSpeed config dict for this run (batch sizes count series: segments x channels)."""
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": micro_batch_series,
@@ -40,8 +41,14 @@ def deepspeed_config(training: TrainingConfig, precision: Precision, micro_batch
     return config
 
 
-def build_engine(model: torch.nn.Module, training: TrainingConfig, precision: Precision, micro_batch_series: int,
-                 world_size: int, total_steps: int):
+def build_engine(
+    model: torch.nn.Module,
+    training: TrainingConfig,
+    precision: Precision,
+    micro_batch_series: int,
+    world_size: int,
+    total_steps: int,
+):
     """Wrap the model in a DeepSpeed engine with tsmoe's optimizer and schedule; returns the engine."""
     if torch.cuda.is_available() is False:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -58,7 +65,10 @@ def build_engine(model: torch.nn.Module, training: TrainingConfig, precision: Pr
         optimizer = torch.optim.AdamW(groups, lr=training.learning_rate, betas=training.betas)
     scheduler = build_scheduler(optimizer, total_steps, training)
     engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler,
-        config=deepspeed_config(training, precision, micro_batch_series, world_size), dist_init_required=False,
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        config=deepspeed_config(training, precision, micro_batch_series, world_size),
+        dist_init_required=False,
     )
     return engine

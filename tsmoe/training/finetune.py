@@ -41,8 +41,12 @@ def apply_finetune_mode(model: TimeMoE, finetune: FinetuneConfig) -> torch.nn.Mo
     if finetune.mode == "lora":
         from peft import LoraConfig, get_peft_model
 
-        adapters = LoraConfig(r=finetune.lora_rank, lora_alpha=finetune.lora_alpha,
-                              lora_dropout=finetune.lora_dropout, target_modules=LORA_TARGETS)
+        adapters = LoraConfig(
+            r=finetune.lora_rank,
+            lora_alpha=finetune.lora_alpha,
+            lora_dropout=finetune.lora_dropout,
+            target_modules=LORA_TARGETS,
+        )
         return get_peft_model(model, adapters)
     for name, parameter in model.named_parameters():
         if finetune.mode == "frozen_experts":

@@ -148,7 +148,9 @@ def collect_outputs(output: Path) -> TrainingOutcome:
         for metrics in history:
             file.write(json.dumps(metrics) + "\n")
     _copy_model(latest / MODEL_DIR, output / "model")
-    scored = [(item[0]["history"][-1].get("val_auroc", math.nan), item[1]) for item in checkpoints if item[0]["history"]]
+    scored = [
+        (item[0]["history"][-1].get("val_auroc", math.nan), item[1]) for item in checkpoints if item[0]["history"]
+    ]
     scored = [(auroc, directory) for auroc, directory in scored if math.isfinite(auroc)]
     best = None
     if scored:
@@ -157,8 +159,15 @@ def collect_outputs(output: Path) -> TrainingOutcome:
     return TrainingOutcome(output, summary["epoch"], history[-1] if history else {}, output / "model", best)
 
 
-def build_torch_trainer(run: RunConfig, output: Path, workers: int, use_gpu: bool, cpus_per_worker: float,
-                        gpus_per_worker: float = 1.0, callbacks: list | None = None):
+def build_torch_trainer(
+    run: RunConfig,
+    output: Path,
+    workers: int,
+    use_gpu: bool,
+    cpus_per_worker: float,
+    gpus_per_worker: float = 1.0,
+    callbacks: list | None = None,
+):
     """The Ray Train `TorchTrainer` of one run: `workers` DDP ranks running `train_worker`, storing its
     checkpoints under OUT/train. `tsmoe train` and every sweep trial build theirs here."""
     import ray.train
@@ -175,13 +184,15 @@ def build_torch_trainer(run: RunConfig, output: Path, workers: int, use_gpu: boo
         # bookkeeping was lost, and V2 no longer takes resume_from_checkpoint.
         train_loop_config={"run": run, "resume_from": str(resume) if resume else None},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                               resources_per_worker=resources),
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
-            name=RUN_NAME, storage_path=str(output),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=run.training.keep_checkpoints,
-                                                         checkpoint_score_attribute="val_auroc",
-                                                         checkpoint_score_order="max"),
+            name=RUN_NAME,
+            storage_path=str(output),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=run.training.keep_checkpoints,
+                checkpoint_score_attribute="val_auroc",
+                checkpoint_score_order="max",
+            ),
             worker_runtime_env={"env_vars": environment},
             # Ray Train's own INFO lines (one per checkpoint and report) drown the run's progress lines.
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
@@ -190,8 +201,9 @@ def build_torch_trainer(run: RunConfig, output: Path, workers: int, use_gpu: boo
     )
 
 
-def run_training(run: RunConfig, output: str | Path, workers: int = 1, address: str | None = None,
-                 cpus_per_worker: int | None = None) -> TrainingOutcome:
+def run_training(
+    run: RunConfig, output: str | Path, workers: int = 1, address: str | None = None, cpus_per_worker: int | None = None
+) -> TrainingOutcome:
     """Train `run` with `workers` DDP ranks under Ray Train; resumes a run already in `output`."""
     if workers < 1:
         raise ValueError(f"--workers: need at least 1, got {workers}")
@@ -207,14 +219,18 @@ def run_training(run: RunConfig, output: str | Path, workers: int = 1, address: 
     import ray
     import ray.train
 
-    use_gpu = torch.cuda.is_available() if address is None else bool(ray.is_initialized() and
-                                                                    ray.cluster_resources().get("GPU"))
+    use_gpu = (
+        torch.cuda.is_available()
+        if address is None
+        else bool(ray.is_initialized() and ray.cluster_resources().get("GPU"))
+    )
     environment = worker_environment(use_gpu)
     os.environ.update({key: value for key, value in environment.items() if key.startswith("RAY_")})
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(address=address, dashboard_host="127.0.0.1", runtime_env={"env_vars": environment},
-                 logging_level="WARNING")
+        ray.init(
+            address=address, dashboard_host="127.0.0.1", runtime_env={"env_vars": environment}, logging_level="WARNING"
+        )
         if address is not None:
             use_gpu = bool(ray.cluster_resources().get("GPU"))
     if cpus_per_worker is None:

@@ -16,9 +16,13 @@ from tsmoe.training.finetune import export_model
 from tsmoe.training.trainer import Trainer
 
 
-def fit(run: RunConfig, device: torch.device | str = "cpu", validate: bool = False,
-        on_epoch: Callable[[dict[str, float]], None] | None = None,
-        log: Callable[[str], None] | None = None) -> tuple[TimeMoE, list[dict[str, float]]]:
+def fit(
+    run: RunConfig,
+    device: torch.device | str = "cpu",
+    validate: bool = False,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[TimeMoE, list[dict[str, float]]]:
     """Train for `run.training.epochs` epochs; returns the trained model (adapters merged) and epoch metrics."""
     trainer = Trainer(run, device, log=log)
     history = []

@@ -68,8 +68,9 @@ def choose_precision(device: torch.device | str, requested: str = "auto") -> Pre
     if requested == "auto":
         if native:
             return Precision("bfloat16", "cuda", f"GPU compute capability {capability}: native bfloat16")
-        return Precision("float16", "cuda",
-                         f"GPU compute capability {capability} emulates bfloat16: float16 with loss scaling")
+        return Precision(
+            "float16", "cuda", f"GPU compute capability {capability} emulates bfloat16: float16 with loss scaling"
+        )
     reason = f"{requested} as configured"
     if requested == "bfloat16" and not native:
         reason += f" (compute capability {capability} emulates bfloat16: expect it slower than float32)"

@@ -11,8 +11,16 @@ import torch
 
 # Dense bf16 tensor-core peaks (FLOP/s) of common training GPUs, by a substring of the device name.
 BFLOAT16_PEAK_FLOPS = {
-    "H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L40": 181e12, "A10G": 70e12,
-    "L4": 121e12, "RTX 4090": 165e12, "RTX 3090": 71e12, "A6000": 155e12,
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L40": 181e12,
+    "A10G": 70e12,
+    "L4": 121e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+    "A6000": 155e12,
 }
 
 
@@ -62,8 +70,15 @@ class EpochClock:
         seconds they were measured over."""
         if self.steps == 0 or self.step_seconds <= 0:
             nan = float("nan")
-            return {"it_s": nan, "samples_s": nan, "tokens_s": nan, "data_wait_frac": nan, "step_time_s": nan,
-                    "measured_steps": 0, "measured_s": 0.0}
+            return {
+                "it_s": nan,
+                "samples_s": nan,
+                "tokens_s": nan,
+                "data_wait_frac": nan,
+                "step_time_s": nan,
+                "measured_steps": 0,
+                "measured_s": 0.0,
+            }
         return {
             "measured_steps": self.steps,  # what the rates below are over, to combine epochs
             "measured_s": self.step_seconds,

@@ -63,8 +63,14 @@ def aux_loss_factor(step: int, target: float, warmup_steps: int) -> float:
 class Trainer:
     """One rank of a training run; see the module docstring."""
 
-    def __init__(self, run: RunConfig, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
-                 log: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        run: RunConfig,
+        device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+        log: Callable[[str], None] | None = None,
+    ):
         self.run = run
         self.training = training = run.training
         self.device = torch.device(device)
@@ -76,8 +82,15 @@ class Trainer:
         torch.manual_seed(training.seed)
 
         self.dataset = open_dataset(run.data.path)
-        self.loader = build_train_loader(self.dataset.split("train"), self.dataset.normalization, run.data,
-                                         training.epochs, rank, world_size, pin_memory=self.device.type == "cuda")
+        self.loader = build_train_loader(
+            self.dataset.split("train"),
+            self.dataset.normalization,
+            run.data,
+            training.epochs,
+            rank,
+            world_size,
+            pin_memory=self.device.type == "cuda",
+        )
         self.steps_per_epoch = len(self.loader) // training.gradient_accumulation
         if self.steps_per_epoch == 0:
             raise ValueError(
@@ -108,8 +121,9 @@ class Trainer:
             self.scaler = self.precision.grad_scaler()
             model = self.module
             if self.distributed:
-                model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda"
-                                                else None)
+                model = DistributedDataParallel(
+                    model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                )
             self.ddp_model = model if self.distributed else None
             self.model = torch.compile(model) if training.compile else model
         self.guard = NonFiniteGuard(training.max_consecutive_nonfinite_steps)
@@ -124,8 +138,9 @@ class Trainer:
             output = self.model(inputs, labels=labels, loss_masks=torch.ones_like(labels))
         loss = torch.stack([value.float() for value in output.head_losses.values()]).mean()
         if output.aux_loss is not None and self.model_config.apply_aux_loss:
-            factor = aux_loss_factor(self.step, self.model_config.router_aux_loss_factor,
-                                     self.training.aux_loss_warmup_steps)
+            factor = aux_loss_factor(
+                self.step, self.model_config.router_aux_loss_factor, self.training.aux_loss_warmup_steps
+            )
             loss = loss + factor * output.aux_loss.float()
         return loss, output
 
@@ -200,15 +215,19 @@ class Trainer:
                 samples += batch.shape[0]
                 tokens += batch.shape[0] * batch.shape[1] * batch.shape[2]
             step_finite = self._optimizer_step(finite_losses)
-            self.guard.record(step_finite, diagnose=lambda: first_nonfinite_module(base_model(self.module), inputs,
-                                                                                  labels))
+            self.guard.record(
+                step_finite, diagnose=lambda: first_nonfinite_module(base_model(self.module), inputs, labels)
+            )
             self.step += 1
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             clock.add_step(now() - started, waited, samples, tokens, accumulation)
             if step_in_epoch == self.steps_per_epoch - 1:
-                health = routing_health(output.router_logits, self.model_config.num_experts_per_tok) \
-                    if output.router_logits else None
+                health = (
+                    routing_health(output.router_logits, self.model_config.num_experts_per_tok)
+                    if output.router_logits
+                    else None
+                )
             if self.step % self.training.log_every_steps == 0:
                 self._log_progress(step_in_epoch, losses, clock)
         del batches
@@ -223,8 +242,9 @@ class Trainer:
             "nan_steps_total": self.guard.total,
             "crop_length": crop,
             "learning_rate": self.scheduler.get_last_lr()[0],
-            "aux_loss_factor": aux_loss_factor(self.step, self.model_config.router_aux_loss_factor,
-                                               self.training.aux_loss_warmup_steps),
+            "aux_loss_factor": aux_loss_factor(
+                self.step, self.model_config.router_aux_loss_factor, self.training.aux_loss_warmup_steps
+            ),
             "peak_memory_mib": peak_memory_mib(self.device),
             **figures,
         }
@@ -240,10 +260,12 @@ class Trainer:
         figures = clock.figures(1)
         remaining_steps = self.total_steps - self.step
         eta = remaining_steps / figures["it_s"] if math.isfinite(figures["it_s"]) else math.nan
-        recent = np.mean(losses[-self.training.log_every_steps:]) if losses else math.nan
-        self.log(f"epoch {self.epoch + 1}/{self.training.epochs} step {step_in_epoch + 1}/{self.steps_per_epoch} "
-                 f"loss {recent:.4f} lr {self.scheduler.get_last_lr()[0]:.2e} {figures['it_s']:.2f} it/s "
-                 f"nan_steps {self.guard.total} eta {_duration(eta)}")
+        recent = np.mean(losses[-self.training.log_every_steps :]) if losses else math.nan
+        self.log(
+            f"epoch {self.epoch + 1}/{self.training.epochs} step {step_in_epoch + 1}/{self.steps_per_epoch} "
+            f"loss {recent:.4f} lr {self.scheduler.get_last_lr()[0]:.2e} {figures['it_s']:.2f} it/s "
+            f"nan_steps {self.guard.total} eta {_duration(eta)}"
+        )
 
     def validate(self) -> dict[str, float]:
         """Validation figures of the current model (full segments, training-error statistics)."""
@@ -262,16 +284,29 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        trainer_state = {"epoch": self.epoch, "step": self.step, "guard": self.guard.state_dict(),
-                         "history": self.history, "rng": rng}
+        trainer_state = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "guard": self.guard.state_dict(),
+            "history": self.history,
+            "rng": rng,
+        }
         if self.deepspeed:
             # ZeRO partitions optimizer state by rank: every rank writes its own shard.
-            self.engine.save_checkpoint(str(directory / "deepspeed"), tag="state",
-                                        client_state={"trainer": trainer_state})
+            self.engine.save_checkpoint(
+                str(directory / "deepspeed"), tag="state", client_state={"trainer": trainer_state}
+            )
         elif self.rank == 0:
-            torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                        "trainer": trainer_state}, directory / STATE_FILE)
+            torch.save(
+                {
+                    "model": self.module.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                    "trainer": trainer_state,
+                },
+                directory / STATE_FILE,
+            )
         if self.rank == 0:
             save_pretrained(export_model(self.module), directory / MODEL_DIR)
             dump_run_config(self.run, directory / "config.yaml")

@@ -73,8 +73,9 @@ def train_worker(loop_config: dict) -> None:
         with tempfile.TemporaryDirectory() as directory:
             trainer.save_checkpoint(directory)
             keeps_files = rank == 0 or trainer.deepspeed
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if keeps_files
-                             else None)
+            ray.train.report(
+                metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if keeps_files else None
+            )
 
 
 def _best_auroc(history: list[dict[str, float]]) -> float:
@@ -87,6 +88,16 @@ def _epoch_line(metrics: dict[str, float]) -> str:
         value = metrics.get(key, math.nan)
         return f"{key} {value:.{digits}f}"
 
-    return ", ".join([f"epoch {metrics['epoch']}", show("loss", 4), show("val_auroc"), show("it_s", 2),
-                      show("samples_s", 1), show("data_wait_frac"), f"nan_steps {metrics['nan_steps']}",
-                      f"crop {metrics['crop_length']}", show("routing_entropy_min")])
+    return ", ".join(
+        [
+            f"epoch {metrics['epoch']}",
+            show("loss", 4),
+            show("val_auroc"),
+            show("it_s", 2),
+            show("samples_s", 1),
+            show("data_wait_frac"),
+            f"nan_steps {metrics['nan_steps']}",
+            f"crop {metrics['crop_length']}",
+            show("routing_entropy_min"),
+        ]
+    )
