@@ -29,8 +29,8 @@ from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
 from tsmoe.training.config import TrainingConfig
 from tsmoe.training.loop import fit
-from tsmoe.training.trainer import series_batch
 from tsmoe.training.optim import build_optimizer
+from tsmoe.training.trainer import series_batch
 
 
 def parse_args() -> argparse.Namespace:

@@ -72,7 +72,7 @@ def per_run_auroc(scores: dict[str, np.ndarray], dataset: SegmentDataset, split_
     for detector, point_scores in scores.items():
         run_ids = np.unique(split.runs) if split.runs is not None else [0]
         for run_id, (run_scores, run_labels) in zip(
-            run_ids, point_groups(point_scores, labels, split.runs, split.starts)
+            run_ids, point_groups(point_scores, labels, split.runs, split.starts), strict=True
         ):
             if has_both_classes(run_labels, run_scores):
                 rows.setdefault(names[run_id], {})[detector] = detection_metrics(run_scores, run_labels).auroc
@@ -167,7 +167,7 @@ def main() -> None:
                 dataset,
                 split,
                 config.model_copy(update={"heads": heads}),
-                progress=lambda stage, done, total: bars.setdefault(
+                progress=lambda stage, done, total, head_set=head_set: bars.setdefault(
                     (head_set, stage), Progress(f"heads {head_set}: scoring {stage}")
                 )(done, total),
             )

@@ -1,9 +1,9 @@
 import pytest
 
+from tests.model.tiny import TINY
 from tsmoe.config import RunConfig, dump_run_config, load_run_config
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
-from tests.model.tiny import TINY
 
 
 def test_a_written_config_reads_back_equal(tmp_path):
@@ -41,10 +41,10 @@ def test_evaluation_heads_must_be_model_horizons(tmp_path):
 
 
 def test_missing_and_malformed_files_are_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing.yaml"):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.yaml"):
         load_run_config(tmp_path / "nothing.yaml")
     (tmp_path / "bad.yaml").write_text("model: [unclosed\n")
-    with pytest.raises(ValueError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(ValueError, match=r"bad\.yaml: not valid YAML"):
         load_run_config(tmp_path / "bad.yaml")
 
 

@@ -47,7 +47,7 @@ class RunConfig(BaseModel):
     origin: SweepOrigin | None = None  # set in configs written by `tsmoe export`
 
     @model_validator(mode="after")
-    def _heads_exist(self) -> "RunConfig":
+    def _heads_exist(self) -> RunConfig:
         missing = sorted(set(self.evaluation.heads) - set(self.model.horizon_lengths))
         if missing:
             raise ValueError(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from tests.data.conftest import write_small_dataset
 from tsmoe.cli.main import main
 from tsmoe.data.store import open_dataset
-from tests.data.conftest import write_small_dataset
 
 
 def test_check_prints_a_summary_of_a_good_dataset(tmp_path, capsys):
@@ -67,7 +67,7 @@ def test_from_csv_builds_a_dataset_from_runs(tmp_path, capsys):
         labels = np.zeros(120, dtype=int)
         labels[90:100] = 1
         lines = ["time;a;b;anomaly"] + [
-            f"{row};{a};{b};{label}" for row, ((a, b), label) in enumerate(zip(values, labels))
+            f"{row};{a};{b};{label}" for row, ((a, b), label) in enumerate(zip(values, labels, strict=True))
         ]
         path.write_text("\n".join(lines) + "\n")
         runs.append(str(path))

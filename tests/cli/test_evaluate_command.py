@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-import torch
-
+from tests.model.tiny import TINY
 from tsmoe.cli.main import main
 from tsmoe.config import RunConfig
 from tsmoe.data.config import DataConfig
@@ -14,7 +13,6 @@ from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
 from tsmoe.training.config import TrainingConfig
 from tsmoe.training.loop import fit
-from tests.model.tiny import TINY
 
 
 def test_evaluate_prints_the_model_beside_every_baseline(tmp_path, capsys):

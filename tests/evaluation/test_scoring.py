@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.data.conftest import write_small_dataset
+from tests.model.tiny import TINY
 from tsmoe.data.store import open_dataset
 from tsmoe.evaluation.config import EvaluationConfig
 from tsmoe.evaluation.scoring import (
@@ -13,8 +15,6 @@ from tsmoe.evaluation.scoring import (
 )
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
-from tests.data.conftest import write_small_dataset
-from tests.model.tiny import TINY
 
 
 @pytest.fixture

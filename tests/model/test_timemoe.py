@@ -262,7 +262,7 @@ def test_expert_kernels_equal_a_naive_per_token_sum(kernel, dtype, tolerance, to
     expected = naive_experts(*inputs)
     expected_grads = torch.autograd.grad((expected * upstream).sum(), [t for t in inputs if t.requires_grad])
     assert_close(actual, expected, **tolerance)
-    for name, got, want in zip(["x", "weight", "gate", "up", "down"], actual_grads, expected_grads):
+    for name, got, want in zip(["x", "weight", "gate", "up", "down"], actual_grads, expected_grads, strict=True):
         assert_close(got, want, **tolerance, msg=name)
 
 
@@ -344,7 +344,7 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
     for checkpointing in (False, True):
         model = tiny_model(activation_checkpointing=checkpointing).train()
         calls = []
-        model.model.layers[0].register_forward_pre_hook(lambda *_: calls.append(1))
+        model.model.layers[0].register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
         results[checkpointing] = run_with_gradients(model, x, labels, loss_masks=loss_masks)
         layer_calls[checkpointing] = len(calls)
     # The recomputation in backward is what shows checkpointing really ran.

@@ -76,7 +76,7 @@ def test_bad_sweep_settings_name_the_file_and_the_field(tmp_path, data, settings
 
 def test_a_missing_dataset_without_synthesize_says_how_to_make_one(tmp_path, data):
     path = write_sweep(tmp_path, data, dataset={"path": "nowhere"})
-    with pytest.raises(FileNotFoundError, match="field dataset.path: .*nowhere holds no dataset.*tsmoe data synth"):
+    with pytest.raises(FileNotFoundError, match=r"field dataset\.path: .*nowhere holds no dataset.*tsmoe data synth"):
         load_sweep(path)
 
 
@@ -95,7 +95,7 @@ def test_a_missing_dataset_with_synthesize_is_written_first(tmp_path, data):
 
 def test_epochs_cannot_be_searched(tmp_path, data):
     path = write_sweep(tmp_path, data, space={"training.epochs": {"type": "int", "low": 1, "high": 3}})
-    with pytest.raises(ValueError, match="space.yaml: field training.epochs: cannot be searched"):
+    with pytest.raises(ValueError, match=r"space\.yaml: field training\.epochs: cannot be searched"):
         load_sweep(path)
 
 

@@ -42,7 +42,7 @@ def test_a_trial_larger_than_the_cluster_fails_before_any_trial(sweep):
     with pytest.raises(ValueError, match=r"4 workers x 1 CPUs = 4, the cluster has 2"):
         _check_resources(sweep.config, {"CPU": 2.0}, "sweep.yaml")
     sweep.config.resources.workers, sweep.config.resources.gpus_per_worker = 1, 0.5
-    with pytest.raises(ValueError, match="sweep.yaml: field resources: a trial needs 0.5 GPUs, the cluster has 0"):
+    with pytest.raises(ValueError, match=r"sweep\.yaml: field resources: a trial needs 0\.5 GPUs, the cluster has 0"):
         _check_resources(sweep.config, {"CPU": 2.0}, "sweep.yaml")
 
 

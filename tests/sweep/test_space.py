@@ -3,9 +3,9 @@ import json
 import optuna
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tsmoe.config import RunConfig
 from tsmoe.sweep.space import SearchSpace, load_search_space
-from tests.conftest import REPO_ROOT
 
 SEARCH_SPACES = REPO_ROOT / "search_spaces"
 EXPLICIT_SCHEDULE = [{"until": 0.5, "length": 256}, {"until": 1.0, "length": 1.0}]
@@ -127,7 +127,7 @@ def test_apply_names_the_field_when_a_value_is_invalid(tmp_path, small_base):
 
 
 def test_a_missing_file_is_named(tmp_path, small_base):
-    with pytest.raises(FileNotFoundError, match="nothing.yaml"):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.yaml"):
         load_search_space(tmp_path / "nothing.yaml", small_base, 512)
 
 

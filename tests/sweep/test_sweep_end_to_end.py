@@ -119,7 +119,7 @@ def test_a_sweep_killed_mid_way_resumes_without_losing_or_rerunning_finished_tri
     assert finished, "no trial finished before the kill"
     kept = {trial_id: (directory / "trials" / trial_id / "metrics.jsonl").read_text() for trial_id in finished}
 
-    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming the sweep" in resumed.stdout
     table = pd.read_csv(directory / "trials.csv")

@@ -12,13 +12,13 @@ import time
 import pytest
 import yaml
 
+from tests.model.tiny import TINY
+from tests.training.test_loop import synthetic_data
 from tsmoe.cli.main import main
 from tsmoe.config import load_run_config
 from tsmoe.model.timemoe import TimeMoE
 from tsmoe.training.launch import latest_checkpoint
 from tsmoe.training.loop import fit
-from tests.model.tiny import TINY
-from tests.training.test_loop import synthetic_data
 
 
 def _write_config(path, data, epochs=2):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.model.tiny import TINY
 from tsmoe.config import RunConfig
 from tsmoe.data.config import DataConfig
 from tsmoe.data.synth import generate_synthetic_dataset
@@ -14,7 +15,6 @@ from tsmoe.model.config import TimeMoEConfig
 from tsmoe.training.config import TrainingConfig
 from tsmoe.training.loop import fit
 from tsmoe.training.trainer import series_batch
-from tests.model.tiny import TINY
 
 
 def synthetic_data(directory, train=16, val=8, length=64):
@@ -51,7 +51,7 @@ def test_fit_lowers_the_loss_and_counts_accumulated_steps(tmp_path):
         throughput_warmup_steps=0,
     )
     run.data.crop_schedule = "half_then_full"
-    model, history = fit(run, validate=True)
+    _, history = fit(run, validate=True)
     assert [metrics["step"] for metrics in history] == [2, 4, 6, 8, 10, 12]
     assert [metrics["crop_length"] for metrics in history] == [32, 32, 32, 64, 64, 64]
     assert history[-1]["loss"] < history[0]["loss"]

@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 
@@ -12,7 +14,7 @@ def test_schedule_warms_up_linearly_then_decays_to_the_floor():
     assert factors[4] == pytest.approx(1.0)
     assert factors[9] == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the decay
     assert factors[14:] == pytest.approx([0.1, 0.1])
-    assert all(later <= earlier for earlier, later in zip(factors[3:], factors[4:]))
+    assert all(later <= earlier for earlier, later in itertools.pairwise(factors[3:]))
 
 
 def test_weight_decay_spares_biases_and_norms():

@@ -41,5 +41,5 @@ def test_an_explicit_choice_wins_and_says_when_it_is_emulated(monkeypatch):
 
 
 def test_float16_on_cpu_is_refused_naming_the_field():
-    with pytest.raises(ValueError, match="training.precision: float16 needs a CUDA GPU"):
+    with pytest.raises(ValueError, match=r"training\.precision: float16 needs a CUDA GPU"):
         choose_precision("cpu", "float16")

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
+from tests.model.tiny import TINY
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
 from tsmoe.training.routing import routing_health
-from tests.model.tiny import TINY
 
 
 def test_a_uniform_router_has_full_entropy():

@@ -11,14 +11,14 @@ import torch.distributed as dist
 import torch.multiprocessing as multiprocessing
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-from tsmoe.model.timemoe import TimeMoE
+from tests.model.tiny import TINY
+from tests.training.test_loop import synthetic_data, tiny_run
 from tsmoe.model.config import TimeMoEConfig
+from tsmoe.model.timemoe import TimeMoE
 from tsmoe.training.config import FinetuneConfig
 from tsmoe.training.finetune import base_model
 from tsmoe.training.guard import NonFiniteTrainingError
 from tsmoe.training.trainer import Trainer, aux_loss_factor
-from tests.model.tiny import TINY
-from tests.training.test_loop import synthetic_data, tiny_run
 
 
 def _parameters(trainer: Trainer) -> dict[str, torch.Tensor]:

@@ -7,8 +7,8 @@ with the same grouping, aggregation and metrics, so the model's figures stand be
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd

@@ -8,7 +8,7 @@ is fixed, so every detector is measured on the same points.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

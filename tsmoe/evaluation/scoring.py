@@ -13,14 +13,14 @@ Context lengths are grouped in powers of two (1, 2-3, 4-7, ...), which keeps eve
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 
-from tsmoe.data.meta import Normalization
 from tsmoe.data.loader import normalized_segments
+from tsmoe.data.meta import Normalization
 from tsmoe.data.store import SegmentSplit
 from tsmoe.evaluation.config import EvaluationConfig
 from tsmoe.model.timemoe import TimeMoE

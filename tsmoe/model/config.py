@@ -122,7 +122,7 @@ class TimeMoEConfig(BaseModel):
     activation_checkpointing: bool = False
 
     @model_validator(mode="after")
-    def _check_shapes(self) -> "TimeMoEConfig":
+    def _check_shapes(self) -> TimeMoEConfig:
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by "
@@ -163,7 +163,7 @@ class TimeMoEConfig(BaseModel):
 
     # --- reference config.json ----------------------------------------------------------------
     @classmethod
-    def from_reference_dict(cls, values: dict[str, Any]) -> "TimeMoEConfig":
+    def from_reference_dict(cls, values: dict[str, Any]) -> TimeMoEConfig:
         """Build from a reference `config.json` dict, dropping Hugging Face bookkeeping keys."""
         model_type = values.get("model_type", "time_moe")
         if model_type != "time_moe":

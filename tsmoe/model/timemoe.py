@@ -89,7 +89,7 @@ class KVCache:
     values: list[torch.Tensor | None]
 
     @classmethod
-    def empty(cls, layers: int) -> "KVCache":
+    def empty(cls, layers: int) -> KVCache:
         return cls([None] * layers, [None] * layers)
 
     @property
@@ -274,7 +274,7 @@ class TimeMoE(nn.Module):
 
     # --- checkpoints (reference format) ------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path, **overrides) -> "TimeMoE":
+    def from_pretrained(cls, path, **overrides) -> TimeMoE:
         """Load a checkpoint directory in the reference format (config.json + weights)."""
         from tsmoe.model.checkpoint import load_pretrained
 
@@ -306,7 +306,7 @@ class TimeMoE(nn.Module):
         series_predictions = [head(hidden) for head in self.lm_heads]  # [N, L, h] each
         predictions = {
             horizon: _from_series(prediction, channels)
-            for horizon, prediction in zip(self.config.horizon_lengths, series_predictions)
+            for horizon, prediction in zip(self.config.horizon_lengths, series_predictions, strict=True)
         }
         aux_loss = None
         if router_logits:
@@ -319,7 +319,7 @@ class TimeMoE(nn.Module):
             targets = _to_series(labels)
             output.head_losses = {
                 horizon: forecast_loss(prediction, targets, loss_masks)
-                for horizon, prediction in zip(self.config.horizon_lengths, series_predictions)
+                for horizon, prediction in zip(self.config.horizon_lengths, series_predictions, strict=True)
             }
             output.loss = torch.stack(list(output.head_losses.values())).mean()
             if aux_loss is not None and self.config.apply_aux_loss:

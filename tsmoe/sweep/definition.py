@@ -23,9 +23,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -89,7 +90,7 @@ class ResourcesConfig(BaseModel):
     gpus_per_worker: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
-    def _whole_or_fractional_gpu(self) -> "ResourcesConfig":
+    def _whole_or_fractional_gpu(self) -> ResourcesConfig:
         if self.gpus_per_worker > 1 and not self.gpus_per_worker.is_integer():
             raise ValueError(f"gpus_per_worker above 1 must be a whole number, got {self.gpus_per_worker}")
         return self
@@ -109,7 +110,7 @@ class EarlyStoppingConfig(BaseModel):
     stop_nonfinite: bool = True  # stop a trial whose epoch loss is NaN/inf
 
     @model_validator(mode="after")
-    def _known_metric(self) -> "EarlyStoppingConfig":
+    def _known_metric(self) -> EarlyStoppingConfig:
         if self.metric not in STOPPING_METRICS:
             raise ValueError(
                 f"metric {self.metric!r} is not reported every epoch; choose one of {', '.join(STOPPING_METRICS)}"

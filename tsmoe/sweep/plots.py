@@ -8,8 +8,9 @@ never an error: the plots are a by-product of a sweep and must not fail it.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import optuna
@@ -161,7 +162,7 @@ def _pareto_png(
     if not front.empty:
         x, y = objective_values(front, throughput), objective_values(front, quality)
         axes.plot(x, y, color="tab:red", linewidth=1.2, zorder=3)
-        for trial_id, x_value, y_value in zip(front["trial_id"], x, y):
+        for trial_id, x_value, y_value in zip(front["trial_id"], x, y, strict=True):
             axes.annotate(
                 short_trial_id(trial_id),
                 (x_value, y_value),
@@ -309,8 +310,8 @@ def parameter_importances(
 
     Computed over the eligible trials, as Optuna would over the sweep's study; rows with a parameter
     missing or outside its distribution are left out, and so are parameters without a distribution.
-    None when fewer than two trials remain or no parameter varies among them. An objective that does not vary gets zero importance everywhere
-    (fANOVA has no variance to explain).
+    None when fewer than two trials remain or no parameter varies among them. An objective that does
+    not vary gets zero importance everywhere (fANOVA has no variance to explain).
     """
     rows = eligible(table, quality, throughput)
     if distributions is None:

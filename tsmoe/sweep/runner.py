@@ -123,9 +123,9 @@ def _check_resources(config: SweepConfig, cluster: dict, source: str = "sweep") 
     cpus = resources.workers * resources.cpus_per_worker
     if cpus > cluster.get("CPU", 0):
         raise ValueError(
-            f"{source}: field resources: a trial needs {resources.workers} workers x {resources.cpus_per_worker:g} CPUs "
-            f"= {cpus:g}, the cluster has {cluster.get('CPU', 0):g}; lower resources.workers or "
-            f"resources.cpus_per_worker"
+            f"{source}: field resources: a trial needs {resources.workers} workers x "
+            f"{resources.cpus_per_worker:g} CPUs = {cpus:g}, the cluster has {cluster.get('CPU', 0):g}; "
+            f"lower resources.workers or resources.cpus_per_worker"
         )
     gpus = resources.workers * resources.gpus_per_worker
     if gpus > cluster.get("GPU", 0):

@@ -81,9 +81,7 @@ class SweepSearch(OptunaSearch):
         result = result or {}
         values = [result.get(QUALITY, math.nan), result.get(self.throughput, math.nan)]
         finished = result.get("epoch", 0) >= result.get("epochs_planned", math.inf)
-        if error or not result:
-            state, values = TrialState.FAIL, None
-        elif not all(isinstance(value, (int, float)) and math.isfinite(value) for value in values):
+        if error or not result or not all(isinstance(value, (int, float)) and math.isfinite(value) for value in values):
             state, values = TrialState.FAIL, None
         else:
             state = TrialState.COMPLETE if finished else TrialState.PRUNED

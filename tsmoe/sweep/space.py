@@ -24,9 +24,10 @@ import itertools
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import Annotated, Any, Literal
 
 import optuna
 import yaml
@@ -72,7 +73,7 @@ class IntRange(BaseModel):
     log: StrictBool = False
 
     @model_validator(mode="after")
-    def _check_range(self) -> "IntRange":
+    def _check_range(self) -> IntRange:
         if self.low > self.high:
             raise ValueError(f"low {self.low} is greater than high {self.high}")
         if self.log and self.low < 1:
@@ -113,7 +114,7 @@ class FloatRange(BaseModel):
     log: StrictBool = False
 
     @model_validator(mode="after")
-    def _check_range(self) -> "FloatRange":
+    def _check_range(self) -> FloatRange:
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
             raise ValueError(f"low and high must be finite, got {self.low} and {self.high}")
         if self.low > self.high:
@@ -208,7 +209,7 @@ class Fixed(BaseModel):
         return [self.value]
 
 
-Distribution = Annotated[Union[IntRange, FloatRange, Categorical, Fixed], Field(discriminator="type")]
+Distribution = Annotated[IntRange | FloatRange | Categorical | Fixed, Field(discriminator="type")]
 _DISTRIBUTION: TypeAdapter[Any] = TypeAdapter(Distribution)
 
 
@@ -422,7 +423,10 @@ def _check_relations(
             if relation.holds(*combination):
                 continue
             from_base = [field not in space.parameters and field != SEGMENT_LENGTH for field in relation.fields]
-            shown = [_show(value) + (" (base config)" if base else "") for value, base in zip(combination, from_base)]
+            shown = [
+                _show(value) + (" (base config)" if base else "")
+                for value, base in zip(combination, from_base, strict=True)
+            ]
             raise ValueError(
                 f"{space.source}: field {relation.fields[0]}: {relation.problem.format(*shown)} ({relation.reason})"
             )

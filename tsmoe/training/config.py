@@ -23,7 +23,7 @@ class FinetuneConfig(BaseModel):
     lora_dropout: float = Field(0.0, ge=0, lt=1)
 
     @model_validator(mode="after")
-    def _needs_checkpoint(self) -> "FinetuneConfig":
+    def _needs_checkpoint(self) -> FinetuneConfig:
         if self.mode != "full" and self.checkpoint is None:
             raise ValueError(f"mode {self.mode} fine-tunes a pretrained model: set checkpoint to its directory")
         return self

@@ -6,7 +6,7 @@ the world-size-1 case of that loop, with no checkpoints.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -64,7 +64,8 @@ def choose_precision(device: torch.device | str, requested: str = "auto") -> Pre
     if device.type != "cuda":
         raise ValueError(f"training.precision: devices of type {device.type!r} are not supported (cpu or cuda)")
     native = has_native_bfloat16(device)
-    capability = "%d.%d" % torch.cuda.get_device_capability(device)
+    major, minor = torch.cuda.get_device_capability(device)
+    capability = f"{major}.{minor}"
     if requested == "auto":
         if native:
             return Precision("bfloat16", "cuda", f"GPU compute capability {capability}: native bfloat16")

@@ -17,13 +17,14 @@ scaler, guard counters, the epoch reached, RNG states and the metrics so far.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import random
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -216,7 +217,7 @@ class Trainer:
                 tokens += batch.shape[0] * batch.shape[1] * batch.shape[2]
             step_finite = self._optimizer_step(finite_losses)
             self.guard.record(
-                step_finite, diagnose=lambda: first_nonfinite_module(base_model(self.module), inputs, labels)
+                step_finite, diagnose=functools.partial(first_nonfinite_module, base_model(self.module), inputs, labels)
             )
             self.step += 1
             if self.device.type == "cuda":

@@ -66,7 +66,7 @@ def train_worker(loop_config: dict) -> None:
             metrics["validation_s"] = now() - started
             metrics["epoch_s"] = now() - epoch_started  # training and validation, without the checkpoint
             # The quality objective of a sweep, and what early stopping and the plots read.
-            metrics["best_val_auroc"] = _best_auroc(trainer.history + [metrics])
+            metrics["best_val_auroc"] = _best_auroc([*trainer.history, metrics])
             metrics["epochs_planned"] = run.training.epochs
             trainer.history.append(metrics)
             _say(_epoch_line(metrics))
