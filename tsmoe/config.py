@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tsmoe.data.config import DataConfig
+from tsmoe.errors import describe_fields
 from tsmoe.evaluation.config import EvaluationConfig
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.training.config import TrainingConfig
@@ -96,14 +97,6 @@ def parse_run_config(values: dict[str, Any], source: str = "config") -> RunConfi
         return RunConfig.model_validate(values)
     except ValidationError as error:
         raise ValueError(f"{source}: {describe_fields(error)}") from None
-
-
-def describe_fields(error: ValidationError) -> str:
-    """Every problem of a pydantic error on one line, each naming its field by dotted path."""
-    return "; ".join(
-        f"field {'.'.join(str(part) for part in problem['loc']) or '(top level)'}: {problem['msg']}"
-        for problem in error.errors()
-    )
 
 
 def dump_run_config(config: RunConfig, path: str | Path) -> None:

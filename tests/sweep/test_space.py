@@ -170,19 +170,22 @@ def test_a_whole_section_is_not_a_field(tmp_path, small_base):
         ("{type: int, low: 0, high: 4, log: true}", "a log range needs low >= 1"),
         ("{type: float, low: 0.1, high: 0.5, step: 0.1, log: true}", "log and step cannot be combined"),
         ("{type: int, low: 2, high: 7, step: 2}", "high 7 is not low 2 plus a multiple of step 2"),
-        ("{type: int, low: 1.5, high: 4}", "low: Input should be a valid integer"),
-        ("{type: categorical, choices: []}", "choices: List should have at least 1 item"),
+        ("{type: int, low: 1.5, high: 4}", "field data.batch_size.low: Input should be a valid integer"),
+        ("{type: categorical, choices: []}", "field data.batch_size.choices: List should have at least 1 item"),
         ("{type: categorical, choices: [4, 8, 4]}", "choice 4 repeats 4"),
         ("{type: categorical, choices: [1, 1.0]}", "choice 1.0 repeats 1"),
         ("{type: uniform, low: 1, high: 4}", "unknown type uniform; expected one of int, float, categorical, fixed"),
         ("{low: 1, high: 4}", "no type; expected one of int"),
-        ("{type: int, low: 1, hi: 4}", "high: Field required; hi: Extra inputs are not permitted"),
+        (
+            "{type: int, low: 1, hi: 4}",
+            "data.batch_size.high: Field required; field data.batch_size.hi: Extra inputs are not permitted",
+        ),
         ("8", "expected a distribution"),
     ],
 )
 def test_malformed_distributions_are_described_in_one_line(tmp_path, small_base, distribution, reason):
     message = load_error(tmp_path, f"parameters:\n  data.batch_size: {distribution}\n", small_base)
-    assert "field data.batch_size: " in message and reason in message
+    assert "field data.batch_size" in message and reason in message
     assert "\n" not in message
 
 
@@ -209,38 +212,59 @@ def test_top_k_above_the_number_of_experts_is_caught(tmp_path, small_base):
         small_base,
     )
     assert message.endswith(
-        "x.yaml: field model.num_experts_per_tok: 3 can exceed model.num_experts 2 "
-        "(top-k must be at most the number of experts)"
+        "x.yaml: field model.num_experts_per_tok: 3 is not accepted by the run config: "
+        "field model: num_experts_per_tok (3) must be at most num_experts (2)"
     )
 
     # The partner field comes from the base config when the space leaves it alone.
     message = load_error(
         tmp_path, "parameters:\n  model.num_experts: {type: categorical, choices: [1, 4]}\n", small_base
     )
-    assert "field model.num_experts_per_tok: 2 (base config) can exceed model.num_experts 1" in message
+    assert "field model.num_experts: 1 is not accepted" in message
+    assert "num_experts_per_tok (2) must be at most num_experts (1)" in message
+
+
+def test_a_combination_of_two_parameters_is_named_with_both(tmp_path, small_base):
+    # Each value is valid beside the other parameter's first value (4 experts, top-k 2): only the pair breaks.
+    message = load_error(
+        tmp_path,
+        "parameters:\n  model.num_experts: {type: categorical, choices: [4, 2]}\n"
+        "  model.num_experts_per_tok: {type: categorical, choices: [2, 4]}\n",
+        small_base,
+    )
+    assert "field model.num_experts: 2 with model.num_experts_per_tok 4 is not accepted" in message
 
 
 def test_heads_that_do_not_split_the_hidden_size_are_caught(tmp_path, small_base):
     message = load_error(
         tmp_path, "parameters:\n  model.num_attention_heads: {type: categorical, choices: [4, 6]}\n", small_base
     )
-    assert "field model.hidden_size: 64 (base config) does not split into model.num_attention_heads 6" in message
+    assert "field model.num_attention_heads: 6 is not accepted" in message
+    assert "hidden_size (64) must be divisible by num_attention_heads (6)" in message
 
     # Divisible but with an odd head dimension, which RoPE cannot rotate.
     message = load_error(
         tmp_path, "parameters:\n  model.hidden_size: {type: categorical, choices: [64, 68]}\n", small_base
     )
-    assert "field model.hidden_size: 68 does not split into model.num_attention_heads 4 (base config)" in message
-    assert "even head dimension" in message
+    assert "field model.hidden_size: 68 is not accepted" in message and "must be even for RoPE" in message
 
 
 def test_query_heads_must_be_a_multiple_of_key_value_heads(tmp_path, small_base):
     message = load_error(
         tmp_path, "parameters:\n  model.num_key_value_heads: {type: categorical, choices: [2, 3]}\n", small_base
     )
-    assert (
-        "field model.num_attention_heads: 4 (base config) is not a multiple of model.num_key_value_heads 3"
-    ) in message
+    assert "field model.num_key_value_heads: 3 is not accepted" in message
+    assert "num_attention_heads (4) must be divisible by num_key_value_heads (3)" in message
+
+
+def test_a_rule_between_sections_is_checked(tmp_path, small_base):
+    message = load_error(
+        tmp_path,
+        "parameters:\n  model.horizon_lengths: {type: categorical, choices: [[1, 8], [8, 32]]}\n",
+        small_base,
+    )
+    assert "field model.horizon_lengths: [8, 32] is not accepted" in message
+    assert "evaluation.heads [1] are not among model.horizon_lengths [8, 32]" in message
 
 
 def test_a_crop_stage_longer_than_the_segment_is_caught(tmp_path, small_base):
@@ -252,7 +276,7 @@ def test_a_crop_stage_longer_than_the_segment_is_caught(tmp_path, small_base):
         segment_length=512,
     )
     assert "field data.crop_schedule: [{until: 0.5, length: 1024}, {until: 1.0, length: 1.0}]" in message
-    assert "outside 2..512 points, the dataset's segment length" in message
+    assert "asks for crops of 1024 points, longer than the dataset's segment length 512" in message
 
 
 def test_a_combination_repaired_by_another_parameter_loads(tmp_path, small_base):

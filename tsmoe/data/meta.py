@@ -23,8 +23,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tsmoe.errors import describe_fields
+
 META_FILE = "meta.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION: Literal[1] = 1
 SPLITS = ("train", "val", "test")
 SplitName = Literal["train", "val", "test"]
 
@@ -122,7 +124,7 @@ def read_meta(directory: str | Path) -> DatasetMeta:
     try:
         return DatasetMeta.model_validate(values)
     except ValidationError as error:
-        raise ValueError(f"{path}: {_describe(error)}") from None
+        raise ValueError(f"{path}: {describe_fields(error)}") from None
 
 
 def write_meta(directory: str | Path, meta: DatasetMeta) -> None:
@@ -131,12 +133,3 @@ def write_meta(directory: str | Path, meta: DatasetMeta) -> None:
     temporary = path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(meta.model_dump(mode="json"), indent=2) + "\n")
     temporary.replace(path)
-
-
-def _describe(error: ValidationError) -> str:
-    """One line per problem, each starting with the field's dotted path."""
-    lines = []
-    for problem in error.errors():
-        field = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-        lines.append(f"field {field}: {problem['msg']}")
-    return "; ".join(lines)

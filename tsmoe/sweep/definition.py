@@ -31,7 +31,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tsmoe.config import RunConfig, describe_fields, load_run_config
+from tsmoe.config import RunConfig, load_run_config
+from tsmoe.errors import describe_fields
 from tsmoe.sweep.space import SearchSpace, load_search_space
 
 # What a trial reports every epoch that early stopping may watch, and in which direction it improves.
