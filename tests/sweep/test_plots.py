@@ -9,7 +9,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from tests.sweep.test_pareto import trials_table
-from tsmoe.sweep.plots import parameter_importances, short_trial_id, write_plots
+from tsmoe.sweep.importance import parameter_importances
+from tsmoe.sweep.plots import short_trial_id, write_plots
 
 NAN = math.nan
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -82,7 +82,7 @@ def run_export_command(args: argparse.Namespace) -> int:
         min_auroc=args.min_auroc,
         overwrite=args.force,
     )
-    origin = exported.config.origin
+    origin = exported.origin
     figures = ", ".join(f"{name} {value:.4g}" for name, value in origin.metrics.items())
     print(f"{exported.path}: trial {origin.trial_id} ({args.policy}): {figures}")
     print(f"train it with: tsmoe train {exported.path}")

@@ -39,6 +39,7 @@ class Exported:
     path: Path
     trial: pd.Series
     config: RunConfig
+    origin: SweepOrigin  # also in config.origin, typed here as always set
 
 
 def export_trial(
@@ -68,7 +69,7 @@ def export_trial(
         if name in trial and isinstance(trial[name], numbers.Real) and math.isfinite(trial[name])
     }
     resources = stored.config.resources
-    run.origin = SweepOrigin(
+    origin = SweepOrigin(
         sweep=str(stored.directory),
         trial_id=str(trial["trial_id"]),
         policy=policy,
@@ -77,8 +78,9 @@ def export_trial(
         cpus_per_worker=resources.cpus_per_worker,
         gpus_per_worker=resources.gpus_per_worker,
     )
+    run.origin = origin
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(out.name + ".partial")
     dump_run_config(run, staging)
     staging.replace(out)
-    return Exported(out, trial, run)
+    return Exported(out, trial, run, origin)

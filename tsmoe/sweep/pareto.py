@@ -134,3 +134,8 @@ def knee(front: pd.DataFrame, quality: str = QUALITY, throughput: str = "samples
         )
     )
     return front.iloc[order[0]]
+
+
+def parameter_columns(table: pd.DataFrame) -> list[str]:
+    """The table's `param.*` columns, in table order."""
+    return [column for column in table.columns if str(column).startswith(PARAM_PREFIX)]

@@ -50,7 +50,8 @@ def choose_trial(
         meets &= _meets(candidates, throughput, min_throughput, "fastest", "--min-throughput")
     if min_auroc is not None:
         meets &= _meets(candidates, quality, min_auroc, "best", "--min-auroc")
-    if not meets.any():
+    # Each floor alone has passed _meets, so nothing left means the two together rule every trial out.
+    if min_throughput is not None and min_auroc is not None and not meets.any():
         accurate_enough = objective_values(candidates, quality) >= min_auroc
         fastest = objective_values(candidates, throughput)[accurate_enough].max()
         raise ValueError(

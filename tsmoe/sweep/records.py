@@ -2,7 +2,8 @@
 
 Everything is rebuilt from the sweep directory (Tune's experiment state, each trial's checkpoints, the
 stop ledger), so `tsmoe report` works on a finished, interrupted or copied sweep without Ray running.
-A trial stopped mid-run gets its run outputs (metrics.jsonl, model/, best_model/) from its checkpoints here.
+Building the table only reads; writing the results (`write_results`, after a sweep and on `tsmoe report`)
+also gives each trial stopped mid-run the outputs a finished run has, from its checkpoints.
 
     SWEEP/trials.csv, trials.parquet   every trial: status, stop reason, parameters, last and best figures
     SWEEP/pareto.csv                   the front of completed, feasible trials
@@ -18,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from tsmoe.sweep.definition import SweepConfig
-from tsmoe.sweep.pareto import PARAM_PREFIX, QUALITY, mark_feasibility, pareto_front
+from tsmoe.sweep.pareto import PARAM_PREFIX, QUALITY, mark_feasibility, parameter_columns, pareto_front
 from tsmoe.sweep.stopping import StopLedger
 from tsmoe.sweep.trial import TRIALS_DIR
 from tsmoe.training.launch import latest_checkpoint
@@ -47,13 +48,18 @@ _TUNE_KEYS = {
 _BEST_FIGURES = ("epoch", "val_auroc", "val_auprc", "val_best_f1", "loss")
 
 
-def _complete_outputs(output: Path) -> None:
-    """Give a trial stopped mid-run (by the scheduler, a stopper or the time budget) the outputs a finished
-    run has, from its checkpoints: metrics.jsonl, model/ and best_model/."""
+def complete_stopped_outputs(directory: str | Path) -> list[Path]:
+    """Give every trial stopped mid-run (by the scheduler, a stopper or the time budget) the outputs a
+    finished run has, from its checkpoints: metrics.jsonl, model/ and best_model/. A trial that finished
+    wrote them itself when it ended; a stopped one was ended before it could. Returns the runs completed."""
     from tsmoe.training.launch import METRICS_FILE, collect_outputs
 
-    if latest_checkpoint(output) is not None and not (output / METRICS_FILE).is_file():
-        collect_outputs(output)
+    completed = []
+    for output in sorted((Path(directory) / TRIALS_DIR).glob("*")):
+        if latest_checkpoint(output) is not None and not (output / METRICS_FILE).is_file():
+            collect_outputs(output)
+            completed.append(output)
+    return completed
 
 
 def _history(output: Path) -> list[dict]:
@@ -112,7 +118,6 @@ def trials_table(directory: str | Path, config: SweepConfig, planned_epochs: int
             for key, value in result.items()
             if key not in _TUNE_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool)
         }
-        _complete_outputs(output)
         history = _history(output)
         scored = [epoch for epoch in history if math.isfinite(epoch.get("val_auroc", math.nan))]
         if scored:
@@ -145,10 +150,12 @@ def trials_table(directory: str | Path, config: SweepConfig, planned_epochs: int
 def write_results(
     directory: str | Path, config: SweepConfig, planned_epochs: int, distributions=None
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Path]]:
-    """Write the trial table, the Pareto front and the plots into the sweep directory."""
+    """Write the trial table, the Pareto front and the plots into the sweep directory, after completing the
+    run outputs of the trials that were stopped."""
     from tsmoe.sweep.plots import write_plots
 
     directory = Path(directory)
+    complete_stopped_outputs(directory)
     throughput = config.objectives.throughput
     table = trials_table(directory, config, planned_epochs)
     front = pareto_front(table, QUALITY, throughput)
@@ -163,7 +170,7 @@ def format_front(front: pd.DataFrame, throughput: str) -> str:
     """The Pareto front as a plain-text table: trial, objectives, memory and the sampled parameters."""
     if front.empty:
         return "no completed feasible trial yet: the Pareto front is empty"
-    params = [column for column in front.columns if column.startswith(PARAM_PREFIX)]
+    params = parameter_columns(front)
     shown = front[["trial_id", QUALITY, throughput, "peak_memory_mib", *params]].copy()
     shown.columns = [column.removeprefix(PARAM_PREFIX) for column in shown.columns]
     return shown.to_string(index=False, float_format=lambda value: f"{value:.4g}")

@@ -10,6 +10,7 @@ continues unfinished ones from their last checkpoint.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -103,7 +104,7 @@ def _start_ray(config: SweepConfig) -> dict:
         dashboard_host="127.0.0.1",
         runtime_env={"env_vars": environment},
         resources={TRIAL_DRIVER: config.max_concurrent_trials} if local else None,
-        logging_level="WARNING",
+        logging_level=logging.WARNING,
         log_to_driver=True,
     )
     url = context.dashboard_url

@@ -53,6 +53,7 @@ class SweepSearch(OptunaSearch):
         self.throughput = config.objectives.throughput
         self.min_throughput = config.constraints.min_throughput
         self.max_memory_mib = config.constraints.max_memory_mib
+        sampler: optuna.samplers.BaseSampler
         if config.sampler == "nsga2":
             sampler = optuna.samplers.NSGAIISampler(seed=config.seed)
         else:
@@ -79,18 +80,21 @@ class SweepSearch(OptunaSearch):
             return
         trial = self._ot_trials[trial_id]
         result = result or {}
-        values = [result.get(QUALITY, math.nan), result.get(self.throughput, math.nan)]
+        figures = [result.get(QUALITY, math.nan), result.get(self.throughput, math.nan)]
+        values: list[float] | None
         finished = result.get("epoch", 0) >= result.get("epochs_planned", math.inf)
-        if error or not result or not all(isinstance(value, (int, float)) and math.isfinite(value) for value in values):
+        finite = all(isinstance(value, (int, float)) and math.isfinite(value) for value in figures)
+        if error or not result or not finite:
             state, values = TrialState.FAIL, None
         else:
             state = TrialState.COMPLETE if finished else TrialState.PRUNED
-            values = values if finished else None
+            values = figures if finished else None
             # The samplers read constraints of completed and pruned trials alike.
             for name, value in constraint_values(
                 result, self.throughput, self.min_throughput, self.max_memory_mib
             ).items():
                 trial.set_constraint(name, value)
+        assert self._ot_study is not None  # OptunaSearch creates the study before it suggests any trial
         try:
             self._ot_study.tell(trial, values, state=state)
         except (ValueError, RuntimeError) as told:  # already told, e.g. by a driver that died right after

@@ -39,7 +39,7 @@ class StopLedger:
         """trial id -> the reason it was stopped."""
         if not self.path.is_file():
             return {}
-        reasons = {}
+        reasons: dict[str, str] = {}
         for line in self.path.read_text().splitlines():
             try:
                 entry = json.loads(line)
