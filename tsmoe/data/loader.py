@@ -9,7 +9,7 @@ need no padding, and every rank uses the same length at the same step.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence, cast
 
 import numpy as np
 import torch
@@ -55,8 +55,8 @@ class CroppedSegments(Dataset):
         return torch.from_numpy(batch)
 
 
-def _collate_batch(batch: torch.Tensor) -> torch.Tensor:
-    # __getitems__ already returns the stacked batch.
+def _collate_batch(batch: Any) -> torch.Tensor:
+    # __getitems__ already returns the stacked batch (torch types a batch as the list it would otherwise be).
     return batch
 
 
@@ -75,7 +75,8 @@ class CropBatchSampler(Sampler[list[Crop]]):
         self.epochs = epochs
         self.rank = rank
         # DistributedSampler handles the shuffling and the even split across ranks; batching and crops are ours.
-        self.indices = DistributedSampler(range(num_segments), num_replicas=world_size, rank=rank,
+        # It reads only the length of its dataset, so the segment indices stand in for the segments.
+        self.indices: DistributedSampler[int] = DistributedSampler(cast(Dataset[int], range(num_segments)), num_replicas=world_size, rank=rank,
                                           shuffle=config.shuffle, seed=config.seed, drop_last=True)
         self.epoch = 0
         self.start_batch = 0

@@ -107,7 +107,9 @@ def open_dataset(directory: str | Path) -> SegmentDataset:
     """Open a dataset directory (reads `meta.json`; arrays are mapped when first used)."""
     directory = Path(directory)
     meta = read_meta(directory)
-    splits = {name: SegmentSplit(directory, name, files, meta) for name, files in meta.splits.items()}
+    splits: dict[str, SegmentSplit] = {
+        name: SegmentSplit(directory, name, files, meta) for name, files in meta.splits.items()
+    }
     return SegmentDataset(directory, meta, splits)
 
 

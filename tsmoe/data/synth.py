@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from tsmoe.data.meta import DatasetMeta
+from tsmoe.data.meta import DatasetMeta, SplitName
 from tsmoe.data.store import DatasetWriter
 
 CHANNELS = ("current_a", "current_b", "current_c")
@@ -165,8 +165,8 @@ def generate_synthetic_dataset(out: str | Path, *, train_segments: int = 256, va
                                progress: Callable[[int, int], None] | None = None) -> DatasetMeta:
     """Write the synthetic motor-current dataset to a new directory `out`; returns its metadata."""
     _validate(train_segments, val_segments, test_segments, segment_length, sampling_rate_hz, anomaly_fraction)
-    counts = {"train": train_segments, "val": val_segments, "test": test_segments}
-    counts = {split: count for split, count in counts.items() if count > 0}
+    requested: dict[SplitName, int] = {"train": train_segments, "val": val_segments, "test": test_segments}
+    counts = {split: count for split, count in requested.items() if count > 0}
     faults = {split: ([None] * count if split == "train" else _assign_faults(seed, split, count, anomaly_fraction))
               for split, count in counts.items()}
     provenance = {

@@ -8,6 +8,7 @@ a moving variance, its forecasts are not what finds the anomalies.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -146,7 +147,7 @@ class IsolationForestDetector(_EmbeddingDetector):
 
 def build_baselines(config: EvaluationConfig) -> list[Baseline]:
     """The baselines named in the config, in its order."""
-    builders = {
+    builders: dict[str, Callable[[], Baseline]] = {
         "moving_variance": lambda: MovingVariance(config.moving_window),
         "first_difference": FirstDifference,
         "pca": lambda: PcaReconstruction(config.embedding_window, config.seed),

@@ -124,9 +124,10 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(n, length, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
-            if cache.keys[self.layer_index] is not None:
-                k = torch.cat((cache.keys[self.layer_index], k), dim=2)
-                v = torch.cat((cache.values[self.layer_index], v), dim=2)
+            cached_keys, cached_values = cache.keys[self.layer_index], cache.values[self.layer_index]
+            if cached_keys is not None and cached_values is not None:
+                k = torch.cat((cached_keys, k), dim=2)
+                v = torch.cat((cached_values, v), dim=2)
             cache.keys[self.layer_index], cache.values[self.layer_index] = k, v
         if self.kv_heads != self.heads:
             k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
