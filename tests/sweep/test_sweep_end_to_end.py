@@ -76,7 +76,10 @@ def test_a_small_sweep_writes_results_plots_and_an_export_that_trains_to_the_sam
     assert "3 trials:" in capsys.readouterr().out
 
     exported = tmp_path / "best.yaml"
+    before = {path: path.stat().st_mtime_ns for path in directory.rglob("*")}
     assert main(["export", str(directory), "-o", str(exported), "--policy", "best_auroc"]) == 0
+    # Export reads the sweep; the only file it writes is its output.
+    assert {path: path.stat().st_mtime_ns for path in directory.rglob("*")} == before
     config = load_run_config(exported)
     trial_id = config.origin.trial_id
     trial_directory = directory / "trials" / trial_id

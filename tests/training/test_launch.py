@@ -32,6 +32,7 @@ def _write_config(path, data, epochs=2):
     return path
 
 
+@pytest.mark.slow  # starts Ray
 def test_train_writes_config_metrics_checkpoints_and_models_then_refuses_another_config(tmp_path, capsys):
     config = _write_config(tmp_path / "tiny.yaml", synthetic_data(tmp_path / "data"))
     output = tmp_path / "run"

@@ -4,7 +4,7 @@ Read top to bottom: input embedding, RMSNorm, rotary embedding, attention, SwiGL
 layer, decoder layer, the model with its forecast heads and losses, then `generate`.
 
 Every definition follows the public reference implementation (Time-MoE, ICLR 2025) so that its
-checkpoints load and give the same numbers; see DESIGN.md section 3. One token per time point
+checkpoints load and give the same numbers; see docs/design.md section 2. One token per time point
 (no patching). Inputs are [B, L] for one channel or [B, L, C] for C channels, which are run
 independently as B*C series (channel independence).
 

@@ -1,4 +1,4 @@
-"""Throughput figures as DESIGN section 5 defines them, and model FLOP utilisation on GPUs."""
+"""Throughput figures as docs/design.md section 4 defines them, and model FLOP utilisation on GPUs."""
 
 from __future__ import annotations
 
