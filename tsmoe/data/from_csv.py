@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from tsmoe.data.meta import DatasetMeta
-from tsmoe.data.store import DatasetWriter
+from tsmoe.data.store import DatasetWriter, safe_std
 
 
 @dataclass
@@ -131,7 +131,7 @@ def window_starts(length: int, segment_length: int, stride: int, align_end: bool
 def _normalized(run: _Run) -> np.ndarray:
     normal = run.values[:, : run.normal_rows]
     std = normal.std(axis=1, keepdims=True)
-    return ((run.values - normal.mean(axis=1, keepdims=True)) / np.where(std > 1e-12, std, 1.0)).astype(np.float32)
+    return ((run.values - normal.mean(axis=1, keepdims=True)) / safe_std(std)).astype(np.float32)
 
 
 def _run_names(paths: Sequence[Path]) -> list[str]:

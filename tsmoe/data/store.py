@@ -136,6 +136,16 @@ def open_segments(path: Path, meta: DatasetMeta, count: int | None = None) -> np
     return np.memmap(path, dtype=np.float32, mode="r", shape=(found, meta.num_channels, meta.segment_length))
 
 
+# Spreads at or below this are treated as none: the values are constant up to rounding.
+NO_SPREAD = 1e-12
+
+
+def safe_std(std: np.ndarray) -> np.ndarray:
+    """`std` with every spread too small to divide by replaced by 1: a constant channel (or bucket, or
+    feature) carries no signal, and dividing by it must leave its values as they are, not blow them up."""
+    return np.where(std > NO_SPREAD, std, 1.0)
+
+
 def compute_normalization(segments: np.ndarray, chunk_segments: int = 256) -> Normalization:
     """Per-channel mean and std of [N, C, L] segments, accumulated chunk by chunk in float64."""
     if len(segments) == 0:
@@ -149,8 +159,7 @@ def compute_normalization(segments: np.ndarray, chunk_segments: int = 256) -> No
         count += chunk.shape[0] * chunk.shape[2]
     mean = total / count
     std = np.sqrt(np.maximum(total_squares / count - mean**2, 0.0))
-    # A constant channel carries no signal but must not divide by zero.
-    std = np.where(std > 1e-12, std, 1.0)
+    std = safe_std(std)
     return Normalization(mean=mean.tolist(), std=std.tolist())
 
 

@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from tsmoe.data.store import safe_std
 from tsmoe.evaluation.config import EvaluationConfig
 
 # Fitting PCA or a forest on every training point is slow and adds nothing past this many vectors.
@@ -44,7 +45,7 @@ class _FeatureDeviation:
         values = self.feature(segments.astype(np.float64))
         self.mean = np.nanmean(values, axis=(0, 2))[None, :, None]
         std = np.nanstd(values, axis=(0, 2))[None, :, None]
-        self.std = np.where(std > 1e-12, std, 1.0)
+        self.std = safe_std(std)
 
     def score(self, segments: np.ndarray) -> np.ndarray:
         # A sag lowers a window's variance and a frozen sensor its differences: deviations either way count.

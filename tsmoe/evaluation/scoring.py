@@ -21,7 +21,7 @@ import torch
 
 from tsmoe.data.loader import normalized_segments
 from tsmoe.data.meta import Normalization
-from tsmoe.data.store import SegmentSplit
+from tsmoe.data.store import SegmentSplit, safe_std
 from tsmoe.evaluation.config import EvaluationConfig
 from tsmoe.model.timemoe import TimeMoE
 
@@ -118,7 +118,7 @@ def training_error_statistics(
     mean = total / np.maximum(samples, 1)
     std = np.sqrt(np.maximum(squares / np.maximum(samples, 1) - mean**2, 0.0))
     # Position 0's bucket is never forecast; a bucket without spread must not divide by zero.
-    std = np.where(std > 1e-12, std, 1.0)
+    std = safe_std(std)
     return ErrorStatistics(mean=mean, std=std)
 
 
