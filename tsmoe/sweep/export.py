@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from tsmoe.config import RunConfig, SweepOrigin, dump_run_config, load_run_config
-from tsmoe.sweep.pareto import QUALITY
+from tsmoe.sweep.pareto import MEMORY, QUALITY
 from tsmoe.sweep.policies import choose_trial
+from tsmoe.sweep.stopping import EPOCH
 from tsmoe.training.launch import CONFIG_FILE
 
 # Figures recorded in the exported file's origin, when the trial reported them.
@@ -26,9 +27,9 @@ ORIGIN_METRICS = (
     "samples_s",
     "tokens_s",
     "it_s",
-    "peak_memory_mib",
+    MEMORY,
     "loss",
-    "epoch",
+    EPOCH,
 )
 
 

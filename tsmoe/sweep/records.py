@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from tsmoe.sweep.definition import SweepConfig
-from tsmoe.sweep.pareto import PARAM_PREFIX, QUALITY, mark_feasibility, parameter_columns, pareto_front
-from tsmoe.sweep.stopping import StopLedger
+from tsmoe.sweep.pareto import MEMORY, PARAM_PREFIX, QUALITY, mark_feasibility, parameter_columns, pareto_front
+from tsmoe.sweep.stopping import EPOCH, EPOCHS_PLANNED, StopLedger
 from tsmoe.sweep.trial import TRIALS_DIR
 from tsmoe.training.launch import latest_checkpoint
 from tsmoe.training.trainer import SUMMARY_FILE
@@ -45,7 +45,7 @@ _TUNE_KEYS = {
     "checkpoint_path",
     "config",
 }
-_BEST_FIGURES = ("epoch", "val_auroc", "val_auprc", "val_best_f1", "loss")
+_BEST_FIGURES = (EPOCH, "val_auroc", "val_auprc", "val_best_f1", "loss")
 
 
 def complete_stopped_outputs(directory: str | Path) -> list[Path]:
@@ -102,14 +102,14 @@ def trials_table(directory: str | Path, config: SweepConfig, planned_epochs: int
     for trial in trials:
         result = trial.last_result or {}
         output = directory / TRIALS_DIR / trial.trial_id
-        epochs, planned = int(result.get("epoch", 0)), int(result.get("epochs_planned", planned_epochs))
+        epochs, planned = int(result.get(EPOCH, 0)), int(result.get(EPOCHS_PLANNED, planned_epochs))
         status, reason = _status(trial, epochs, planned, reasons)
         row = {
             "trial_id": trial.trial_id,
             "status": status,
             "stop_reason": reason,
             "epochs": epochs,
-            "epochs_planned": planned,
+            EPOCHS_PLANNED: planned,
             "output": str(output),
         }
         row |= {PARAM_PREFIX + name: value for name, value in sorted((trial.config or {}).items())}
@@ -132,13 +132,13 @@ def trials_table(directory: str | Path, config: SweepConfig, planned_epochs: int
                 "status",
                 "stop_reason",
                 "epochs",
-                "epochs_planned",
+                EPOCHS_PLANNED,
                 "output",
                 QUALITY,
                 config.objectives.throughput,
             ]
         )
-    for column in (QUALITY, config.objectives.throughput, "peak_memory_mib"):
+    for column in (QUALITY, config.objectives.throughput, MEMORY):
         if column not in table:
             table[column] = math.nan
     table = mark_feasibility(
@@ -171,6 +171,6 @@ def format_front(front: pd.DataFrame, throughput: str) -> str:
     if front.empty:
         return "no completed feasible trial yet: the Pareto front is empty"
     params = parameter_columns(front)
-    shown = front[["trial_id", QUALITY, throughput, "peak_memory_mib", *params]].copy()
+    shown = front[["trial_id", QUALITY, throughput, MEMORY, *params]].copy()
     shown.columns = [column.removeprefix(PARAM_PREFIX) for column in shown.columns]
     return shown.to_string(index=False, float_format=lambda value: f"{value:.4g}")

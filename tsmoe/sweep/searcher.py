@@ -18,8 +18,9 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from tsmoe.sweep.definition import SweepConfig
-from tsmoe.sweep.pareto import QUALITY
+from tsmoe.sweep.pareto import MEMORY, QUALITY
 from tsmoe.sweep.space import SearchSpace
+from tsmoe.sweep.stopping import EPOCH, EPOCHS_PLANNED
 
 STUDY_FILE = "optuna.db"
 TUNE_TRIAL_ID = "tune_trial_id"
@@ -41,7 +42,7 @@ def constraint_values(
         figure = result.get(throughput, math.nan)
         values["min_throughput"] = min_throughput - figure if math.isfinite(figure) else math.inf
     if max_memory_mib is not None:
-        figure = result.get("peak_memory_mib", math.nan)
+        figure = result.get(MEMORY, math.nan)
         values["max_memory_mib"] = figure - max_memory_mib if math.isfinite(figure) else math.inf
     return values
 
@@ -82,7 +83,7 @@ class SweepSearch(OptunaSearch):
         result = result or {}
         figures = [result.get(QUALITY, math.nan), result.get(self.throughput, math.nan)]
         values: list[float] | None
-        finished = result.get("epoch", 0) >= result.get("epochs_planned", math.inf)
+        finished = result.get(EPOCH, 0) >= result.get(EPOCHS_PLANNED, math.inf)
         finite = all(isinstance(value, (int, float)) and math.isfinite(value) for value in figures)
         if error or not result or not finite:
             state, values = TrialState.FAIL, None

@@ -19,6 +19,7 @@ from tsmoe.sweep.definition import EarlyStoppingConfig
 
 STOP_REASONS_FILE = "stop_reasons.jsonl"
 EPOCH = "epoch"
+EPOCHS_PLANNED = "epochs_planned"  # beside every epoch's figures: how many the trial was to train
 
 
 class StopLedger:
@@ -33,7 +34,7 @@ class StopLedger:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as file:
-            file.write(json.dumps({"trial_id": trial_id, "epoch": epoch, "reason": reason}) + "\n")
+            file.write(json.dumps({"trial_id": trial_id, EPOCH: epoch, "reason": reason}) + "\n")
 
     def reasons(self) -> dict[str, str]:
         """trial id -> the reason it was stopped."""
@@ -50,7 +51,7 @@ class StopLedger:
 
 
 def _unfinished(result: dict) -> bool:
-    return result.get(EPOCH, 0) < result.get("epochs_planned", math.inf)
+    return result.get(EPOCH, 0) < result.get(EPOCHS_PLANNED, math.inf)
 
 
 class RecordingASHA(AsyncHyperBandScheduler):
