@@ -60,12 +60,7 @@ class RunConfig(BaseModel):
 def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read a YAML run config; relative data paths are taken from the file's directory."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such config file")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML ({error})") from None
+    values = read_yaml(path, "config file") or {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of sections (model, data, training, evaluation)")
     values = values | (overrides or {})
@@ -78,6 +73,16 @@ def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -
     if not config.data.path.is_absolute():
         config.data.path = (path.parent / config.data.path).resolve()
     return config
+
+
+def read_yaml(path: Path, kind: str, loader: type[yaml.SafeLoader] = yaml.SafeLoader) -> Any:
+    """The contents of a YAML file; errors name the file and say what `kind` of file was expected."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {kind}")
+    try:
+        return yaml.load(path.read_text(), Loader=loader)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML ({error})") from None
 
 
 def _pretrained_model_fields(checkpoint: Path, given: dict[str, Any], source: Path) -> dict[str, Any]:

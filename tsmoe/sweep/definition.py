@@ -28,10 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tsmoe.config import RunConfig, load_run_config
+from tsmoe.config import RunConfig, load_run_config, read_yaml
 from tsmoe.errors import describe_fields
 from tsmoe.sweep.space import SearchSpace, load_search_space
 
@@ -188,13 +187,7 @@ def parse_sweep_config(values: Any, source: str) -> SweepConfig:
 def read_sweep_config(path: str | Path) -> SweepConfig:
     """Read `sweeps/NAME.yaml`, with its relative paths taken from the file's directory."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such sweep file")
-    try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML ({error})") from None
-    config = parse_sweep_config(values, str(path))
+    config = parse_sweep_config(read_yaml(path, "sweep file"), str(path))
     directory = path.parent
     config.dataset.path = _resolve(config.dataset.path, directory)
     config.base_config = _resolve(config.base_config, directory)

@@ -26,7 +26,7 @@ import optuna
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from tsmoe.config import RunConfig, parse_run_config
+from tsmoe.config import RunConfig, parse_run_config, read_yaml
 from tsmoe.sweep.distributions import Distribution, Fixed, parse_distribution
 from tsmoe.sweep.field_names import check_field_path, with_fields
 from tsmoe.sweep.rules import check_space
@@ -91,12 +91,7 @@ def load_search_space(path: str | Path, base: RunConfig, segment_length: int) ->
     """Read and validate a search space file against the base config it will modify and the dataset's
     segment length; every error is a ValueError starting with the file path and naming the field."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such search space file")
-    try:
-        values = yaml.load(path.read_text(), Loader=_Loader)
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML ({error})") from None
+    values = read_yaml(path, "search space file", loader=_Loader)
     return parse_search_space(values, base, segment_length, source=str(path))
 
 
