@@ -9,7 +9,6 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from tests.sweep.test_pareto import trials_table
-from tsmoe.sweep.importance import parameter_importances
 from tsmoe.sweep.plots import short_trial_id, write_plots
 
 NAN = math.nan
@@ -91,14 +90,6 @@ def test_importance_html_names_every_parameter_and_objective(written):
         assert name in html
 
 
-def test_importance_follows_the_parameter_that_drives_each_objective():
-    importances = parameter_importances(varied_sweep(), distributions=DISTRIBUTIONS)
-    assert set(importances) == {"best_val_auroc", "samples_s"}
-    quality, throughput = importances["best_val_auroc"], importances["samples_s"]
-    assert max(quality, key=quality.get) == "data.crop_schedule"
-    assert max(throughput, key=throughput.get) == "data.batch_size"
-
-
 def test_a_single_trial_sweep_skips_importance_without_failing(tmp_path):
     table = trials_table(
         [("only", "completed", 0.9, 100.0)],
@@ -120,21 +111,6 @@ def test_a_sweep_with_no_completed_trial_gets_the_pareto_plots_only(tmp_path):
     written = write_plots(table, tmp_path)
     assert set(written) == {"pareto.png", "pareto.html"}
     assert written["pareto.png"].read_bytes()[:8] == PNG_SIGNATURE
-
-
-def test_importance_is_skipped_when_no_parameter_varies_or_rows_lack_parameters():
-    same = trials_table(
-        [("a", "completed", 0.9, 100.0), ("b", "completed", 0.8, 200.0)],
-        param__data__batch_size=[8, 8],
-        param__data__crop_schedule=["grow", "grow"],
-    )
-    assert parameter_importances(same) is None
-    gaps = trials_table(
-        [("a", "completed", 0.9, 100.0), ("b", "completed", 0.8, 200.0)],
-        param__data__batch_size=[8, 16],
-        param__data__crop_schedule=["grow", NAN],
-    )
-    assert parameter_importances(gaps) is None
 
 
 def test_short_trial_ids_keep_the_trailing_parts():

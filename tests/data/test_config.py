@@ -1,0 +1,30 @@
+"""The data part of a run config: crop schedules by name or by stages, and loader bounds."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from tsmoe.data.config import DataConfig
+from tsmoe.data.curriculum import CropStage
+
+
+def test_a_schedule_is_a_known_name_or_a_list_of_stages():
+    assert DataConfig(crop_schedule="quarter_half_full").crop_schedule == "quarter_half_full"
+    staged = DataConfig.model_validate(
+        {"crop_schedule": [{"until": 0.5, "length": 128}, {"until": 1.0, "length": 1.0}]}
+    )
+    assert staged.crop_schedule == [CropStage(until=0.5, length=128), CropStage(until=1.0, length=1.0)]
+
+
+@pytest.mark.parametrize(
+    "values, problem",
+    [
+        ({"crop_schedule": "fullest"}, "unknown crop schedule"),
+        ({"crop_schedule": [{"until": 0.5, "length": 128}]}, "must run until 1.0"),
+        ({"batch_size": 0}, "greater than 0"),
+    ],
+)
+def test_bad_settings_are_rejected(values, problem):
+    with pytest.raises(ValidationError, match=problem):
+        DataConfig.model_validate(values)

@@ -1,0 +1,28 @@
+"""The evaluation part of a run config: which values it accepts."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from tsmoe.evaluation.config import BASELINE_NAMES, EvaluationConfig
+
+
+def test_defaults_report_every_baseline_beside_the_one_step_head():
+    config = EvaluationConfig()
+    assert config.heads == [1] and config.baselines == list(BASELINE_NAMES)
+
+
+@pytest.mark.parametrize(
+    "values, field",
+    [
+        ({"baselines": ["kmeans"]}, "baselines"),
+        ({"segment_quantile": 1.0}, "segment_quantile"),
+        ({"heads": []}, "heads"),
+        ({"moving_window": 1}, "moving_window"),
+    ],
+)
+def test_out_of_range_settings_are_rejected_naming_the_field(values, field):
+    with pytest.raises(ValidationError) as raised:
+        EvaluationConfig.model_validate(values)
+    assert raised.value.errors()[0]["loc"][0] == field

@@ -1,0 +1,39 @@
+"""Fixtures and helpers of the search-space tests: a small base config and writing or loading a space."""
+
+import pytest
+
+from tsmoe.config import RunConfig
+from tsmoe.sweep.space import load_search_space
+
+EXPLICIT_SCHEDULE = [{"until": 0.5, "length": 256}, {"until": 1.0, "length": 1.0}]
+
+
+@pytest.fixture
+def small_base() -> RunConfig:
+    """The quickstart shape: hidden 64, 4 heads, 4 experts with top-k 2."""
+    return RunConfig.model_validate(
+        {
+            "model": {
+                "hidden_size": 64,
+                "num_attention_heads": 4,
+                "intermediate_size": 256,
+                "num_experts": 4,
+                "num_experts_per_tok": 2,
+            }
+        }
+    )
+
+
+def write_space(tmp_path, text: str, name: str = "space.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def load_error(tmp_path, text: str, base: RunConfig, segment_length: int = 512) -> str:
+    path = write_space(tmp_path, text, "x.yaml")
+    with pytest.raises(ValueError) as raised:
+        load_search_space(path, base, segment_length)
+    message = str(raised.value)
+    assert message.startswith(str(path)), message
+    return message
