@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from tsmoe.config import RunConfig, SweepOrigin, dump_run_config, load_run_config
-from tsmoe.sweep.pareto import MEMORY, QUALITY
+from tsmoe.sweep.pareto import MEMORY, OUTPUT, QUALITY, TRIAL_ID
 from tsmoe.sweep.policies import choose_trial
 from tsmoe.sweep.stopping import EPOCH
 from tsmoe.training.launch import CONFIG_FILE
@@ -63,7 +63,7 @@ def export_trial(
     # The table alone: choosing a trial needs no plots (`tsmoe report` rebuilds those).
     table = trials_table(stored.directory, stored.config, stored.epochs)
     trial = choose_trial(table, policy, throughput=throughput, min_throughput=min_throughput, min_auroc=min_auroc)
-    run = load_run_config(Path(trial["output"]) / CONFIG_FILE)
+    run = load_run_config(Path(trial[OUTPUT]) / CONFIG_FILE)
     metrics = {
         name: float(trial[name])
         for name in ORIGIN_METRICS
@@ -72,7 +72,7 @@ def export_trial(
     resources = stored.config.resources
     origin = SweepOrigin(
         sweep=str(stored.directory),
-        trial_id=str(trial["trial_id"]),
+        trial_id=str(trial[TRIAL_ID]),
         policy=policy,
         metrics=metrics,
         workers=resources.workers,

@@ -16,6 +16,10 @@ import pandas as pd
 QUALITY = "best_val_auroc"
 MEMORY = "peak_memory_mib"
 PARAM_PREFIX = "param."  # the table's columns of sampled values: param.<dotted config field>
+# The trial table's own columns, and the statuses a trial can have in it.
+TRIAL_ID, STATUS, STOP_REASON, OUTPUT = "trial_id", "status", "stop_reason", "output"
+FEASIBLE, INFEASIBLE_REASON = "feasible", "infeasible_reason"
+COMPLETED, STOPPED, ERROR, RUNNING, PENDING = "completed", "stopped", "error", "running", "pending"
 
 
 def format_figure(value: float) -> str:
@@ -58,8 +62,8 @@ def mark_feasibility(
                 reasons[position].append(f"{MEMORY} missing")
             elif value > max_memory_mib:
                 reasons[position].append(f"{MEMORY} {format_figure(value)} > ceiling {format_figure(max_memory_mib)}")
-    marked["feasible"] = [not found for found in reasons]
-    marked["infeasible_reason"] = ["; ".join(found) for found in reasons]
+    marked[FEASIBLE] = [not found for found in reasons]
+    marked[INFEASIBLE_REASON] = ["; ".join(found) for found in reasons]
     return marked
 
 
@@ -71,9 +75,9 @@ def _values_or_missing(table: pd.DataFrame, column: str) -> np.ndarray:
 
 def is_feasible(table: pd.DataFrame) -> np.ndarray:
     """The `feasible` column as booleans; a table never marked has no constraints, so every row is."""
-    if "feasible" not in table.columns:
+    if FEASIBLE not in table.columns:
         return np.ones(len(table), dtype=bool)
-    return table["feasible"].eq(True).to_numpy(dtype=bool)
+    return table[FEASIBLE].eq(True).to_numpy(dtype=bool)
 
 
 def eligible(table: pd.DataFrame, quality: str = QUALITY, throughput: str = "samples_s") -> pd.DataFrame:
@@ -81,7 +85,7 @@ def eligible(table: pd.DataFrame, quality: str = QUALITY, throughput: str = "sam
 
     Stopped-early trials never do: their figures are half-trained.
     """
-    completed = table["status"].eq("completed").to_numpy(dtype=bool)
+    completed = table[STATUS].eq(COMPLETED).to_numpy(dtype=bool)
     finite = np.isfinite(objective_values(table, quality)) & np.isfinite(objective_values(table, throughput))
     return table[completed & is_feasible(table) & finite]
 
@@ -104,7 +108,7 @@ def pareto_front(table: pd.DataFrame, quality: str = QUALITY, throughput: str = 
     )
     dominated = (at_least & better).any(axis=0)
     front = candidates[~dominated]
-    order = np.lexsort((front["trial_id"].astype(str).to_numpy(), objective_values(front, throughput)))
+    order = np.lexsort((front[TRIAL_ID].astype(str).to_numpy(), objective_values(front, throughput)))
     return front.iloc[order]
 
 
@@ -128,7 +132,7 @@ def knee(front: pd.DataFrame, quality: str = QUALITY, throughput: str = "samples
     distance = np.round(np.sqrt(distance_squared), 12)
     order = np.lexsort(
         (
-            front["trial_id"].astype(str).to_numpy(),
+            front[TRIAL_ID].astype(str).to_numpy(),
             -objective_values(front, quality),
             distance,
         )

@@ -22,8 +22,14 @@ from plotly.subplots import make_subplots
 
 from tsmoe.sweep.importance import Direction, parameter_importances
 from tsmoe.sweep.pareto import (
+    COMPLETED,
+    INFEASIBLE_REASON,
     PARAM_PREFIX,
     QUALITY,
+    STATUS,
+    STOP_REASON,
+    STOPPED,
+    TRIAL_ID,
     format_figure,
     is_feasible,
     objective_values,
@@ -85,7 +91,7 @@ def write_plots(
     table = table.reset_index(drop=True)
     if table.empty:
         # A sweep with no trials may come as a frame without columns; give it the ones the plots read.
-        table = pd.DataFrame(columns=["trial_id", "status", quality, throughput])
+        table = pd.DataFrame(columns=[TRIAL_ID, STATUS, quality, throughput])
     written: dict[str, Path] = {}
     groups = _group_trials(table, quality, throughput)
     written["pareto.png"] = _pareto_png(table, groups, directory / "pareto.png", quality, throughput)
@@ -122,17 +128,17 @@ def short_trial_id(trial_id: str) -> str:
 def _group_trials(table: pd.DataFrame, quality: str, throughput: str) -> dict[str, pd.DataFrame]:
     """The trials with both objectives finite, split into the groups the Pareto plots draw differently."""
     finite = np.isfinite(objective_values(table, quality)) & np.isfinite(objective_values(table, throughput))
-    status = table["status"].astype(str).to_numpy()
+    status = table[STATUS].astype(str).to_numpy()
     feasible = is_feasible(table)
     front = pareto_front(table, quality, throughput)
     on_front = table.index.isin(front.index)
-    completed = status == "completed"
+    completed = status == COMPLETED
     return {
         "front": front,
         "completed": table[finite & completed & feasible & ~on_front],
         "infeasible": table[finite & completed & ~feasible],
-        "stopped": table[finite & (status == "stopped")],
-        "unfinished": table[finite & ~completed & (status != "stopped")],
+        "stopped": table[finite & (status == STOPPED)],
+        "unfinished": table[finite & ~completed & (status != STOPPED)],
     }
 
 
@@ -157,7 +163,7 @@ def _pareto_png(
     if not front.empty:
         x, y = objective_values(front, throughput), objective_values(front, quality)
         axes.plot(x, y, color="tab:red", linewidth=1.2, zorder=3)
-        for trial_id, x_value, y_value in zip(front["trial_id"], x, y, strict=True):
+        for trial_id, x_value, y_value in zip(front[TRIAL_ID], x, y, strict=True):
             axes.annotate(
                 short_trial_id(trial_id),
                 (x_value, y_value),
@@ -195,7 +201,7 @@ def _hover_text(rows: pd.DataFrame, quality: str, throughput: str) -> list[str]:
             f"{quality}: {format_figure(row[quality])}",
             f"{throughput}: {format_figure(row[throughput])}",
         ]
-        for reason in ("stop_reason", "infeasible_reason"):
+        for reason in (STOP_REASON, INFEASIBLE_REASON):
             if reason in rows.columns and isinstance(row[reason], str) and row[reason]:
                 lines.append(f"{reason}: {row[reason]}")
         lines.extend(f"{column}: {_param_text(row[column])}" for column in parameter_columns(rows))
@@ -227,7 +233,7 @@ def _pareto_html(
                 name=f"{label} ({len(rows)})",
                 marker=marker,
                 line=dict(color="crimson") if is_front else None,
-                text=[short_trial_id(trial_id) for trial_id in rows["trial_id"]] if is_front else None,
+                text=[short_trial_id(trial_id) for trial_id in rows[TRIAL_ID]] if is_front else None,
                 textposition="top right",
                 hovertext=_hover_text(rows, quality, throughput),
                 hoverinfo="text",
@@ -248,7 +254,7 @@ def _parallel_coordinates(table: pd.DataFrame, quality: str, throughput: str) ->
     Rows with a parameter missing are left out (an axis cannot show a gap), and so are parameters no
     completed trial recorded.
     """
-    completed = table[table["status"].eq("completed").to_numpy(dtype=bool)]
+    completed = table[table[STATUS].eq(COMPLETED).to_numpy(dtype=bool)]
     completed = completed[np.isfinite(objective_values(completed, quality))]
     columns = [column for column in parameter_columns(completed) if completed[column].notna().any()]
     completed = completed.dropna(subset=columns)

@@ -11,7 +11,14 @@ import numpy as np
 import pandas as pd
 
 from tsmoe.sweep.pareto import (
+    COMPLETED,
+    ERROR,
+    PENDING,
     QUALITY,
+    RUNNING,
+    STATUS,
+    STOPPED,
+    TRIAL_ID,
     eligible,
     format_figure,
     is_feasible,
@@ -66,7 +73,7 @@ def choose_trial(
     first, second = (quality, throughput) if policy == "best_auroc" else (throughput, quality)
     order = np.lexsort(
         (
-            candidates["trial_id"].astype(str).to_numpy(),
+            candidates[TRIAL_ID].astype(str).to_numpy(),
             -objective_values(candidates, second),
             -objective_values(candidates, first),
         )
@@ -90,15 +97,15 @@ def _nothing_eligible(table: pd.DataFrame, quality: str, throughput: str) -> str
     """Why no trial is eligible: how many trials there are and what became of each."""
     if table.empty:
         return "the sweep has no trials"
-    status = table["status"].astype(str)
-    completed = status.eq("completed").to_numpy(dtype=bool)
+    status = table[STATUS].astype(str)
+    completed = status.eq(COMPLETED).to_numpy(dtype=bool)
     feasible = is_feasible(table)
     finite = np.isfinite(objective_values(table, quality)) & np.isfinite(objective_values(table, throughput))
     missing = f"completed without a finite {quality} and {throughput}"
     counts = [
-        (int(status.eq("stopped").sum()), "stopped early"),
-        (int(status.eq("error").sum()), "errored"),
-        (int(status.isin(["running", "pending"]).sum()), "still running or pending"),
+        (int(status.eq(STOPPED).sum()), "stopped early"),
+        (int(status.eq(ERROR).sum()), "errored"),
+        (int(status.isin([RUNNING, PENDING]).sum()), "still running or pending"),
         (int((completed & ~feasible).sum()), "completed but infeasible"),
         (int((completed & feasible & ~finite).sum()), missing),
     ]

@@ -19,7 +19,23 @@ from pathlib import Path
 import pandas as pd
 
 from tsmoe.sweep.definition import SweepConfig
-from tsmoe.sweep.pareto import MEMORY, PARAM_PREFIX, QUALITY, mark_feasibility, parameter_columns, pareto_front
+from tsmoe.sweep.pareto import (
+    COMPLETED,
+    ERROR,
+    MEMORY,
+    OUTPUT,
+    PARAM_PREFIX,
+    PENDING,
+    QUALITY,
+    RUNNING,
+    STATUS,
+    STOP_REASON,
+    STOPPED,
+    TRIAL_ID,
+    mark_feasibility,
+    parameter_columns,
+    pareto_front,
+)
 from tsmoe.sweep.stopping import EPOCH, EPOCHS_PLANNED, StopLedger
 from tsmoe.sweep.trial import TRIALS_DIR
 from tsmoe.training.launch import latest_checkpoint
@@ -81,14 +97,14 @@ def _error_line(trial) -> str:
 
 def _status(trial, epochs: int, planned: int, reasons: dict[str, str]) -> tuple[str, str]:
     if trial.status == "ERROR":
-        return "error", _error_line(trial)
+        return ERROR, _error_line(trial)
     if trial.status == "TERMINATED":
         if epochs >= planned:
-            return "completed", ""
-        return "stopped", reasons.get(trial.trial_id, "stopped by the sweep's time budget")
+            return COMPLETED, ""
+        return STOPPED, reasons.get(trial.trial_id, "stopped by the sweep's time budget")
     if trial.status in ("RUNNING", "PAUSED"):
-        return "running", ""
-    return "pending", ""
+        return RUNNING, ""
+    return PENDING, ""
 
 
 def trials_table(directory: str | Path, config: SweepConfig, planned_epochs: int) -> pd.DataFrame:
@@ -105,12 +121,12 @@ def trials_table(directory: str | Path, config: SweepConfig, planned_epochs: int
         epochs, planned = int(result.get(EPOCH, 0)), int(result.get(EPOCHS_PLANNED, planned_epochs))
         status, reason = _status(trial, epochs, planned, reasons)
         row = {
-            "trial_id": trial.trial_id,
-            "status": status,
-            "stop_reason": reason,
+            TRIAL_ID: trial.trial_id,
+            STATUS: status,
+            STOP_REASON: reason,
             "epochs": epochs,
             EPOCHS_PLANNED: planned,
-            "output": str(output),
+            OUTPUT: str(output),
         }
         row |= {PARAM_PREFIX + name: value for name, value in sorted((trial.config or {}).items())}
         row |= {
@@ -128,12 +144,12 @@ def trials_table(directory: str | Path, config: SweepConfig, planned_epochs: int
     if table.empty:
         table = pd.DataFrame(
             columns=[
-                "trial_id",
-                "status",
-                "stop_reason",
+                TRIAL_ID,
+                STATUS,
+                STOP_REASON,
                 "epochs",
                 EPOCHS_PLANNED,
-                "output",
+                OUTPUT,
                 QUALITY,
                 config.objectives.throughput,
             ]
@@ -144,7 +160,7 @@ def trials_table(directory: str | Path, config: SweepConfig, planned_epochs: int
     table = mark_feasibility(
         table, config.constraints.min_throughput, config.objectives.throughput, config.constraints.max_memory_mib
     )
-    return table.sort_values("trial_id", ignore_index=True)
+    return table.sort_values(TRIAL_ID, ignore_index=True)
 
 
 def write_results(
@@ -171,6 +187,6 @@ def format_front(front: pd.DataFrame, throughput: str) -> str:
     if front.empty:
         return "no completed feasible trial yet: the Pareto front is empty"
     params = parameter_columns(front)
-    shown = front[["trial_id", QUALITY, throughput, MEMORY, *params]].copy()
+    shown = front[[TRIAL_ID, QUALITY, throughput, MEMORY, *params]].copy()
     shown.columns = [column.removeprefix(PARAM_PREFIX) for column in shown.columns]
     return shown.to_string(index=False, float_format=lambda value: f"{value:.4g}")

@@ -22,6 +22,7 @@ import yaml
 
 from tsmoe.config import RunConfig, dump_run_config, load_run_config
 from tsmoe.sweep.definition import Sweep, SweepConfig, parse_sweep_config
+from tsmoe.sweep.pareto import COMPLETED, ERROR, FEASIBLE, STATUS, STOPPED
 from tsmoe.sweep.space import SearchSpace, load_search_space
 
 STORED_SWEEP, STORED_BASE, STORED_SPACE, STORED_FACTS = (
@@ -246,11 +247,11 @@ def report(directory: str | Path, stream=None) -> SweepOutcome:
 
 def summary_lines(table: pd.DataFrame, throughput: str) -> str:
     """How many trials ended which way, and why the stopped and failed ones did."""
-    counts = table["status"].value_counts().to_dict() if not table.empty else {}
+    counts = table[STATUS].value_counts().to_dict() if not table.empty else {}
     lines = [f"{len(table)} trials: " + ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))]
-    for _, row in table[table["status"].isin(["stopped", "error"])].iterrows():
+    for _, row in table[table[STATUS].isin([STOPPED, ERROR])].iterrows():
         lines.append(f"  {row['trial_id']} {row['status']} after epoch {row['epochs']}: {row['stop_reason']}")
-    infeasible = table[(table["status"] == "completed") & ~table["feasible"].astype(bool)]
+    infeasible = table[(table[STATUS] == COMPLETED) & ~table[FEASIBLE].astype(bool)]
     for _, row in infeasible.iterrows():
         lines.append(f"  {row['trial_id']} infeasible: {row['infeasible_reason']}")
     return "\n".join(lines)
