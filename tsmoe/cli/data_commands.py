@@ -9,6 +9,7 @@ from tsmoe.cli.progress import Progress
 from tsmoe.data.check import check_dataset
 from tsmoe.data.curriculum import NAMED_SCHEDULES
 from tsmoe.data.from_csv import CsvLayout, csv_to_dataset
+from tsmoe.data.meta import META_FILE
 from tsmoe.data.store import update_normalization
 from tsmoe.data.synth import generate_synthetic_dataset
 
@@ -94,7 +95,7 @@ def run_check(args: argparse.Namespace) -> int:
 def run_stats(args: argparse.Namespace) -> int:
     """Compute and store the training normalisation statistics."""
     statistics = update_normalization(args.directory)
-    print(f"{args.directory / 'meta.json'}: normalization mean={statistics.mean} std={statistics.std}")
+    print(f"{args.directory / META_FILE}: normalization mean={statistics.mean} std={statistics.std}")
     return 0
 
 

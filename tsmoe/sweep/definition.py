@@ -31,13 +31,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tsmoe.config import RunConfig, load_run_config, read_yaml
+from tsmoe.data.meta import META_FILE
 from tsmoe.errors import describe_fields
+from tsmoe.sweep.pareto import QUALITY
 from tsmoe.sweep.space import SearchSpace, load_search_space
 
 # What a trial reports every epoch that early stopping may watch, and in which direction it improves.
 STOPPING_METRICS = {
     "val_auroc": "max",
-    "best_val_auroc": "max",
+    QUALITY: "max",
     "val_auprc": "max",
     "val_best_f1": "max",
     "loss": "min",
@@ -223,12 +225,12 @@ def load_sweep(
             f"the {epochs} epochs of {config.base_config}"
         )
     dataset_path = config.dataset.path
-    if prepare_data and config.dataset.synthesize is not None and not (dataset_path / "meta.json").is_file():
+    if prepare_data and config.dataset.synthesize is not None and not (dataset_path / META_FILE).is_file():
         from tsmoe.data.synth import generate_synthetic_dataset
 
         print(f"writing the built-in synthetic dataset to {dataset_path}")
         generate_synthetic_dataset(dataset_path, progress=progress, **config.dataset.synthesize.model_dump())
-    if not (dataset_path / "meta.json").is_file():
+    if not (dataset_path / META_FILE).is_file():
         raise FileNotFoundError(
             f"{path}: field dataset.path: {dataset_path} holds no dataset (no meta.json); "
             f"write one with `tsmoe data synth` or `tsmoe data from-csv`, or add "
