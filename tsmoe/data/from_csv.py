@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from tsmoe.data.meta import DatasetMeta
+from tsmoe.data.meta import LABELED_SPLITS, DatasetMeta
 from tsmoe.data.store import DatasetWriter, safe_std
 
 
@@ -187,16 +187,19 @@ def csv_to_dataset(out: str | Path, *, train_files: Sequence[Path], val_files: S
     train = writer.add_split("train", len(train_windows))
     for index, (run, start) in enumerate(train_windows):
         train.segments[index] = normalized[id(run)][:, start : start + segment_length]
-    for split in ("val", "test"):
+    for split in LABELED_SPLITS:
         windows = [(run_id, run, start) for run_id, (run, run_split) in enumerate(labeled) if run_split == split
-                   for start in window_starts(len(run.labels) - run.normal_rows, segment_length, stride, True)]
+                   for start in window_starts(run.values.shape[1] - run.normal_rows, segment_length, stride, True)]
         if not windows:
             continue
         arrays = writer.add_split(split, len(windows), label_level="point", with_runs=True, with_starts=True)
+        labels, run_ids, starts = arrays.labels, arrays.runs, arrays.starts
+        assert labels is not None and run_ids is not None and starts is not None  # add_split was asked for them
         for index, (run_id, run, start) in enumerate(windows):
+            assert run.labels is not None  # a labeled run's labels were read and checked by _read_run
             begin = run.normal_rows + int(start)
             arrays.segments[index] = normalized[id(run)][:, begin : begin + segment_length]
-            arrays.labels[index] = run.labels[begin : begin + segment_length]
-            arrays.runs[index] = run_id
-            arrays.starts[index] = start
+            labels[index] = run.labels[begin : begin + segment_length]
+            run_ids[index] = run_id
+            starts[index] = start
     return writer.finish()

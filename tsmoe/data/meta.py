@@ -29,6 +29,7 @@ META_FILE = "meta.json"
 FORMAT_VERSION: Literal[1] = 1
 SPLITS = ("train", "val", "test")
 SplitName = Literal["train", "val", "test"]
+LABELED_SPLITS: tuple[SplitName, ...] = ("val", "test")  # the splits scored against labels
 
 
 class SplitFiles(BaseModel):
@@ -93,7 +94,7 @@ class DatasetMeta(BaseModel):
         for required in ("train", "val"):
             if required not in self.splits:
                 raise ValueError(f"splits: a dataset needs a {required!r} split")
-        for name in ("val", "test"):
+        for name in LABELED_SPLITS:
             if name in self.splits and self.splits[name].labels is None:
                 raise ValueError(f"splits.{name}.labels: {name} segments need labels")
         if len(set(self.channels)) != len(self.channels):
