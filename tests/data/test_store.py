@@ -1,8 +1,12 @@
+import errno
+import os
 import pickle
 
 import numpy as np
 import pytest
 
+from tsmoe.cli.main import main
+from tsmoe.data import store
 from tsmoe.data.meta import read_meta
 from tsmoe.data.store import DatasetWriter, open_dataset, update_normalization
 from tests.data.conftest import SEGMENT_LENGTH, write_small_dataset
@@ -66,3 +70,33 @@ def test_stats_are_computed_for_a_dataset_without_them(small_dataset):
         open_dataset(small_dataset).normalization
     update_normalization(small_dataset)
     assert open_dataset(small_dataset).normalization == expected
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fallocate"), reason="no posix_fallocate on this system")
+def test_the_writer_reserves_the_blocks_of_its_arrays_so_a_full_disk_is_an_error_not_a_sigbus(tmp_path):
+    writer = DatasetWriter(tmp_path / "dataset", 4096, ["a", "b"], sampling_rate_hz=1.0)
+    segments = writer.add_split("train", 64).segments
+    allocated = os.stat(writer.partial / "train.npy").st_blocks * 512
+    assert allocated >= segments.nbytes  # not a sparse file: every page has its block already
+
+
+@pytest.mark.parametrize("step", ["posix_fallocate", "write_meta"])
+def test_a_full_disk_while_writing_a_dataset_fails_in_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys, step):
+    if step == "posix_fallocate":
+        if not hasattr(os, "posix_fallocate"):
+            pytest.skip("no posix_fallocate on this system")
+        monkeypatch.setattr(store.os, "posix_fallocate", _disk_full)
+    else:
+        monkeypatch.setattr(store, "write_meta", _disk_full)
+    out = tmp_path / "synthetic"
+    arguments = ["data", "synth", str(out), "--train-segments", "4", "--val-segments", "2", "--test-segments", "0"]
+    assert main([*arguments, "--segment-length", "64"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert error.startswith(f"tsmoe data: error: {out}: no space left on the device while ")
+    assert ("reserving space for train.npy" if step == "posix_fallocate" else "writing meta.json") in error
+    assert sorted(path.name for path in tmp_path.iterdir()) == []  # neither OUT nor OUT.partial

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args) or 0
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, OSError) as error:  # missing or existing files, a full disk, a busy sweep directory
         print(f"tsmoe {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -7,7 +7,10 @@ data into each of them.
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,14 @@ import numpy as np
 from tsmoe.data.meta import META_FILE, DatasetMeta, Normalization, SplitFiles, SplitName, read_meta, write_meta
 
 FLOAT32_BYTES = 4
+
+
+class DiskFullError(OSError):
+    """The disk filled while tsmoe wrote a file; the message says what was written and what was kept."""
+
+    def __init__(self, message: str):
+        super().__init__(message)  # one line, without the "[Errno 28]" prefix of a two-argument OSError
+        self.errno = errno.ENOSPC
 
 
 class SegmentSplit:
@@ -219,14 +230,33 @@ class DatasetWriter:
         return arrays
 
     def _create(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-        return np.lib.format.open_memmap(self.partial / name, mode="w+", dtype=dtype, shape=shape)
+        path = self.partial / name
+        array = self._guarded(
+            f"creating {name}", lambda: np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        )
+        self._guarded(f"reserving space for {name}", lambda: _reserve_space(path))
+        return array
+
+    def _guarded(self, step: str, action: Callable[[], Any]) -> Any:
+        """Run one write step; a full disk removes the partial dataset and says so in one line."""
+        try:
+            return action()
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            self.arrays.clear()
+            shutil.rmtree(self.partial, ignore_errors=True)
+            raise DiskFullError(
+                f"{self.out}: no space left on the device while {step}; nothing was written "
+                f"(the partial dataset {self.partial.name} is removed), free space and run again",
+            ) from None
 
     def finish(self) -> DatasetMeta:
         """Flush the arrays, write `meta.json` with training statistics and move the directory into place."""
         for arrays in self.arrays.values():
             for array in (arrays.segments, arrays.labels, arrays.runs, arrays.starts):
                 if isinstance(array, np.memmap):
-                    array.flush()
+                    self._guarded("flushing the arrays", array.flush)
         meta = DatasetMeta(
             segment_length=self.segment_length,
             channels=self.channels,
@@ -236,12 +266,35 @@ class DatasetWriter:
             run_names=self.run_names,
             provenance=self.provenance,
         )
-        write_meta(self.partial, meta)
+        self._guarded(f"writing {META_FILE}", lambda: write_meta(self.partial, meta))
         self.arrays.clear()
         if self.out.exists():
             self.out.rmdir()  # checked empty in __init__
         self.partial.rename(self.out)
         return meta
+
+
+def _reserve_space(path: Path) -> None:
+    """Allocate the blocks of a freshly created memory-mapped file now.
+
+    open_memmap leaves a sparse file: on a full disk, the first write into a page without a block kills
+    the process with SIGBUS instead of raising an error. Reserving the blocks here turns that into an
+    ENOSPC OSError before any data is written. Systems without posix_fallocate (macOS) keep the sparse file.
+    """
+    if not hasattr(os, "posix_fallocate"):
+        return
+    size = path.stat().st_size
+    if size == 0:
+        return
+    descriptor = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(descriptor, 0, size)
+    except OSError as error:
+        if error.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+            return  # a filesystem without allocation (some network filesystems): sparse as before
+        raise
+    finally:
+        os.close(descriptor)
 
 
 def update_normalization(directory: str | Path) -> Normalization:
