@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import signal
+import socket
+import threading
+import time
+
+import pandas as pd
+import psutil
 import pytest
 
 from tests.sweep.test_definition import write_sweep
 from tests.training.test_loop import synthetic_data
+from tsmoe.cli.main import main
 from tsmoe.sweep.definition import load_sweep
+from tsmoe.sweep.lock import LOCK_FILE
 from tsmoe.sweep.runner import TRIAL_DRIVER, _check_directory, _check_resources, _store_definition, read_stored_sweep
+from tsmoe.training.checkpoint_files import checkpoint_problem
+from tsmoe.training.launch import latest_checkpoint
 
 
 @pytest.fixture
@@ -49,3 +62,120 @@ def test_a_trial_larger_than_the_cluster_fails_before_any_trial(sweep):
 def test_each_trial_driver_holds_one_of_the_sweeps_driver_slots_or_a_sliver_of_a_cpu(sweep):
     assert _check_resources(sweep.config, {"CPU": 2.0, TRIAL_DRIVER: 2.0}) == {TRIAL_DRIVER: 1}
     assert _check_resources(sweep.config, {"CPU": 2.0}) == {"CPU": 0.01}
+
+
+def test_a_sweep_into_a_directory_where_one_runs_is_refused_at_once_naming_it(tmp_path, capsys):
+    definition = write_sweep(tmp_path, synthetic_data(tmp_path / "data"))
+    running = psutil.Process().parent()  # alive on this host for the whole test
+    lock = {"host": socket.gethostname(), "pid": running.pid, "started": running.create_time(), "command": "first"}
+    (tmp_path / "sweeps" / "tiny").mkdir(parents=True)
+    (tmp_path / "sweeps" / "tiny" / LOCK_FILE).write_text(json.dumps(lock))
+    assert main(["sweep", str(definition), "--resume"]) == 2
+    error = capsys.readouterr().err
+    assert f"a sweep is running here already: pid {running.pid} on host {socket.gethostname()} (first)" in error
+    assert sorted(path.name for path in (tmp_path / "sweeps" / "tiny").iterdir()) == [LOCK_FILE]  # nothing written
+
+
+def _ray_processes():
+    """This process and every process it started: the local Ray node, the trials and their Train workers."""
+    me = psutil.Process()
+    return [me, *me.children(recursive=True)]
+
+
+def _exposed_sockets(processes):
+    """Listening TCP sockets that are not on a loopback address, with the process that holds each."""
+    exposed = []
+    for process in processes:
+        try:
+            connections = process.net_connections(kind="inet")
+            name = process.name()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        for connection in connections:
+            if connection.status != psutil.CONN_LISTEN:
+                continue
+            address = ipaddress.ip_address(connection.laddr.ip)
+            mapped = getattr(address, "ipv4_mapped", None)
+            if not (address.is_loopback or (mapped is not None and mapped.is_loopback)):
+                exposed.append(f"{name} (pid {process.pid}) on {connection.laddr.ip}:{connection.laddr.port}")
+    return exposed
+
+
+def _train_workers():
+    return [process for process in _ray_processes() if process.name().startswith("ray::RayTrainWorker")]
+
+
+def _wait_for(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s")
+
+
+@pytest.mark.slow
+def test_a_local_sweep_listens_on_loopback_only_and_survives_a_killed_train_worker(tmp_path, capsys):
+    # One trial of 3 long-ish epochs with one retry: its Train worker is killed with SIGKILL mid-epoch
+    # twice. The first time the trial resumes from its last checkpoint; the second time no retry is
+    # left and it is recorded as an error naming the signal. Every finished epoch is kept throughout.
+    data = synthetic_data(tmp_path / "data", train=384)
+    base = {"training": {"epochs": 3, "warmup_steps": 1, "log_every_steps": 1000}}
+    definition = write_sweep(
+        tmp_path,
+        data,
+        base=base,
+        num_trials=1,
+        max_concurrent_trials=1,
+        max_failures=1,
+        early_stopping={"scheduler": "none"},
+    )
+    directory = tmp_path / "sweeps" / "tiny"
+    observed = {}
+
+    def fault_injector():
+        trials = directory / "trials"
+        run = _wait_for(lambda: next(trials.glob("*/train"), None) if trials.is_dir() else None, 900)
+        first = _wait_for(lambda: latest_checkpoint(run.parent), 900)
+        observed["exposed"] = _exposed_sockets(_ray_processes())
+        observed["first"] = json.loads((first / "trainer_state.json").read_text())
+        worker = _wait_for(_train_workers, 120)[0]
+        worker.send_signal(signal.SIGKILL)
+        # The retried trial resumes from epoch 1 and checkpoints epoch 2; then its worker dies again.
+        second = _wait_for(
+            lambda: latest_checkpoint(run.parent) if latest_checkpoint(run.parent) != first else None, 240
+        )
+        observed["second"] = json.loads((second / "trainer_state.json").read_text())
+        _wait_for(_train_workers, 120)[0].send_signal(signal.SIGKILL)
+        observed["run"] = run.parent
+
+    def record_failure():
+        try:
+            fault_injector()
+        except Exception as error:  # shown by the assertions below instead of lost in the thread
+            observed["injector_error"] = repr(error)
+
+    injector = threading.Thread(target=record_failure, daemon=True)
+    injector.start()
+    assert main(["sweep", str(definition)]) == 0
+    injector.join(timeout=5)
+    capsys.readouterr()
+
+    assert "injector_error" not in observed, observed["injector_error"]
+    assert observed["exposed"] == [], "Ray servers listening beyond the loopback interface"
+    assert observed["first"]["epoch"] == 1 and observed["second"]["epoch"] == 2
+    table = pd.read_csv(directory / "trials.csv")
+    assert len(table) == 1
+    row = table.iloc[0]
+    # The retry resumed from epoch 1; the second kill found no retry left: an error naming the signal.
+    assert row["status"] == "error" and "SIGKILL" in row["stop_reason"], row["stop_reason"]
+    assert row["epochs"] == 2
+    # Nothing finished was lost: epoch 1 as first recorded is epoch 1 of the resumed run, and the trial's
+    # outputs are collected from its latest intact checkpoint.
+    assert observed["second"]["history"][0] == observed["first"]["history"][0]
+    run = observed["run"]
+    assert checkpoint_problem(latest_checkpoint(run)) is None
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [epoch["epoch"] for epoch in history] == [1, 2]
+    assert history[0] == observed["first"]["history"][0]

@@ -9,6 +9,7 @@ continues unfinished ones from their last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,8 +23,10 @@ import yaml
 
 from tsmoe.config import RunConfig, dump_run_config, load_run_config
 from tsmoe.sweep.definition import Sweep, SweepConfig, parse_sweep_config
+from tsmoe.sweep.lock import LOCK_FILE, sweep_lock
 from tsmoe.sweep.pareto import COMPLETED, ERROR, FEASIBLE, STATUS, STOPPED
 from tsmoe.sweep.space import SearchSpace, load_search_space
+from tsmoe.training.loopback import Binding
 
 STORED_SWEEP, STORED_BASE, STORED_SPACE, STORED_FACTS = (
     "sweep.yaml",
@@ -84,13 +87,15 @@ def _check_directory(sweep: Sweep, resume: bool) -> bool:
             f"{directory}: holds a sweep already; pass --resume to continue it, or change the "
             f"sweep's name or storage to start a new one"
         )
-    if not restorable and directory.is_dir() and any(directory.iterdir()) and not stored.is_file():
+    held = directory.is_dir() and any(path.name != LOCK_FILE for path in directory.iterdir())
+    if not restorable and held and not stored.is_file():
         raise FileExistsError(f"{directory}: exists, is not empty and holds no tsmoe sweep")
     return restorable
 
 
-def _start_ray(config: SweepConfig) -> dict:
-    """Start a local Ray with the dashboard, or join config.address; print how to reach the dashboard."""
+def _start_ray(config: SweepConfig, binding: Binding) -> dict:
+    """Start a local Ray with the dashboard (on the loopback interface with `binding`), or join
+    config.address; print how to reach the dashboard."""
     import ray
 
     from tsmoe.training.launch import worker_environment
@@ -103,7 +108,8 @@ def _start_ray(config: SweepConfig) -> dict:
         address=config.address,
         include_dashboard=True if local else None,
         dashboard_host="127.0.0.1",
-        runtime_env={"env_vars": environment},
+        runtime_env={"env_vars": environment, **binding.runtime_env},
+        **binding.init_arguments,
         resources={TRIAL_DRIVER: config.max_concurrent_trials} if local else None,
         logging_level=logging.WARNING,
         log_to_driver=True,
@@ -144,12 +150,28 @@ def _check_resources(config: SweepConfig, cluster: dict, source: str = "sweep") 
 def run_sweep(sweep: Sweep, resume: bool = False, callbacks: list | None = None) -> SweepOutcome:
     """Run the sweep, or with `resume` continue the one in its directory if there is one; returns its
     results once every trial has ended or the time budget ran out. `callbacks` (Tune callbacks) apply to a
-    new sweep; a restored one keeps those it was started with."""
+    new sweep; a restored one keeps those it was started with. One sweep runs in a directory at a time."""
+    from tsmoe.sweep.records import write_results
+    from tsmoe.training.loopback import UNCHANGED, loopback_cluster
+
+    config = sweep.config
+    with contextlib.ExitStack() as stack:
+        # Taken first, so a second sweep into a running one is refused naming it, before anything is read.
+        stack.enter_context(sweep_lock(config.directory))
+        binding = stack.enter_context(loopback_cluster()) if config.address is None else UNCHANGED
+        _run_locked(sweep, resume, callbacks, binding)
+    table, front, plots = write_results(
+        config.directory, config, sweep.base.training.epochs, sweep.space.optuna_distributions()
+    )
+    return SweepOutcome(config.directory, table, front, plots)
+
+
+def _run_locked(sweep: Sweep, resume: bool, callbacks: list | None, binding: Binding) -> None:
+    """Check the directory, start Ray and run Tune to the end (the caller holds the sweep lock)."""
     import ray
     from ray import tune
 
     from tsmoe.data.store import open_dataset
-    from tsmoe.sweep.records import write_results
     from tsmoe.sweep.searcher import SweepSearch
     from tsmoe.sweep.stopping import build_early_stopping
     from tsmoe.sweep.trial import TrialSetup, run_trial
@@ -161,7 +183,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, callbacks: list | None = None)
     _store_definition(sweep, segment_length)
     epochs = sweep.base.training.epochs
     try:
-        cluster = _start_ray(config)
+        cluster = _start_ray(config, binding)
         driver_bundle = _check_resources(config, cluster, str(sweep.source))
         setup = TrialSetup(
             base=sweep.base,
@@ -200,8 +222,6 @@ def run_sweep(sweep: Sweep, resume: bool = False, callbacks: list | None = None)
         tuner.fit()
     finally:
         ray.shutdown()
-    table, front, plots = write_results(directory, config, epochs, sweep.space.optuna_distributions())
-    return SweepOutcome(directory, table, front, plots)
 
 
 @dataclass
