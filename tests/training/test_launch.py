@@ -17,7 +17,7 @@ from tests.training.test_loop import synthetic_data
 from tsmoe.cli.main import main
 from tsmoe.config import load_run_config
 from tsmoe.model.timemoe import TimeMoE
-from tsmoe.training.launch import latest_checkpoint
+from tsmoe.training.launch import WORKER_DEATH, failure_summary, latest_checkpoint
 from tsmoe.training.loop import fit
 
 
@@ -66,6 +66,18 @@ def test_train_writes_config_metrics_checkpoints_and_models_then_refuses_another
     assert main(["train", str(config), "--output", str(output)]) == 0
     assert "already trained for 2 epochs" in capsys.readouterr().out
 
+    # The latest checkpoint cut short (a full disk, a crash while copying): the rerun names the broken file,
+    # resumes from the earlier intact checkpoint and trains the lost epoch again.
+    latest = latest_checkpoint(output)
+    state = latest / "trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    assert main(["train", str(config), "--output", str(output)]) == 0
+    captured = capsys.readouterr()
+    assert f"skipping a broken checkpoint: {state}: truncated" in captured.out
+    assert "resumed from the checkpoint after epoch 1" in captured.out + captured.err
+    assert [metrics["epoch"] for metrics in _history(output)] == [1, 2]
+    assert _history(output)[0] == history[0]  # the finished epoch is kept as it was
+
     # Another config into the same directory is refused before any work, naming the field.
     other = _write_config(tmp_path / "other.yaml", tmp_path / "data", epochs=3)
     assert main(["train", str(other), "--output", str(output)]) == 2
@@ -96,6 +108,24 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_matches_an_uninterrup
     assert [metrics["loss"] for metrics in history] == pytest.approx(
         [metrics["loss"] for metrics in uninterrupted], rel=1e-5
     )
+
+
+def _history(output):
+    return [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_worker_process_that_died_without_an_error_is_named_as_killed_or_crashed():
+    ray_report = (
+        "Training failed due to worker errors:\n[Rank 0]\nray.exceptions.ActorDiedError: The actor died "
+        "unexpectedly before finishing this task.\nThe actor is dead because its worker process has died. "
+        "Worker exit type: SYSTEM_ERROR Worker exit detail: Worker unexpectedly exits with a connection error "
+        "code 2. End of file."
+    )
+    summary = failure_summary(ray_report)
+    assert summary == WORKER_DEATH and "SIGKILL" in summary and "OOM killer" in summary
+    # A worker's own error stays what it said.
+    traceback = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: no full batch of 32'
+    assert failure_summary(traceback) == "ValueError: no full batch of 32"
 
 
 def test_bad_config_fails_before_ray_naming_the_field(tmp_path, capsys):

@@ -15,6 +15,7 @@ run's outputs are ever overwritten by another's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -27,6 +28,8 @@ import yaml
 
 from tsmoe.config import RunConfig, dump_run_config
 from tsmoe.data.check import check_dataset
+from tsmoe.training.checkpoint_files import checkpoint_problem
+from tsmoe.training.loopback import UNCHANGED, loopback_cluster
 from tsmoe.training.trainer import MODEL_DIR, SUMMARY_FILE
 
 RUN_NAME = "train"
@@ -65,8 +68,19 @@ class TrainingFailed(RuntimeError):
         return type(self), (self.reason, self.output)
 
 
+# Ray's words for an actor whose process vanished without raising (its exit status is not passed on).
+WORKER_DEATH_MARKERS = ("worker process has died", "actor died unexpectedly", "ActorDiedError")
+WORKER_DEATH = (
+    "a training worker's process died without a Python error: killed by a signal (SIGKILL: the OOM killer, "
+    "a preemption, kill -9) or crashed (SIGSEGV, SIGBUS); Ray does not say which"
+)
+
+
 def failure_summary(text: str) -> str:
-    """The worker's own error line out of Ray's report, which wraps it in tracebacks."""
+    """The worker's own error line out of Ray's report, which wraps it in tracebacks; a worker process that
+    died without one is named as such."""
+    if any(marker in text for marker in WORKER_DEATH_MARKERS):
+        return WORKER_DEATH
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if "Error:" in line and not line.startswith(("File ", "ray."))]
     return errors[-1] if errors else (lines[-1] if lines else "unknown error")
@@ -114,12 +128,15 @@ def prepare_output(run: RunConfig, output: Path) -> None:
 
 
 def _checkpoints(output: Path) -> list[tuple[dict, Path]]:
-    """(summary, directory) of every complete checkpoint in OUT, oldest first."""
+    """(summary, directory) of every intact checkpoint in OUT, oldest first; a broken one (cut short by a
+    full disk or a kill, or truncated since) is left out with a message naming its file."""
     found = []
-    for summary_path in (output / RUN_NAME).glob(f"checkpoint_*/{SUMMARY_FILE}"):
-        summary = json.loads(summary_path.read_text())
-        if (summary_path.parent / MODEL_DIR / "config.json").is_file():
-            found.append((summary, summary_path.parent))
+    for directory in sorted((output / RUN_NAME).glob("checkpoint_*")):
+        problem = checkpoint_problem(directory)
+        if problem is not None:
+            print(f"skipping a broken checkpoint: {problem}")
+            continue
+        found.append((json.loads((directory / SUMMARY_FILE).read_text()), directory))
     return sorted(found, key=lambda item: item[0]["epoch"])
 
 
@@ -227,20 +244,28 @@ def run_training(
     environment = worker_environment(use_gpu)
     os.environ.update({key: value for key, value in environment.items() if key.startswith("RAY_")})
     started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(
-            address=address, dashboard_host="127.0.0.1", runtime_env={"env_vars": environment}, logging_level="WARNING"
-        )
-        if address is not None:
-            use_gpu = bool(ray.cluster_resources().get("GPU"))
-    if cpus_per_worker is None:
-        cpus_per_worker = 1 if use_gpu else max(1, int(ray.cluster_resources().get("CPU", 1)) // workers)
-    trainer = build_torch_trainer(run, output, workers, use_gpu, cpus_per_worker)
+    # A cluster this run starts for itself listens on the loopback interface only; a joined one is as it is.
+    loopback = contextlib.ExitStack()
+    binding = loopback.enter_context(loopback_cluster()) if started_ray and address is None else UNCHANGED
     try:
+        if started_ray:
+            ray.init(
+                address=address,
+                dashboard_host="127.0.0.1",
+                runtime_env={"env_vars": environment, **binding.runtime_env},
+                logging_level="WARNING",
+                **binding.init_arguments,
+            )
+            if address is not None:
+                use_gpu = bool(ray.cluster_resources().get("GPU"))
+        if cpus_per_worker is None:
+            cpus_per_worker = 1 if use_gpu else max(1, int(ray.cluster_resources().get("CPU", 1)) // workers)
+        trainer = build_torch_trainer(run, output, workers, use_gpu, cpus_per_worker)
         trainer.fit()
     except ray.train.TrainingFailedError as error:
         raise TrainingFailed(failure_summary(str(error)), output) from error
     finally:
         if started_ray:
             ray.shutdown()
+        loopback.close()
     return collect_outputs(output)

@@ -8,6 +8,7 @@ restarted run, or a sweep trial restored after its driver died, finds the latest
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -17,6 +18,7 @@ import ray.train
 import ray.train.torch
 
 from tsmoe.config import RunConfig
+from tsmoe.training.checkpoint_files import usable_checkpoint, write_checkpoint
 from tsmoe.training.throughput import now
 from tsmoe.training.trainer import Trainer
 
@@ -46,13 +48,16 @@ def train_worker(loop_config: dict) -> None:
     rank, world_size = context.get_world_rank(), context.get_world_size()
     trainer = Trainer(run, ray.train.torch.get_device(), rank, world_size, log=_say)
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and loop_config.get("resume_from"):
-        checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_from"])
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            trainer.load_checkpoint(directory)
-        if rank == 0:
-            _say(f"resumed from the checkpoint after epoch {trainer.epoch}")
+    offered = checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext(None)
+    with offered as offered_directory:
+        # Ray offers its latest checkpoint; a broken one gives way to the latest intact one the driver found.
+        resume_from = usable_checkpoint(
+            offered_directory, loop_config.get("resume_from"), log=_say if rank == 0 else None
+        )
+        if resume_from is not None:
+            trainer.load_checkpoint(resume_from)
+            if rank == 0:
+                _say(f"resumed from the checkpoint after epoch {trainer.epoch}")
     if trainer.epoch >= run.training.epochs and trainer.history:
         # A run that finished but whose driver died before it heard so (a sweep trial restored after a
         # crash) reports its last epoch again, so the driver records the finished result.
@@ -71,7 +76,7 @@ def train_worker(loop_config: dict) -> None:
             trainer.history.append(metrics)
             _say(_epoch_line(metrics))
         with tempfile.TemporaryDirectory() as directory:
-            trainer.save_checkpoint(directory)
+            write_checkpoint(trainer, directory)
             keeps_files = rank == 0 or trainer.deepspeed
             ray.train.report(
                 metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if keeps_files else None
