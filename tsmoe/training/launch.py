@@ -127,6 +127,9 @@ def prepare_output(run: RunConfig, output: Path) -> None:
     dump_run_config(run, config_path)
 
 
+_REPORTED_PROBLEMS: set[str] = set()
+
+
 def _checkpoints(output: Path) -> list[tuple[dict, Path]]:
     """(summary, directory) of every intact checkpoint in OUT, oldest first; a broken one (cut short by a
     full disk or a kill, or truncated since) is left out with a message naming its file."""
@@ -134,7 +137,9 @@ def _checkpoints(output: Path) -> list[tuple[dict, Path]]:
     for directory in sorted((output / RUN_NAME).glob("checkpoint_*")):
         problem = checkpoint_problem(directory)
         if problem is not None:
-            print(f"skipping a broken checkpoint: {problem}")
+            if problem not in _REPORTED_PROBLEMS:  # OUT is scanned several times per run: say it once
+                _REPORTED_PROBLEMS.add(problem)
+                print(f"skipping a broken checkpoint: {problem}")
             continue
         found.append((json.loads((directory / SUMMARY_FILE).read_text()), directory))
     return sorted(found, key=lambda item: item[0]["epoch"])
