@@ -105,6 +105,12 @@ def _train_workers():
     return [process for process in _ray_processes() if process.name().startswith("ray::RayTrainWorker")]
 
 
+def _tune_epochs(directory):
+    """The last epoch Tune recorded for the sweep's trial (its result.json, one line per report)."""
+    results = [path.read_text().splitlines() for path in directory.glob("run_trial_*/result.json")]
+    return max((json.loads(lines[-1])["epoch"] for lines in results if lines), default=0)
+
+
 def _wait_for(predicate, timeout):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -147,6 +153,8 @@ def test_a_local_sweep_listens_on_loopback_only_and_survives_a_killed_train_work
             lambda: latest_checkpoint(run.parent) if latest_checkpoint(run.parent) != first else None, 240
         )
         observed["second"] = json.loads((second / "trainer_state.json").read_text())
+        # Tune hears of an epoch a moment after its checkpoint is written: kill once it has.
+        _wait_for(lambda: _tune_epochs(directory) >= 2, 300)
         _wait_for(_train_workers, 120)[0].send_signal(signal.SIGKILL)
         observed["run"] = run.parent
 
