@@ -135,6 +135,8 @@ def _checkpoints(output: Path) -> list[tuple[dict, Path]]:
     full disk or a kill, or truncated since) is left out with a message naming its file."""
     found = []
     for directory in sorted((output / RUN_NAME).glob("checkpoint_*")):
+        if not directory.is_dir():
+            continue  # Ray Train's own checkpoint_manager_snapshot.json
         problem = checkpoint_problem(directory)
         if problem is not None:
             if problem not in _REPORTED_PROBLEMS:  # OUT is scanned several times per run: say it once
