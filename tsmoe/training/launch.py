@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -260,7 +261,7 @@ def run_training(
                 address=address,
                 dashboard_host="127.0.0.1",
                 runtime_env={"env_vars": environment, **binding.runtime_env},
-                logging_level="WARNING",
+                logging_level=logging.WARNING,
                 **binding.init_arguments,
             )
             if address is not None:
