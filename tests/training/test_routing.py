@@ -39,7 +39,9 @@ def test_balanced_assignments_share_evenly():
         "routing_max_load_share",
         "routing_entropy_layer0",
         "routing_entropy_layer1",
+        *(f"routing_load_share_layer{layer}_expert{expert}" for layer in (0, 1) for expert in range(4)),
     }
+    assert metrics["routing_load_share_layer1_expert3"] == 0.25
     expected = -(
         torch.softmax(torch.tensor([5.0, 0, 0, 0]), 0) * torch.log_softmax(torch.tensor([5.0, 0, 0, 0]), 0)
     ).sum()

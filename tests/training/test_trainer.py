@@ -39,7 +39,7 @@ def _ddp_rank(rank: int, run, rendezvous: str, out: str) -> None:
         reductions.append(bucket.index())
         return allreduce_hook(None, bucket)
 
-    trainer.ddp_model.register_comm_hook(None, counting_allreduce)
+    trainer.strategy.ddp_model.register_comm_hook(None, counting_allreduce)
     trainer.train_epoch()
     if rank == 0:
         torch.save({"parameters": _parameters(trainer), "reductions": len(reductions)}, out)
