@@ -8,9 +8,12 @@ import pytest
 import torch
 
 from tests.model.tiny import TINY
+from tests.training.test_loop import synthetic_data, tiny_run
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
-from tsmoe.training.routing import routing_health
+from tsmoe.training.finetune import base_model
+from tsmoe.training.routing import RoutingTally, routing_health
+from tsmoe.training.trainer import Trainer
 
 
 def test_a_uniform_router_has_full_entropy():
@@ -56,3 +59,37 @@ def test_a_fresh_model_starts_with_near_uniform_routing():
     assert len(health.entropy) == TINY["num_hidden_layers"]
     assert all(entropy > 0.9 for entropy in health.entropy)
     assert all(sum(shares) == pytest.approx(1.0) for shares in health.load_shares)
+
+
+def test_a_tally_of_several_batches_equals_the_health_of_them_all_at_once():
+    torch.manual_seed(0)
+    batches = [[torch.randn(5, 4), torch.randn(5, 4)], [torch.randn(7, 4), torch.randn(7, 4)]]
+    tally = RoutingTally(top_k=2)
+    for logits in batches:
+        tally.add(logits)
+    together = routing_health([torch.cat([first[layer] for first in batches]) for layer in (0, 1)], top_k=2)
+    assert tally.tokens == 12
+    assert sum(tally.health().load_shares, []) == pytest.approx(sum(together.load_shares, []))
+    assert tally.health().entropy == pytest.approx(together.entropy)
+
+
+def test_an_epochs_routing_health_covers_every_micro_batch_not_the_last(tmp_path):
+    # 4 optimizer steps of one micro-batch; the last one's layer-1 router is certain of expert 0 (top-2: the
+    # second choice is expert 1), so that batch alone gives experts 2 and 3 no token and an entropy of 0.
+    trainer = Trainer(tiny_run(synthetic_data(tmp_path / "data"), epochs=1))
+    calls = {"count": 0}
+
+    def collapse_on_the_last_call(module, args, output):
+        calls["count"] += 1
+        if calls["count"] < 4:
+            return output
+        collapsed = torch.full_like(output, -50.0)
+        collapsed[:, 0] = 50.0
+        return collapsed
+
+    base_model(trainer.module).model.layers[1].ffn_layer.gate.register_forward_hook(collapse_on_the_last_call)
+    metrics = trainer.train_epoch()
+    shares = [metrics[f"routing_load_share_layer1_expert{expert}"] for expert in range(TINY["num_experts"])]
+    assert sum(shares) == pytest.approx(1.0)
+    assert shares[2] > 0.05 and shares[3] > 0.05
+    assert 0.5 < metrics["routing_entropy_layer1"] < metrics["routing_entropy_layer0"]
