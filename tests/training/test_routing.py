@@ -69,7 +69,8 @@ def test_a_tally_of_several_batches_equals_the_health_of_them_all_at_once():
         tally.add(logits)
     together = routing_health([torch.cat([first[layer] for first in batches]) for layer in (0, 1)], top_k=2)
     assert tally.tokens == 12
-    assert sum(tally.health().load_shares, []) == pytest.approx(sum(together.load_shares, []))
+    for layer in (0, 1):
+        assert tally.health().load_shares[layer] == pytest.approx(together.load_shares[layer])
     assert tally.health().entropy == pytest.approx(together.entropy)
 
 
@@ -93,3 +94,26 @@ def test_an_epochs_routing_health_covers_every_micro_batch_not_the_last(tmp_path
     assert sum(shares) == pytest.approx(1.0)
     assert shares[2] > 0.05 and shares[3] > 0.05
     assert 0.5 < metrics["routing_entropy_layer1"] < metrics["routing_entropy_layer0"]
+
+
+def _tally_rank(rank: int, rendezvous: str, logits: list[list[torch.Tensor]], out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    tally = RoutingTally(top_k=1)
+    tally.add(logits[rank])
+    tally.all_reduce(torch.device("cpu"))
+    torch.save({"shares": tally.health().load_shares, "entropy": tally.health().entropy}, f"{out}{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_tallies_all_reduced_over_ranks_give_every_rank_the_global_figures(tmp_path):
+    torch.manual_seed(1)
+    logits = [[torch.randn(6, 4) * 3], [torch.randn(10, 4) * 3]]  # one layer; ranks see different tokens
+    torch.multiprocessing.spawn(
+        _tally_rank, args=(str(tmp_path / "rendezvous"), logits, str(tmp_path / "rank")), nprocs=2
+    )
+    expected = routing_health([torch.cat([logits[0][0], logits[1][0]])], top_k=1)
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert got["shares"][0] == pytest.approx(expected.load_shares[0])
+        assert got["entropy"] == pytest.approx(expected.entropy)
