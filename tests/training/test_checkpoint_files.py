@@ -17,7 +17,8 @@ from tsmoe.training.checkpoint_files import (
     write_checkpoint,
 )
 from tsmoe.training.launch import RUN_NAME, latest_checkpoint
-from tsmoe.training.trainer import STATE_FILE, Trainer
+from tsmoe.training.strategy import STATE_FILE
+from tsmoe.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,11 @@ and fine-tuning modes train only what they say."""
 
 from __future__ import annotations
 
+import json
 import math
+import random
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -13,12 +16,14 @@ from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_
 
 from tests.model.tiny import TINY
 from tests.training.test_loop import synthetic_data, tiny_run
+from tsmoe.config import load_run_config
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
 from tsmoe.training.config import FinetuneConfig
 from tsmoe.training.finetune import base_model
 from tsmoe.training.guard import NonFiniteTrainingError
-from tsmoe.training.trainer import Trainer, aux_loss_factor
+from tsmoe.training.strategy import STATE_FILE
+from tsmoe.training.trainer import SUMMARY_FILE, Trainer, aux_loss_factor, rng_state, set_rng_state
 
 
 def _parameters(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -39,7 +44,7 @@ def _ddp_rank(rank: int, run, rendezvous: str, out: str) -> None:
         reductions.append(bucket.index())
         return allreduce_hook(None, bucket)
 
-    trainer.ddp_model.register_comm_hook(None, counting_allreduce)
+    trainer.strategy.ddp_model.register_comm_hook(None, counting_allreduce)
     trainer.train_epoch()
     if rank == 0:
         torch.save({"parameters": _parameters(trainer), "reductions": len(reductions)}, out)
@@ -183,3 +188,56 @@ def test_a_compiled_model_trains_like_the_eager_one(tmp_path):
     metrics = compiled.train_epoch()
     assert metrics["nan_steps"] == 0
     assert metrics["loss"] == pytest.approx(eager["loss"], rel=1e-4)
+
+
+def _poison_gradient(trainer: Trainer, calls: set[int]) -> None:
+    """Make one weight's gradient NaN on the given backward calls (counted from 0); the loss stays finite."""
+    count = {"calls": 0}
+
+    def hook(gradient):
+        call = count["calls"]
+        count["calls"] += 1
+        return torch.full_like(gradient, math.nan) if call in calls else gradient
+
+    base_model(trainer.module).model.layers[0].self_attn.q_proj.weight.register_hook(hook)
+
+
+def test_a_nonfinite_gradient_is_skipped_counted_and_the_schedule_still_advances(tmp_path):
+    run = tiny_run(synthetic_data(tmp_path / "data"), epochs=1)
+    clean = Trainer(run)
+    clean.train_epoch()
+    trainer = Trainer(run)
+    _poison_gradient(trainer, calls={1})
+    metrics = trainer.train_epoch()
+    assert metrics["nan_steps"] == 1 and math.isfinite(metrics["loss"]) and trainer.step == 4
+    assert metrics["learning_rate"] == clean.learning_rate()
+    weight = "model.layers.0.self_attn.q_proj.weight"
+    assert torch.isfinite(_parameters(trainer)[weight]).all()
+    assert not torch.equal(_parameters(trainer)[weight], _parameters(clean)[weight])
+
+
+def test_a_checkpoint_loads_with_weights_only_and_records_the_precision(tmp_path):
+    run = tiny_run(synthetic_data(tmp_path / "data"), epochs=2)
+    trainer = Trainer(run)
+    metrics = trainer.train_epoch()
+    assert metrics["precision"] == "float32"
+    trainer.history.append(metrics)
+    trainer.save_checkpoint(tmp_path / "checkpoint")
+    state = torch.load(tmp_path / "checkpoint" / STATE_FILE, weights_only=True)  # no pickled code allowed
+    assert state["trainer"]["epoch"] == 1 and state["trainer"]["history"][0]["precision"] == "float32"
+    summary = json.loads((tmp_path / "checkpoint" / SUMMARY_FILE).read_text())
+    assert summary["precision"] == "float32"
+    # The precision is recorded, not written into the config: the same config still resumes the run.
+    assert load_run_config(tmp_path / "checkpoint" / "config.yaml") == run
+
+
+def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
+    random.seed(3)
+    np.random.seed(3)
+    torch.manual_seed(3)
+    np.random.standard_normal()  # numpy's cached gaussian is part of its state
+    torch.save(rng_state(torch.device("cpu")), tmp_path / "rng.pt")
+    expected = (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3))
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True), torch.device("cpu"))
+    got = (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3))
+    assert got[:2] == expected[:2] and torch.equal(got[2], expected[2])

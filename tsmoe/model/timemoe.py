@@ -322,9 +322,11 @@ class TimeMoE(nn.Module):
                 horizon: forecast_loss(prediction, targets, loss_masks)
                 for horizon, prediction in zip(self.config.horizon_lengths, series_predictions, strict=True)
             }
-            output.loss = torch.stack(list(output.head_losses.values())).mean()
-            if aux_loss is not None and self.config.apply_aux_loss:
-                output.loss = output.loss + self.config.router_aux_loss_factor * aux_loss
+            output.loss = total_loss(
+                output.head_losses,
+                aux_loss if self.config.apply_aux_loss else None,
+                self.config.router_aux_loss_factor,
+            )
         return output
 
     def _backbone(self, series, attention_mask, cache: KVCache | None = None):
@@ -383,6 +385,17 @@ def forecast_loss(prediction: torch.Tensor, labels: torch.Tensor, loss_masks: to
         return losses.mean()
     masks = F.pad(loss_masks.to(losses.dtype), (0, horizon - 1)).unfold(-1, horizon, 1)
     return (losses * masks).sum() / masks.sum()
+
+
+def total_loss(head_losses: dict[int, torch.Tensor], aux_loss: torch.Tensor | None, aux_factor: float) -> torch.Tensor:
+    """The training loss: the mean of the horizons' losses plus `aux_factor` x the aux loss (when there is one).
+
+    The model's forward uses it with `router_aux_loss_factor`; the trainer with its warmed-up factor.
+    """
+    loss = torch.stack(list(head_losses.values())).mean()
+    if aux_loss is not None:
+        loss = loss + aux_factor * aux_loss
+    return loss
 
 
 def load_balancing_loss(

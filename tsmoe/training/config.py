@@ -19,7 +19,7 @@ class FinetuneConfig(BaseModel):
     # frozen_experts: everything but the routed and shared experts; router_only: the routers alone.
     mode: Literal["full", "lora", "frozen_experts", "router_only"] = "full"
     lora_rank: int = Field(8, gt=0)
-    lora_alpha: float = Field(16.0, gt=0)
+    lora_alpha: int = Field(16, gt=0)  # peft's LoraConfig takes an integer alpha
     lora_dropout: float = Field(0.0, ge=0, lt=1)
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ From scratch, or from a local pretrained checkpoint in the reference format. Fin
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING, TypeGuard
 
 import torch
 
@@ -19,6 +20,9 @@ from tsmoe.model.checkpoint import load_pretrained
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
 from tsmoe.training.config import FinetuneConfig
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 # Module-name suffixes peft wraps in lora mode: attention projections and the input embedding's two linears.
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "emb_layer", "gate_layer"]
@@ -56,29 +60,39 @@ def apply_finetune_mode(model: TimeMoE, finetune: FinetuneConfig) -> torch.nn.Mo
     return model
 
 
-def _is_peft_model(model: torch.nn.Module) -> bool:
+def _is_peft_model(model: torch.nn.Module) -> TypeGuard[PeftModel]:
     # peft takes seconds to import, in every Ray worker; a model can only be a PeftModel once it is loaded.
     peft = sys.modules.get("peft")
     return peft is not None and isinstance(model, peft.PeftModel)
 
 
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside the training wrappers (DDP and DeepSpeed's `module`, torch.compile's `_orig_mod`)."""
+    for attribute in ("module", "_orig_mod"):
+        while isinstance(inner := getattr(model, attribute, None), torch.nn.Module):
+            model = inner
+    return model
+
+
+def _time_moe(model: torch.nn.Module) -> TimeMoE:
+    if not isinstance(model, TimeMoE):
+        raise TypeError(f"expected a TimeMoE inside the training wrappers, found {type(model).__name__}")
+    return model
+
+
 def base_model(model: torch.nn.Module) -> TimeMoE:
     """The TimeMoE inside a training wrapper (DDP, DeepSpeed, torch.compile, peft), adapters not merged."""
-    for attribute in ("module", "_orig_mod"):
-        while hasattr(model, attribute) and isinstance(getattr(model, attribute), torch.nn.Module):
-            model = getattr(model, attribute)
+    model = _unwrapped(model)
     if _is_peft_model(model):
         model = model.get_base_model()
-    return model
+    return _time_moe(model)
 
 
 def export_model(model: torch.nn.Module) -> TimeMoE:
     """A plain TimeMoE for saving in the reference format: LoRA adapters merged into a copy."""
-    for attribute in ("module", "_orig_mod"):
-        while hasattr(model, attribute) and isinstance(getattr(model, attribute), torch.nn.Module):
-            model = getattr(model, attribute)
+    model = _unwrapped(model)
     if _is_peft_model(model):
         import copy
 
-        return copy.deepcopy(model).merge_and_unload()
-    return model
+        return _time_moe(copy.deepcopy(model).merge_and_unload())
+    return _time_moe(model)

@@ -8,6 +8,10 @@ reads "model.layers.3.ffn_layer.gate (router logits)" rather than "loss is nan".
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 
@@ -23,7 +27,7 @@ class NonFiniteGuard:
         self.consecutive = 0
         self.total = 0
 
-    def record(self, finite: bool, diagnose=None) -> None:
+    def record(self, finite: bool, diagnose: Callable[[], str] | None = None) -> None:
         """Count one step; `diagnose()` (a description of the culprit) is called only when stopping."""
         if finite:
             self.consecutive = 0
@@ -38,13 +42,15 @@ class NonFiniteGuard:
             )
 
     def state_dict(self) -> dict[str, int]:
+        """The counters, for a checkpoint."""
         return {"consecutive": self.consecutive, "total": self.total}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore the counters of `state_dict`."""
         self.consecutive, self.total = state["consecutive"], state["total"]
 
 
-def _tensors(output) -> list[torch.Tensor]:
+def _tensors(output: Any) -> list[torch.Tensor]:
     if isinstance(output, torch.Tensor):
         return [output]
     if isinstance(output, (tuple, list)):
@@ -53,26 +59,35 @@ def _tensors(output) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def first_nonfinite_module(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> str:
+def first_nonfinite_module(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> str:
     """Replay a batch and name the first module (in execution order) whose output holds NaN or inf.
+
+    `autocast` is the context the step ran under (`Precision.autocast`): a bfloat16 or float16 overflow
+    happens only in that precision, so the replay must use it to reproduce one.
 
     A MoE layer's `gate` outputs its router logits, so a router that blew up is named as such. When the
     forward pass is finite, the culprit is in the backward pass: the first parameter with a non-finite
     gradient is named instead.
     """
     found: list[str] = []
-    handles = []
+    handles: list[torch.utils.hooks.RemovableHandle] = []
     for name, module in model.named_modules():
         if not name:
             continue
 
-        def hook(module, args, output, name=name):
+        def hook(module: torch.nn.Module, args: Any, output: Any, name: str = name) -> None:
             if not found and any(not torch.isfinite(tensor).all() for tensor in _tensors(output)):
                 found.append(name + (" (router logits)" if name.endswith(".gate") else ""))
 
         handles.append(module.register_forward_hook(hook))
     try:
-        model(inputs, labels=labels, loss_masks=torch.ones_like(labels))
+        with autocast():
+            model(inputs, labels=labels, loss_masks=torch.ones_like(labels))
     finally:
         for handle in handles:
             handle.remove()

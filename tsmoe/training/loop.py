@@ -13,19 +13,19 @@ import torch
 from tsmoe.config import RunConfig
 from tsmoe.model.timemoe import TimeMoE
 from tsmoe.training.finetune import export_model
-from tsmoe.training.trainer import Trainer
+from tsmoe.training.trainer import Metrics, Trainer
 
 
 def fit(
     run: RunConfig,
     device: torch.device | str = "cpu",
     validate: bool = False,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    on_epoch: Callable[[Metrics], None] | None = None,
     log: Callable[[str], None] | None = None,
-) -> tuple[TimeMoE, list[dict[str, float]]]:
+) -> tuple[TimeMoE, list[Metrics]]:
     """Train for `run.training.epochs` epochs; returns the trained model (adapters merged) and epoch metrics."""
     trainer = Trainer(run, device, log=log)
-    history = []
+    history: list[Metrics] = []
     for _ in range(run.training.epochs):
         metrics = trainer.train_epoch()
         if validate:

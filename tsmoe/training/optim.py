@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -10,15 +11,23 @@ from torch.optim.lr_scheduler import LambdaLR
 from tsmoe.training.config import TrainingConfig
 
 
-def build_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only: decaying norms and biases only hurts."""
-    decay, no_decay = [], []
+def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """The trainable parameters in two optimizer groups: matrices decay, norms and biases do not (decaying
+    them only hurts). Every optimizer tsmoe builds, DDP's and DeepSpeed's, takes these groups."""
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for parameter in model.parameters():
         if parameter.requires_grad:
             (decay if parameter.ndim >= 2 else no_decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.AdamW:
+    """AdamW over `weight_decay_groups`."""
     # Fused AdamW is several times faster than the foreach version on CPU and GPU alike.
-    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=config.betas, fused=True)
+    return torch.optim.AdamW(
+        weight_decay_groups(model, config.weight_decay), lr=config.learning_rate, betas=config.betas, fused=True
+    )
 
 
 def learning_rate_factor(step: int, total_steps: int, config: TrainingConfig) -> float:

@@ -5,10 +5,14 @@
 
     for each of `gradient_accumulation` micro-batches:
         forward all heads under the precision's autocast
-        loss = mean head loss + aux factor (warming up from 0) x aux loss
-        all ranks agree whether the loss is finite; if so, backward (gradient all-reduce only on the last)
+        loss = `total_loss` (mean head loss + aux factor, warming up from 0, x aux loss)
+        all ranks agree whether the loss is finite; if so, backward (gradients synchronised on the last)
+        the micro-batch's routing is added to the epoch's routing tally
     unscale, clip; a non-finite loss or gradient skips the update and is counted by the guard
-    optimizer and schedule step
+    optimizer and schedule step (the schedule advances on a skipped step too)
+
+How the backward and the step are done is the strategy's job (`strategy.py`: DDP, one process included;
+`deepspeed_strategy.py`: ZeRO); the loop above is the same for both.
 
 Checkpoints hold everything a resumed run needs to continue exactly: model, optimizer, schedule, loss
 scaler, guard counters, the epoch reached, RNG states and the metrics so far.
@@ -16,34 +20,34 @@ scaler, guard counters, the epoch reached, RNG states and the metrics so far.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
 import random
-import re
-import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 
 from tsmoe.config import RunConfig, dump_run_config
-from tsmoe.data.loader import build_train_loader
+from tsmoe.data.loader import CropBatchSampler, build_train_loader
 from tsmoe.data.store import open_dataset
 from tsmoe.evaluation.evaluate import validation_metrics
 from tsmoe.model.checkpoint import save_pretrained
+from tsmoe.model.timemoe import TimeMoEOutput, total_loss
 from tsmoe.training.finetune import base_model, build_model, export_model
 from tsmoe.training.guard import NonFiniteGuard, first_nonfinite_module
-from tsmoe.training.optim import build_optimizer, build_scheduler
 from tsmoe.training.precision import choose_precision, enable_tf32
-from tsmoe.training.routing import routing_health
+from tsmoe.training.routing import RoutingTally
+from tsmoe.training.strategy import DDPStrategy, Strategy, all_ranks_agree
 from tsmoe.training.throughput import EpochClock, now, peak_flops, peak_memory_mib
 
-STATE_FILE = "trainer_state.pt"
+# An epoch's metrics: numbers, and the precision's name ("float32", "bfloat16", "float16").
+Metrics = dict[str, Any]
+
 SUMMARY_FILE = "trainer_state.json"  # epoch and metrics, readable without torch
 MODEL_DIR = "model"  # the model in the reference format, adapters merged
 
@@ -76,7 +80,7 @@ class Trainer:
         self.training = training = run.training
         self.device = torch.device(device)
         self.rank, self.world_size = rank, world_size
-        self.log = log if log is not None and rank == 0 else (lambda line: None)
+        self.log: Callable[[str], None] = log if log is not None and rank == 0 else (lambda line: None)
         self.distributed = world_size > 1
         if self.distributed and not dist.is_initialized():
             raise RuntimeError("world_size > 1 needs an initialised torch.distributed process group")
@@ -92,6 +96,9 @@ class Trainer:
             world_size,
             pin_memory=self.device.type == "cuda",
         )
+        if not isinstance(self.loader.batch_sampler, CropBatchSampler):
+            raise TypeError("build_train_loader must batch with a CropBatchSampler (the trainer sets its epoch)")
+        self.sampler: CropBatchSampler = self.loader.batch_sampler
         self.steps_per_epoch = len(self.loader) // training.gradient_accumulation
         if self.steps_per_epoch == 0:
             raise ValueError(
@@ -106,134 +113,90 @@ class Trainer:
             enable_tf32()
         self.module = build_model(run.model, training.finetune).to(self.device)
         self.model_config = base_model(self.module).config
-        self.deepspeed = training.strategy == "deepspeed"
-        if self.deepspeed:
-            from tsmoe.training.deepspeed_strategy import build_engine
-
-            series = run.data.batch_size * self.dataset.meta.num_channels
-            self.engine = build_engine(self.module, training, self.precision, series, world_size, self.total_steps)
-            self.model = self.engine
-            self.optimizer, self.scheduler = self.engine.optimizer, self.engine.lr_scheduler
-            self.scaler = None
-        else:
-            self.engine = None
-            self.optimizer = build_optimizer(self.module, training)
-            self.scheduler = build_scheduler(self.optimizer, self.total_steps, training)
-            self.scaler = self.precision.grad_scaler()
-            model = self.module
-            if self.distributed:
-                model = DistributedDataParallel(
-                    model, device_ids=[self.device.index] if self.device.type == "cuda" else None
-                )
-            self.ddp_model = model if self.distributed else None
-            self.model = torch.compile(model) if training.compile else model
+        self.strategy = self._build_strategy()
         self.guard = NonFiniteGuard(training.max_consecutive_nonfinite_steps)
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken (skipped ones included)
-        self.history: list[dict[str, float]] = []
+        self.history: list[Metrics] = []
         self.peak_flops = peak_flops(self.device)
 
-    # --- one step ---------------------------------------------------------------------------------
-    def _loss(self, inputs: torch.Tensor, labels: torch.Tensor):
-        with self.precision.autocast():
-            output = self.model(inputs, labels=labels, loss_masks=torch.ones_like(labels))
-        loss = torch.stack([value.float() for value in output.head_losses.values()]).mean()
-        if output.aux_loss is not None and self.model_config.apply_aux_loss:
-            factor = aux_loss_factor(
-                self.step, self.model_config.router_aux_loss_factor, self.training.aux_loss_warmup_steps
+    def _build_strategy(self) -> Strategy:
+        if self.training.strategy == "deepspeed":
+            from tsmoe.training.deepspeed_strategy import DeepSpeedStrategy
+
+            series = self.run.data.batch_size * self.dataset.meta.num_channels
+            return DeepSpeedStrategy(
+                self.module, self.training, self.precision, series, self.world_size, self.total_steps
             )
-            loss = loss + factor * output.aux_loss.float()
-        return loss, output
+        return DDPStrategy(self.module, self.training, self.precision, self.device, self.world_size, self.total_steps)
 
-    def _all_finite(self, value: torch.Tensor) -> bool:
-        """Whether `value` is finite on every rank: all ranks must skip a step together."""
-        finite = torch.isfinite(value.detach()).all().to(torch.int32).reshape(1)
-        if self.distributed:
-            finite = finite.to(self.device)
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        return bool(finite.item())
+    # --- one step ---------------------------------------------------------------------------------
+    def _loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, TimeMoEOutput]:
+        with self.precision.autocast():
+            output: TimeMoEOutput = self.strategy.model(inputs, labels=labels, loss_masks=torch.ones_like(labels))
+        aux_loss = output.aux_loss.float() if output.aux_loss is not None and self.model_config.apply_aux_loss else None
+        factor = aux_loss_factor(
+            self.step, self.model_config.router_aux_loss_factor, self.training.aux_loss_warmup_steps
+        )
+        head_losses = {horizon: value.float() for horizon, value in output.head_losses.items()}
+        return total_loss(head_losses, aux_loss, factor), output
 
-    def _sync_context(self, last_micro_batch: bool):
-        # Accumulating micro-batches skip DDP's gradient all-reduce; only the last one pays for it.
-        if self.distributed and not self.deepspeed and not last_micro_batch:
-            return self.ddp_model.no_sync()
-        return contextlib.nullcontext()
+    def after_optimizer_step(self, applied: bool) -> None:
+        """Hook point right after every optimizer step (skipped ones included; `applied` says which).
 
-    def _optimizer_step(self, losses_finite: bool) -> bool:
-        """Clip and step when everything is finite; returns whether the step counted as finite."""
-        if self.deepspeed:
-            return losses_finite  # the engine steps itself at the accumulation boundary
-        parameters = [p for p in self.module.parameters() if p.requires_grad]
-        finite = losses_finite
-        if losses_finite:
-            self.scaler.unscale_(self.optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(parameters, self.training.gradient_clip)
-            gradients_finite = bool(torch.isfinite(norm))
-            # Under float16 loss scaling an overflowing gradient is routine: the scaler skips the step and
-            # lowers the scale. Only without scaling is it a step the guard must count.
-            if self.scaler.is_enabled() or gradients_finite:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            finite = gradients_finite or self.scaler.is_enabled()
-        self.optimizer.zero_grad(set_to_none=True)
-        with warnings.catch_warnings():
-            # A skipped step still advances the schedule, so it stays aligned with the data; torch warns
-            # about a scheduler step without an optimizer step, which here is intended.
-            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
-            self.scheduler.step()
-        return finite
+        Model-side routing balance (a per-expert bias updated from the observed load, as in
+        auxiliary-loss-free balancing) is updated here: `update_expert_bias(...)` belongs in this method.
+        """
 
     # --- one epoch --------------------------------------------------------------------------------
-    def train_epoch(self) -> dict[str, float]:
+    def train_epoch(self) -> Metrics:
         """Train one epoch; returns its training metrics (no validation)."""
-        self.model.train()
+        self.strategy.model.train()
         accumulation = self.training.gradient_accumulation
-        sampler = self.loader.batch_sampler
-        sampler.set_epoch(self.epoch)
+        self.sampler.set_epoch(self.epoch)
         clock = EpochClock(warmup_steps=self.training.throughput_warmup_steps if self.epoch == 0 else 0)
-        losses, nonfinite_before, crop = [], self.guard.total, 0
+        losses: list[float] = []
+        nonfinite_before, crop = self.guard.total, 0
+        routing = RoutingTally(self.model_config.num_experts_per_tok)
         batches = iter(self.loader)
-        health = None
         for step_in_epoch in range(self.steps_per_epoch):
-            started, waited, samples, tokens, finite_losses = now(), 0.0, 0, 0, True
+            started, waited, samples, tokens, losses_finite = now(), 0.0, 0, 0, True
             for micro in range(accumulation):
                 wait_started = now()
                 batch = next(batches)
                 waited += now() - wait_started
                 inputs, labels = series_batch(batch, self.device)
                 crop = batch.shape[-1]
-                with self._sync_context(micro == accumulation - 1):
+                with self.strategy.accumulating(last_micro_batch=micro == accumulation - 1):
                     loss, output = self._loss(inputs, labels)
-                    finite = self._all_finite(loss)
+                    finite = all_ranks_agree(bool(torch.isfinite(loss.detach())), self.device)
                     if finite:
-                        if self.deepspeed:
-                            self.engine.backward(loss)
-                            self.engine.step()
-                        else:
-                            self.scaler.scale(loss / accumulation).backward()
+                        self.strategy.backward(loss)
                         losses.append(loss.item())
-                    finite_losses = finite_losses and finite
+                    else:
+                        self.strategy.skip_backward()
+                    losses_finite = losses_finite and finite
+                if output.router_logits:
+                    routing.add(output.router_logits)
                 samples += batch.shape[0]
                 tokens += batch.shape[0] * batch.shape[1] * batch.shape[2]
-            step_finite = self._optimizer_step(finite_losses)
+            step_finite = self.strategy.step(losses_finite)
+            self.after_optimizer_step(applied=step_finite)
             self.guard.record(
-                step_finite, diagnose=functools.partial(first_nonfinite_module, base_model(self.module), inputs, labels)
+                step_finite,
+                diagnose=functools.partial(
+                    first_nonfinite_module, base_model(self.module), inputs, labels, self.precision.autocast
+                ),
             )
             self.step += 1
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             clock.add_step(now() - started, waited, samples, tokens, accumulation)
-            if step_in_epoch == self.steps_per_epoch - 1:
-                health = (
-                    routing_health(output.router_logits, self.model_config.num_experts_per_tok)
-                    if output.router_logits
-                    else None
-                )
             if self.step % self.training.log_every_steps == 0:
                 self._log_progress(step_in_epoch, losses, clock)
         del batches
         figures = clock.figures(self.world_size)
-        metrics = {
+        metrics: Metrics = {
             "epoch": self.epoch + 1,
             "step": self.step,
             # A NaN mean is reported as NaN, never as 0: losses holds finite values only, and an epoch
@@ -242,20 +205,27 @@ class Trainer:
             "nan_steps": self.guard.total - nonfinite_before,
             "nan_steps_total": self.guard.total,
             "crop_length": crop,
-            "learning_rate": self.scheduler.get_last_lr()[0],
+            "learning_rate": self.learning_rate(),
             "aux_loss_factor": aux_loss_factor(
                 self.step, self.model_config.router_aux_loss_factor, self.training.aux_loss_warmup_steps
             ),
+            "precision": self.precision.name,
             "peak_memory_mib": peak_memory_mib(self.device),
             **figures,
         }
-        if health is not None:
-            metrics.update(health.metrics())
+        if routing.counts is not None:
+            if self.distributed:
+                routing.all_reduce(self.device)  # every rank has counted: rank 0 reports the global figures
+            metrics.update(routing.health().metrics())
         if self.peak_flops is not None and math.isfinite(figures["tokens_s"]):
             flops_per_token = self.model_config.training_flops_per_token(crop)
             metrics["mfu"] = figures["tokens_s"] / self.world_size * flops_per_token / self.peak_flops
         self.epoch += 1
         return metrics
+
+    def learning_rate(self) -> float:
+        """The learning rate of the next optimizer step."""
+        return float(self.strategy.scheduler.get_last_lr()[0])
 
     def _log_progress(self, step_in_epoch: int, losses: list[float], clock: EpochClock) -> None:
         figures = clock.figures(1)
@@ -264,7 +234,7 @@ class Trainer:
         recent = np.mean(losses[-self.training.log_every_steps :]) if losses else math.nan
         self.log(
             f"epoch {self.epoch + 1}/{self.training.epochs} step {step_in_epoch + 1}/{self.steps_per_epoch} "
-            f"loss {recent:.4f} lr {self.scheduler.get_last_lr()[0]:.2e} {figures['it_s']:.2f} it/s "
+            f"loss {recent:.4f} lr {self.learning_rate():.2e} {figures['it_s']:.2f} it/s "
             f"nan_steps {self.guard.total} eta {_duration(eta)}"
         )
 
@@ -282,60 +252,66 @@ class Trainer:
         """Write what this rank must save to resume (rank 0 writes the model and summary too)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
         trainer_state = {
             "epoch": self.epoch,
             "step": self.step,
             "guard": self.guard.state_dict(),
             "history": self.history,
-            "rng": rng,
+            "rng": rng_state(self.device),
         }
-        if self.deepspeed:
-            # ZeRO partitions optimizer state by rank: every rank writes its own shard.
-            self.engine.save_checkpoint(
-                str(directory / "deepspeed"), tag="state", client_state={"trainer": trainer_state}
-            )
-        elif self.rank == 0:
-            torch.save(
-                {
-                    "model": self.module.state_dict(),
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "scaler": self.scaler.state_dict(),
-                    "trainer": trainer_state,
-                },
-                directory / STATE_FILE,
-            )
+        self.strategy.save_checkpoint(directory, trainer_state, self.rank)
         if self.rank == 0:
             save_pretrained(export_model(self.module), directory / MODEL_DIR)
             dump_run_config(self.run, directory / "config.yaml")
-            summary = {"epoch": self.epoch, "step": self.step, "history": self.history}
+            summary = {
+                "epoch": self.epoch,
+                "step": self.step,
+                "precision": self.precision.name,
+                "history": self.history,
+            }
             (directory / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
 
     def load_checkpoint(self, directory: str | Path) -> None:
         """Restore everything `save_checkpoint` wrote; training continues where it stopped."""
-        directory = Path(directory)
-        if self.deepspeed:
-            _, client = self.engine.load_checkpoint(str(directory / "deepspeed"), tag="state")
-            trainer_state = client["trainer"]
-        else:
-            state = torch.load(directory / STATE_FILE, map_location=self.device, weights_only=False)
-            self.module.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.scaler.load_state_dict(state["scaler"])
-            trainer_state = state["trainer"]
+        trainer_state = self.strategy.load_checkpoint(Path(directory))
         self.epoch, self.step = trainer_state["epoch"], trainer_state["step"]
         self.guard.load_state_dict(trainer_state["guard"])
         self.history = trainer_state["history"]
-        rng = trainer_state["rng"]
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        set_rng_state(trainer_state["rng"], self.device)
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """Every random generator's state as tensors, numbers and lists, which `torch.load(weights_only=True)`
+    accepts (numpy's own state holds an array and python's a tuple of ints: both are converted)."""
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restore the generators from `rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    numpy_state = state["numpy"]
+    keys = numpy_state["keys"].cpu().numpy().astype(np.uint32)
+    np.random.set_state(
+        ("MT19937", keys, numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+    )
+    python_state = state["python"]
+    random.setstate((python_state["version"], tuple(python_state["internal"]), python_state["gauss"]))
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 def _duration(seconds: float) -> str:

@@ -20,7 +20,7 @@ import ray.train.torch
 from tsmoe.config import RunConfig
 from tsmoe.training.checkpoint_files import usable_checkpoint, write_checkpoint
 from tsmoe.training.throughput import now
-from tsmoe.training.trainer import Trainer
+from tsmoe.training.trainer import Metrics, Trainer
 
 
 def _say(line: str) -> None:
@@ -77,18 +77,18 @@ def train_worker(loop_config: dict) -> None:
             _say(_epoch_line(metrics))
         with tempfile.TemporaryDirectory() as directory:
             write_checkpoint(trainer, directory)
-            keeps_files = rank == 0 or trainer.deepspeed
+            keeps_files = rank == 0 or trainer.strategy.every_rank_saves
             ray.train.report(
                 metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if keeps_files else None
             )
 
 
-def _best_auroc(history: list[dict[str, float]]) -> float:
+def _best_auroc(history: list[Metrics]) -> float:
     aurocs = [metrics["val_auroc"] for metrics in history if math.isfinite(metrics.get("val_auroc", math.nan))]
     return max(aurocs) if aurocs else math.nan
 
 
-def _epoch_line(metrics: dict[str, float]) -> str:
+def _epoch_line(metrics: Metrics) -> str:
     def show(key: str, digits: int = 3) -> str:
         value = metrics.get(key, math.nan)
         return f"{key} {value:.{digits}f}"
