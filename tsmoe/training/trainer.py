@@ -36,6 +36,7 @@ from tsmoe.data.loader import build_train_loader
 from tsmoe.data.store import open_dataset
 from tsmoe.evaluation.evaluate import validation_metrics
 from tsmoe.model.checkpoint import save_pretrained
+from tsmoe.training.balancing import update_expert_bias
 from tsmoe.training.finetune import base_model, build_model, export_model
 from tsmoe.training.guard import NonFiniteGuard, first_nonfinite_module
 from tsmoe.training.optim import build_optimizer, build_scheduler
@@ -216,6 +217,7 @@ class Trainer:
                 samples += batch.shape[0]
                 tokens += batch.shape[0] * batch.shape[1] * batch.shape[2]
             step_finite = self._optimizer_step(finite_losses)
+            update_expert_bias(base_model(self.module), self.distributed)
             self.guard.record(
                 step_finite, diagnose=functools.partial(first_nonfinite_module, base_model(self.module), inputs, labels)
             )
