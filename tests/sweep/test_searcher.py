@@ -59,6 +59,19 @@ def test_only_trials_that_ran_every_epoch_are_told_complete(sweep, tmp_path, sam
     assert [trial.user_attrs[TUNE_TRIAL_ID] for trial in study.best_trials] == ["finished"]
 
 
+def test_a_trial_whose_routing_collapsed_is_pruned_even_when_it_ran_every_epoch(sweep, tmp_path):
+    search = _search(sweep, tmp_path / "sweep")
+    for trial_id in ("collapsed", "balanced"):
+        search.suggest(trial_id)
+    search.on_trial_complete("collapsed", _result(2) | {"routing_max_load_share": 1.0})
+    search.on_trial_complete("balanced", _result(2) | {"routing_max_load_share": 0.3})
+
+    study = optuna.load_study(study_name="tiny", storage=study_storage(tmp_path / "sweep"))
+    by_tune_id = {trial.user_attrs[TUNE_TRIAL_ID]: trial for trial in study.trials}
+    assert by_tune_id["collapsed"].state == TrialState.PRUNED and by_tune_id["collapsed"].values is None
+    assert by_tune_id["balanced"].state == TrialState.COMPLETE
+
+
 def test_constraints_are_recorded_as_optuna_reads_them(sweep, tmp_path):
     search = _search(sweep, tmp_path / "sweep")
     search.suggest("slow")

@@ -73,3 +73,45 @@ def test_build_early_stopping_without_a_scheduler_still_stops_nonfinite_trials(t
     scheduler, stopper = build_early_stopping(EarlyStoppingConfig(scheduler="none"), tmp_path, epochs=3)
     assert scheduler is None
     assert stopper("a", _result(1, loss=math.inf, planned=3))
+
+
+def _routed(epoch, load_share, planned=3, top_k=None):
+    result = _result(epoch, planned=planned) | {"routing_max_load_share": load_share}
+    if top_k is not None:
+        result["config"] = {"model.num_experts_per_tok": top_k}
+    return result
+
+
+def test_todays_collapse_stops_the_trial_and_records_why(tmp_path):
+    # The quickstart sweep's top-1 trials before balanced routing: every token to one expert in epochs 1 and 2.
+    ledger = StopLedger(tmp_path)
+    _, stopper = build_early_stopping(EarlyStoppingConfig(scheduler="none"), tmp_path, epochs=3, top_k=1)
+    assert stopper("collapsed", _routed(1, 1.0))
+    assert not stopper("balanced", _routed(1, 0.31))
+    reasons = ledger.reasons()
+    assert reasons["collapsed"] == (
+        "collapse: one expert took 1 of the tokens at epoch 1 (limit early_stopping.max_load_share 0.9)"
+    )
+    assert "balanced" not in reasons
+
+
+def test_collapse_counts_tokens_not_top_k_choices(tmp_path):
+    # With top-2 an expert holds at most half the choices: 0.48 of the choices is 0.96 of the tokens.
+    stopper = HopelessTrialStopper(StopLedger(tmp_path), "val_auroc", "max", None, True, max_load_share=0.9, top_k=1)
+    assert stopper("top2", _routed(1, 0.48, top_k=2))
+    assert not stopper("top1", _routed(1, 0.48))
+
+
+def test_collapse_at_the_last_epoch_is_still_recorded(tmp_path):
+    ledger = StopLedger(tmp_path)
+    stopper = HopelessTrialStopper(ledger, "val_auroc", "max", None, True, max_load_share=0.9)
+    assert not stopper("a", _routed(1, 0.5, planned=2))
+    stopper("a", _routed(2, 0.95, planned=2))
+    assert ledger.reasons()["a"].startswith("collapse: one expert took 0.95 of the tokens at epoch 2")
+
+
+def test_no_collapse_rule_without_a_threshold_or_routing(tmp_path):
+    stopper = HopelessTrialStopper(StopLedger(tmp_path), "val_auroc", "max", None, True, max_load_share=None)
+    assert not stopper("a", _routed(1, 1.0))
+    dense = HopelessTrialStopper(StopLedger(tmp_path), "val_auroc", "max", None, True, max_load_share=0.9)
+    assert not dense("b", _result(1))  # a dense model reports no load share
