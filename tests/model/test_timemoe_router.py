@@ -1,4 +1,4 @@
-"""The router options of SparseMoE (balancing bias, input norm, jitter): off by default, and what each changes."""
+"""The router options of SparseMoE (balancing bias, input norm): off by default, and what each changes."""
 
 from __future__ import annotations
 
@@ -88,15 +88,6 @@ def test_router_input_norm_uses_running_statistics_in_eval():
     torch.testing.assert_close(one, two)  # a token's output does not depend on its batch in eval
 
 
-def test_jitter_acts_only_in_training():
-    torch.manual_seed(0)
-    model = TimeMoE(TimeMoEConfig(**{**TINY, "router_jitter_noise": 0.5}))
-    x = _series()
-    assert not torch.equal(model(x).router_logits[0], model(x).router_logits[0])
-    model.eval()
-    torch.testing.assert_close(model(x).router_logits[0], model(x).router_logits[0], rtol=0, atol=0)
-
-
 def test_balancing_bias_and_router_norm_are_saved_and_reference_checkpoints_load_with_zero_bias(tmp_path):
     torch.manual_seed(0)
     options = {"router_bias_update_rate": 1e-3, "router_input_norm": "batch"}
@@ -114,7 +105,7 @@ def test_balancing_bias_and_router_norm_are_saved_and_reference_checkpoints_load
     assert all(torch.count_nonzero(layer.expert_bias) == 0 for layer in _moe_layers(fine_tuned))
 
 
-@pytest.mark.parametrize("field, value", [("router_bias_update_rate", -0.1), ("router_jitter_noise", 1.0)])
+@pytest.mark.parametrize("field, value", [("router_bias_update_rate", -0.1), ("router_input_norm", "layer")])
 def test_router_options_reject_out_of_range_values(field, value):
     with pytest.raises(ValueError, match=field):
         TimeMoEConfig(**{**TINY, field: value})

@@ -126,9 +126,6 @@ class TimeMoEConfig(BaseModel):
     # router logits only to choose the top-k experts (never to the gate weights), moves by this much
     # after every optimizer step towards the experts that received fewer tokens than the mean. 0: off.
     router_bias_update_rate: float = Field(0.0, ge=0)
-    # Multiplicative noise on the router's input in training (Switch Transformer): each element is
-    # scaled by a factor drawn from U[1 - noise, 1 + noise]. 0: off.
-    router_jitter_noise: float = Field(0.0, ge=0, lt=1)
     # Normalise the router's input per feature over the tokens ("batch": batch norm without scale or
     # shift, running statistics in eval). At init every token's hidden state points nearly the same way,
     # so the raw router gives all tokens the same experts; removing what they share lets their

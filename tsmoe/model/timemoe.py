@@ -180,7 +180,7 @@ class SparseMoE(nn.Module):
     """Top-k routed experts (weights not renormalised) plus a sigmoid-gated shared expert.
 
     The router is a bias-free linear to E logits; the gate weights are the softmax of those logits at
-    the chosen experts. With the default config it routes exactly as the reference. Three options help
+    the chosen experts. With the default config it routes exactly as the reference. Two options help
     it use every expert from the first step (docs/routing.md):
 
     - balancing bias (`router_bias_update_rate` > 0): `expert_bias` [E] is added to the logits only to
@@ -191,8 +191,6 @@ class SparseMoE(nn.Module):
       the tokens (running statistics in eval). At init every token's hidden state is nearly the same
       vector (the scalar embedding is ~x^2 times one direction), so without it all tokens pick the
       same experts whatever the bias; with it, what differs between tokens decides.
-    - jitter (`router_jitter_noise` > 0): in training, the router's input is scaled element-wise by
-      noise from U[1 - noise, 1 + noise].
     """
 
     def __init__(self, config: TimeMoEConfig):
@@ -202,8 +200,8 @@ class SparseMoE(nn.Module):
         self.experts = RoutedExperts(config)
         self.shared_expert = SwiGLU(config.hidden_size, config.intermediate_size)
         self.shared_expert_gate = nn.Linear(config.hidden_size, 1, bias=False)
-        self.jitter_noise = config.router_jitter_noise
         # Identity holds no state, so a reference-configured layer has exactly the reference's parameters.
+        # Batch norm's statistics count every token, padding included, as the reference's aux loss does.
         batch_norm = config.router_input_norm == "batch"
         self.router_norm = nn.BatchNorm1d(config.hidden_size, affine=False) if batch_norm else nn.Identity()
         self.bias_update_rate = config.router_bias_update_rate
@@ -217,11 +215,7 @@ class SparseMoE(nn.Module):
 
     def route(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Router logits [T, E], gate weights [T, k] (float32) and chosen experts [T, k] of tokens [T, H]."""
-        router_input = self.router_norm(tokens)
-        if self.training and self.jitter_noise > 0:
-            noise = torch.empty_like(router_input).uniform_(1 - self.jitter_noise, 1 + self.jitter_noise)
-            router_input = router_input * noise
-        router_logits = self.gate(router_input)  # [T, E]
+        router_logits = self.gate(self.router_norm(tokens))  # [T, E]
         probabilities = F.softmax(router_logits, dim=-1, dtype=torch.float32)
         if self.bias_update_rate == 0:
             expert_weight, expert_index = torch.topk(probabilities, self.top_k, dim=-1)
