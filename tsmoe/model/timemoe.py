@@ -193,6 +193,9 @@ class SparseMoE(nn.Module):
       same experts whatever the bias; with it, what differs between tokens decides.
     """
 
+    expert_bias: torch.Tensor  # [E], only with the balancing bias
+    tokens_per_expert: torch.Tensor  # [E], only with the balancing bias
+
     def __init__(self, config: TimeMoEConfig):
         super().__init__()
         self.top_k = config.num_experts_per_tok
@@ -226,7 +229,7 @@ class SparseMoE(nn.Module):
         if self.training:
             # Under activation checkpointing the recomputed forward counts again: every count of the
             # step doubles, which leaves sign(mean - count), all the update reads, unchanged.
-            counts = torch.bincount(expert_index.reshape(-1), minlength=self.expert_bias.shape[0])
+            counts = torch.bincount(expert_index.reshape(-1), minlength=router_logits.shape[-1])
             self.tokens_per_expert = self.tokens_per_expert.to(counts.device) + counts
         return router_logits, expert_weight, expert_index
 
