@@ -72,7 +72,9 @@ def run_report_command(args: argparse.Namespace) -> int:
     from tsmoe.training.expert_loads import METRICS_FILE, PLOT_FILE, plot_expert_loads
 
     if (args.directory / METRICS_FILE).is_file() and not (args.directory / STORED_SWEEP).is_file():
-        path = plot_expert_loads(args.directory / METRICS_FILE, args.directory / PLOT_FILE, title=str(args.directory))
+        path = plot_expert_loads(
+            args.directory / METRICS_FILE, args.directory / PLOT_FILE, title=args.directory.resolve().name
+        )
         print(f"written: {path}")
         return 0
 
