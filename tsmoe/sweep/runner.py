@@ -24,7 +24,7 @@ import yaml
 from tsmoe.config import RunConfig, dump_run_config, load_run_config
 from tsmoe.sweep.definition import Sweep, SweepConfig, parse_sweep_config
 from tsmoe.sweep.lock import LOCK_FILE, sweep_lock
-from tsmoe.sweep.pareto import COMPLETED, ERROR, FEASIBLE, STATUS, STOPPED
+from tsmoe.sweep.pareto import COMPLETED, ERROR, FEASIBLE, OUTPUT, STATUS, STOPPED, TRIAL_ID
 from tsmoe.sweep.space import SearchSpace, load_search_space
 from tsmoe.training.loopback import Binding
 
@@ -281,8 +281,8 @@ def pick_expert_loads(directory: Path, table: pd.DataFrame, throughput: str) -> 
 
     try:
         pick = choose_trial(table, "knee", throughput)
-        title = f"trial {pick['trial_id']} (the knee of the front)"
-        return plot_expert_loads(Path(pick["output"]) / METRICS_FILE, directory / EXPERT_LOADS_PLOT, title)
+        title = f"trial {pick[TRIAL_ID]} (the knee of the front)"
+        return plot_expert_loads(Path(pick[OUTPUT]) / METRICS_FILE, directory / EXPERT_LOADS_PLOT, title)
     except (ValueError, FileNotFoundError) as error:
         return str(error)
 
