@@ -8,9 +8,12 @@ import torch.distributed as dist
 import torch.multiprocessing as multiprocessing
 
 from tests.model.tiny import TINY
+from tests.training.test_loop import synthetic_data, tiny_run
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
 from tsmoe.training.balancing import balanced_layers, selection_logits, update_expert_bias
+from tsmoe.training.finetune import base_model
+from tsmoe.training.trainer import Trainer
 
 
 def _model(rate=0.01, **options) -> TimeMoE:
@@ -86,3 +89,23 @@ def test_ddp_ranks_update_from_the_summed_counts_and_keep_identical_biases(tmp_p
     expected = torch.tensor([-0.01, 0.01, 0.01, -0.01])
     for rank in (0, 1):
         torch.testing.assert_close(torch.load(f"{out}.{rank}"), expected)
+
+
+def test_the_trainer_moves_the_bias_once_per_optimizer_step_and_its_checkpoint_keeps_it(tmp_path):
+    run = tiny_run(synthetic_data(tmp_path / "data"), epochs=1, gradient_accumulation=2)
+    run.model.router_bias_update_rate = 0.01
+    run.model.router_input_norm = "batch"
+    trainer = Trainer(run)
+    trainer.train_epoch()
+    layers = balanced_layers(base_model(trainer.module))
+    assert trainer.step == 2
+    assert any(torch.count_nonzero(layer.expert_bias) > 0 for layer in layers)
+    for layer in layers:  # one move of exactly the rate (or none) per expert and optimizer step
+        moves = layer.expert_bias / 0.01
+        torch.testing.assert_close(moves, moves.round())
+        assert moves.abs().max() <= trainer.step
+    trainer.save_checkpoint(tmp_path / "checkpoint")
+    resumed = Trainer(run)
+    resumed.load_checkpoint(tmp_path / "checkpoint")
+    for layer, restored in zip(layers, balanced_layers(base_model(resumed.module)), strict=True):
+        assert torch.equal(restored.expert_bias, layer.expert_bias)
