@@ -1,7 +1,7 @@
 """The Time-MoE model configuration: the reference's fields plus the options tsmoe adds.
 
 Field names match the reference's `config.json` so that published checkpoints load as they are and
-ours load in the reference. The options tsmoe adds (router init, aux-loss masking, attention and
+ours load in the reference. The options tsmoe adds (router init and balancing, aux-loss masking, attention and
 expert kernels, activation checkpointing) are written to `config.json` too; the reference ignores
 keys it does not know.
 """
