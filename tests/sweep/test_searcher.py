@@ -25,7 +25,8 @@ def sweep(tmp_path):
 def _search(sweep, directory, sampler="tpe"):
     sweep.config.sampler = sampler
     directory.mkdir(parents=True, exist_ok=True)
-    return SweepSearch(sweep.config, sweep.space, directory)
+    routing = {"model.num_experts_per_tok": 1, "model.num_experts": 4}
+    return SweepSearch(sweep.config, sweep.space, directory, routing=routing)
 
 
 def _result(epoch, planned=2, auroc=0.8, samples_s=150.0, memory=500.0):

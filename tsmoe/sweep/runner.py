@@ -173,7 +173,7 @@ def _run_locked(sweep: Sweep, resume: bool, callbacks: list | None, binding: Bin
 
     from tsmoe.data.store import open_dataset
     from tsmoe.sweep.searcher import SweepSearch
-    from tsmoe.sweep.stopping import build_early_stopping
+    from tsmoe.sweep.stopping import NUM_EXPERTS, TOP_K, build_early_stopping
     from tsmoe.sweep.trial import TrialSetup, run_trial
 
     config = sweep.config
@@ -200,13 +200,13 @@ def _run_locked(sweep: Sweep, resume: bool, callbacks: list | None, binding: Bin
                 str(directory), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
             )
         else:
-            scheduler, stopper = build_early_stopping(
-                config.early_stopping, directory, epochs, top_k=sweep.base.model.num_experts_per_tok
-            )
+            # The collapse rule's defaults for trials that do not sample top-k or the expert count.
+            routing = {TOP_K: sweep.base.model.num_experts_per_tok, NUM_EXPERTS: sweep.base.model.num_experts}
+            scheduler, stopper = build_early_stopping(config.early_stopping, directory, epochs, routing=routing)
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    search_alg=SweepSearch(config, sweep.space, directory, top_k=sweep.base.model.num_experts_per_tok),
+                    search_alg=SweepSearch(config, sweep.space, directory, routing=routing),
                     scheduler=scheduler,
                     num_samples=config.num_trials,
                     max_concurrent_trials=config.max_concurrent_trials,

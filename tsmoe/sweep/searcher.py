@@ -21,7 +21,7 @@ from ray.tune.search.optuna import OptunaSearch
 from tsmoe.sweep.definition import SweepConfig
 from tsmoe.sweep.pareto import MEMORY, QUALITY
 from tsmoe.sweep.space import SearchSpace
-from tsmoe.sweep.stopping import EPOCH, EPOCHS_PLANNED, TOP_K, collapsed
+from tsmoe.sweep.stopping import EPOCH, EPOCHS_PLANNED, collapsed
 
 STUDY_FILE = "optuna.db"
 TUNE_TRIAL_ID = "tune_trial_id"
@@ -51,10 +51,11 @@ def constraint_values(
 class SweepSearch(OptunaSearch):
     """OptunaSearch that tells unfinished trials as PRUNED and records constraints; see the module doc."""
 
-    def __init__(self, config: SweepConfig, space: SearchSpace, directory: Path, top_k: int = 1):
+    def __init__(self, config: SweepConfig, space: SearchSpace, directory: Path, routing: dict[str, int] | None = None):
         self.throughput = config.objectives.throughput
         # A trial whose routing collapsed is PRUNED even when it ran all its epochs (see stopping.py).
-        self.max_load_share, self.top_k = config.early_stopping.max_load_share, top_k
+        # `routing`: the base config's top-k and expert count (stopping.TOP_K, NUM_EXPERTS).
+        self.max_load_share, self.routing = config.early_stopping.max_load_share, routing
         self.min_throughput = config.constraints.min_throughput
         self.max_memory_mib = config.constraints.max_memory_mib
         sampler: optuna.samplers.BaseSampler
@@ -87,8 +88,10 @@ class SweepSearch(OptunaSearch):
         figures = [result.get(QUALITY, math.nan), result.get(self.throughput, math.nan)]
         values: list[float] | None
         finished = result.get(EPOCH, 0) >= result.get(EPOCHS_PLANNED, math.inf)
-        top_k = int(trial.params.get(TOP_K, self.top_k))
-        finished = finished and collapsed(result | {"config": {TOP_K: top_k}}, top_k, self.max_load_share) is None
+        if self.routing is not None:
+            finished = (
+                finished and collapsed(result | {"config": trial.params}, self.routing, self.max_load_share) is None
+            )
         finite = all(isinstance(value, (int, float)) and math.isfinite(value) for value in figures)
         if error or not result or not finite:
             state, values = TrialState.FAIL, None

@@ -21,7 +21,8 @@ STOP_REASONS_FILE = "stop_reasons.jsonl"
 EPOCH = "epoch"
 EPOCHS_PLANNED = "epochs_planned"  # beside every epoch's figures: how many the trial was to train
 LOAD_SHARE = "routing_max_load_share"  # the busiest expert's share of an epoch's top-k choices, any layer
-TOP_K = "model.num_experts_per_tok"  # the sampled parameter, when the space searches top-k
+TOP_K = "model.num_experts_per_tok"  # sampled parameters, when the space searches them
+NUM_EXPERTS = "model.num_experts"
 COLLAPSE = "collapse"  # how a routing-collapse reason starts: such a trial never counts as completed
 
 
@@ -37,15 +38,20 @@ def busiest_expert_token_share(load_share: float | None, top_k: int) -> float:
     return min(1.0, load_share * top_k)
 
 
-def collapsed(result: dict, top_k: int, max_load_share: float | None) -> float | None:
+def collapsed(result: dict, routing: dict[str, int], max_load_share: float | None) -> float | None:
     """The busiest expert's token share when it is over `max_load_share`, else None.
 
-    `top_k` is the base config's; a trial that sampled its own says so in its result's config.
+    `routing` holds the base config's TOP_K and NUM_EXPERTS; a trial that sampled its own says so in its
+    result's config. A model whose every token visits every expert (top-k = experts) has no choice to
+    collapse: each expert takes all tokens by construction.
     """
     if max_load_share is None:
         return None
-    trial_top_k = int((result.get("config") or {}).get(TOP_K, top_k))
-    share = busiest_expert_token_share(result.get(LOAD_SHARE), trial_top_k)
+    sampled = result.get("config") or {}
+    top_k, experts = (int(sampled.get(name, routing[name])) for name in (TOP_K, NUM_EXPERTS))
+    if top_k >= experts:
+        return None
+    share = busiest_expert_token_share(result.get(LOAD_SHARE), top_k)
     return share if share > max_load_share else None
 
 
@@ -122,12 +128,13 @@ class HopelessTrialStopper(Stopper):
         patience: int | None,
         stop_nonfinite: bool,
         max_load_share: float | None = None,
-        top_k: int = 1,
+        routing: dict[str, int] | None = None,
     ):
         self.ledger = ledger
         self.metric, self.sign = metric, 1.0 if mode == "max" else -1.0
         self.patience, self.stop_nonfinite = patience, stop_nonfinite
-        self.max_load_share, self.top_k = max_load_share, top_k
+        self.max_load_share = max_load_share
+        self.routing = routing or {TOP_K: 1, NUM_EXPERTS: 2}
         self._best: dict[str, tuple[float, int]] = {}  # trial id -> (best signed value, its epoch)
 
     def __call__(self, trial_id: str, result: dict) -> bool:
@@ -135,7 +142,7 @@ class HopelessTrialStopper(Stopper):
         epoch = result.get(EPOCH, 0)
         if self.stop_nonfinite and not math.isfinite(result.get("loss", 0.0)):
             return self._stop(trial_id, result, f"loss is {result.get('loss')} at epoch {epoch}")
-        share = collapsed(result, self.top_k, self.max_load_share)
+        share = collapsed(result, self.routing, self.max_load_share)
         if share is not None:
             self.ledger.record(
                 trial_id,
@@ -172,10 +179,12 @@ class HopelessTrialStopper(Stopper):
         return False
 
 
-def build_early_stopping(config: EarlyStoppingConfig, directory: Path, epochs: int, top_k: int = 1):
+def build_early_stopping(
+    config: EarlyStoppingConfig, directory: Path, epochs: int, routing: dict[str, int] | None = None
+):
     """(scheduler or None, stopper) for a sweep, both recording their reasons in the sweep directory.
 
-    `top_k` is the base config's experts per token, for trials that do not sample their own.
+    `routing` is the base config's {TOP_K: top-k, NUM_EXPERTS: experts}, for trials that do not sample their own.
     """
     ledger = StopLedger(directory)
     scheduler = None
@@ -195,6 +204,6 @@ def build_early_stopping(config: EarlyStoppingConfig, directory: Path, epochs: i
         config.patience,
         config.stop_nonfinite,
         max_load_share=config.max_load_share,
-        top_k=top_k,
+        routing=routing,
     )
     return scheduler, stopper
