@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+from types import SimpleNamespace
+
 from tests.sweep.test_pareto import trials_table
 from tsmoe.sweep.pareto import pareto_front
-from tsmoe.sweep.records import complete_stopped_outputs, format_front
+from tsmoe.sweep.records import _status, complete_stopped_outputs, format_front, worst_routing
 
 
 def test_the_front_prints_trial_objectives_memory_and_parameters_without_the_prefix():
@@ -27,3 +30,31 @@ def test_trials_without_checkpoints_are_left_alone(tmp_path):
     (tmp_path / "trials" / "never_started").mkdir(parents=True)
     assert complete_stopped_outputs(tmp_path) == []
     assert sorted(path.name for path in (tmp_path / "trials").rglob("*")) == ["never_started"]
+
+
+def test_worst_routing_is_the_highest_load_share_and_the_lowest_entropy_over_the_epochs():
+    history = [
+        {"epoch": 1, "routing_max_load_share": 1.0, "routing_entropy_min": 0.99},
+        {"epoch": 2, "routing_max_load_share": 0.3, "routing_entropy_min": 0.8},
+        {"epoch": 3, "routing_max_load_share": math.nan, "routing_entropy_min": 0.9},
+    ]
+    assert worst_routing(history) == {"worst.routing_max_load_share": 1.0, "worst.routing_entropy_min": 0.8}
+    assert worst_routing([{"epoch": 1, "loss": 0.5}]) == {}  # a dense model reports no routing
+
+
+def test_the_front_prints_last_and_worst_routing_beside_the_objectives():
+    table = trials_table(
+        [("a", "completed", 0.9, 100.0)],
+        peak_memory_mib=[512.0],
+        routing_max_load_share=[0.3],
+        worst__routing_max_load_share=[0.45],
+    )
+    header = format_front(pareto_front(table), "samples_s").splitlines()[0].split()
+    assert header[4:] == ["routing_max_load_share", "worst.routing_max_load_share"]
+
+
+def test_a_trial_that_collapsed_at_its_last_epoch_is_stopped_not_completed():
+    trial = SimpleNamespace(status="TERMINATED", trial_id="a")
+    reason = "collapse: one expert took 1 of the tokens at epoch 3 (limit early_stopping.max_load_share 0.9)"
+    assert _status(trial, 3, 3, {"a": reason}) == ("stopped", reason)
+    assert _status(trial, 3, 3, {}) == ("completed", "")

@@ -14,11 +14,20 @@ import psutil
 import pytest
 
 from tests.sweep.test_definition import write_sweep
+from tests.sweep.test_pareto import trials_table
+from tests.training.test_expert_loads import _write_metrics
 from tests.training.test_loop import synthetic_data
 from tsmoe.cli.main import main
 from tsmoe.sweep.definition import load_sweep
 from tsmoe.sweep.lock import LOCK_FILE
-from tsmoe.sweep.runner import TRIAL_DRIVER, _check_directory, _check_resources, _store_definition, read_stored_sweep
+from tsmoe.sweep.runner import (
+    TRIAL_DRIVER,
+    _check_directory,
+    _check_resources,
+    _store_definition,
+    pick_expert_loads,
+    read_stored_sweep,
+)
 from tsmoe.training.checkpoint_files import checkpoint_problem
 from tsmoe.training.launch import latest_checkpoint
 
@@ -187,3 +196,15 @@ def test_a_local_sweep_listens_on_loopback_only_and_survives_a_killed_train_work
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [epoch["epoch"] for epoch in history] == [1, 2]
     assert history[0] == observed["first"]["history"][0]
+
+
+def test_report_draws_the_expert_loads_of_the_knee_trial_or_says_why_not(tmp_path):
+    table = trials_table(
+        [("slow", "completed", 0.95, 50.0), ("knee", "completed", 0.9, 180.0), ("fast", "completed", 0.6, 200.0)]
+    )
+    table["output"] = [str(tmp_path / "trials" / trial_id) for trial_id in table["trial_id"]]
+    _write_metrics(tmp_path / "trials" / "knee", [[[0.3, 0.2, 0.25, 0.25]]])
+    assert pick_expert_loads(tmp_path, table, "samples_s") == tmp_path / "expert_loads.png"
+    assert (tmp_path / "expert_loads.png").is_file()
+    why = pick_expert_loads(tmp_path / "other", table[table["trial_id"] == "fast"], "samples_s")
+    assert why.endswith("no metrics.jsonl (is this a run directory of `tsmoe train`?)")

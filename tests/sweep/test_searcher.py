@@ -25,7 +25,8 @@ def sweep(tmp_path):
 def _search(sweep, directory, sampler="tpe"):
     sweep.config.sampler = sampler
     directory.mkdir(parents=True, exist_ok=True)
-    return SweepSearch(sweep.config, sweep.space, directory)
+    routing = {"model.num_experts_per_tok": 1, "model.num_experts": 4}
+    return SweepSearch(sweep.config, sweep.space, directory, routing=routing)
 
 
 def _result(epoch, planned=2, auroc=0.8, samples_s=150.0, memory=500.0):
@@ -57,6 +58,19 @@ def test_only_trials_that_ran_every_epoch_are_told_complete(sweep, tmp_path, sam
     assert by_tune_id["diverged"].state == TrialState.FAIL
     assert by_tune_id["crashed"].state == TrialState.FAIL
     assert [trial.user_attrs[TUNE_TRIAL_ID] for trial in study.best_trials] == ["finished"]
+
+
+def test_a_trial_whose_routing_collapsed_is_pruned_even_when_it_ran_every_epoch(sweep, tmp_path):
+    search = _search(sweep, tmp_path / "sweep")
+    for trial_id in ("collapsed", "balanced"):
+        search.suggest(trial_id)
+    search.on_trial_complete("collapsed", _result(2) | {"routing_max_load_share": 1.0})
+    search.on_trial_complete("balanced", _result(2) | {"routing_max_load_share": 0.3})
+
+    study = optuna.load_study(study_name="tiny", storage=study_storage(tmp_path / "sweep"))
+    by_tune_id = {trial.user_attrs[TUNE_TRIAL_ID]: trial for trial in study.trials}
+    assert by_tune_id["collapsed"].state == TrialState.PRUNED and by_tune_id["collapsed"].values is None
+    assert by_tune_id["balanced"].state == TrialState.COMPLETE
 
 
 def test_constraints_are_recorded_as_optuna_reads_them(sweep, tmp_path):

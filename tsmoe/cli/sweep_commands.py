@@ -23,8 +23,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     sweep.set_defaults(run=run_sweep_command)
 
-    report = commands.add_parser("report", help="print a sweep's Pareto front and rebuild its table and plots")
-    report.add_argument("directory", type=Path, help="the sweep directory (the definition's storage/name)")
+    report = commands.add_parser(
+        "report",
+        help="print a sweep's Pareto front and rebuild its table and plots; for a run directory, plot its expert loads",
+    )
+    report.add_argument(
+        "directory", type=Path, help="a sweep directory (the definition's storage/name), or a `tsmoe train` output"
+    )
     report.set_defaults(run=run_report_command)
 
     export = commands.add_parser("export", help="write one trial's config for `tsmoe train`")
@@ -62,8 +67,16 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 
 def run_report_command(args: argparse.Namespace) -> int:
-    """Print the front and rebuild the results of a sweep directory."""
-    from tsmoe.sweep.runner import report
+    """Print the front and rebuild the results of a sweep directory; for a run directory, draw its expert loads."""
+    from tsmoe.sweep.runner import STORED_SWEEP, report
+    from tsmoe.training.expert_loads import METRICS_FILE, PLOT_FILE, plot_expert_loads
+
+    if (args.directory / METRICS_FILE).is_file() and not (args.directory / STORED_SWEEP).is_file():
+        path = plot_expert_loads(
+            args.directory / METRICS_FILE, args.directory / PLOT_FILE, title=args.directory.resolve().name
+        )
+        print(f"written: {path}")
+        return 0
 
     outcome = report(args.directory)
     print(f"written: {', '.join(sorted(path.name for path in outcome.plots.values()))}, trials.csv, pareto.csv")

@@ -87,6 +87,10 @@ def build_from_reference(
     model = TimeMoE(config)
     tensors = from_reference_names(state_dict)
     expected = model.state_dict()
+    # A balancing bias (router_bias_update_rate > 0) is ours: reference checkpoints have none, so it starts at zero.
+    for name in expected:
+        if name.endswith(".expert_bias") and name not in tensors:
+            tensors[name] = torch.zeros_like(expected[name])
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:

@@ -1,7 +1,7 @@
 """The Time-MoE model configuration: the reference's fields plus the options tsmoe adds.
 
 Field names match the reference's `config.json` so that published checkpoints load as they are and
-ours load in the reference. The options tsmoe adds (router init, aux-loss masking, attention and
+ours load in the reference. The options tsmoe adds (router init and balancing, aux-loss masking, attention and
 expert kernels, activation checkpointing) are written to `config.json` too; the reference ignores
 keys it does not know.
 """
@@ -120,6 +120,17 @@ class TimeMoEConfig(BaseModel):
     expert_implementation: Literal["grouped", "loop"] = "grouped"
     # Recompute each decoder layer in backward instead of storing its activations.
     activation_checkpointing: bool = False
+
+    # --- routing options (docs/routing.md); the defaults route exactly as the reference does ---
+    # Auxiliary-loss-free balancing (Wang et al. 2024, DeepSeek-V3): a per-expert bias, added to the
+    # router logits only to choose the top-k experts (never to the gate weights), moves by this much
+    # after every optimizer step towards the experts that received fewer tokens than the mean. 0: off.
+    router_bias_update_rate: float = Field(0.0, ge=0)
+    # Normalise the router's input per feature over the tokens ("batch": batch norm without scale or
+    # shift, running statistics in eval). At init every token's hidden state points nearly the same way,
+    # so the raw router gives all tokens the same experts; removing what they share lets their
+    # differences choose. "none": the reference's router.
+    router_input_norm: Literal["none", "batch"] = "none"
 
     @model_validator(mode="after")
     def _check_shapes(self) -> TimeMoEConfig:

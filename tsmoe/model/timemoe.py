@@ -177,7 +177,24 @@ class RoutedExperts(nn.Module):
 
 
 class SparseMoE(nn.Module):
-    """Top-k routed experts (weights not renormalised) plus a sigmoid-gated shared expert."""
+    """Top-k routed experts (weights not renormalised) plus a sigmoid-gated shared expert.
+
+    The router is a bias-free linear to E logits; the gate weights are the softmax of those logits at
+    the chosen experts. With the default config it routes exactly as the reference. Two options help
+    it use every expert from the first step (docs/routing.md):
+
+    - balancing bias (`router_bias_update_rate` > 0): `expert_bias` [E] is added to the logits only to
+      choose the top-k, never to the gate weights, so it changes which experts a token visits and not
+      how their outputs are weighed. `tsmoe.training.balancing.update_expert_bias` moves it after each
+      optimizer step from the tokens each expert received (`tokens_per_expert`).
+    - input norm (`router_input_norm: batch`): the router sees its input normalised per feature over
+      the tokens (running statistics in eval). At init every token's hidden state is nearly the same
+      vector (the scalar embedding is ~x^2 times one direction), so without it all tokens pick the
+      same experts whatever the bias; with it, what differs between tokens decides.
+    """
+
+    expert_bias: torch.Tensor  # [E], only with the balancing bias
+    tokens_per_expert: torch.Tensor  # [E], only with the balancing bias
 
     def __init__(self, config: TimeMoEConfig):
         super().__init__()
@@ -186,13 +203,40 @@ class SparseMoE(nn.Module):
         self.experts = RoutedExperts(config)
         self.shared_expert = SwiGLU(config.hidden_size, config.intermediate_size)
         self.shared_expert_gate = nn.Linear(config.hidden_size, 1, bias=False)
+        # Identity holds no state, so a reference-configured layer has exactly the reference's parameters.
+        # Batch norm's statistics count every token, padding included, as the reference's aux loss does.
+        batch_norm = config.router_input_norm == "batch"
+        self.router_norm = nn.BatchNorm1d(config.hidden_size, affine=False) if batch_norm else nn.Identity()
+        self.bias_update_rate = config.router_bias_update_rate
+        if self.bias_update_rate > 0:
+            # A buffer, so checkpoints keep it and a resumed or exported model chooses as it trained.
+            # Reference checkpoints have none; loading one starts it at zero.
+            self.register_buffer("expert_bias", torch.zeros(config.num_experts))
+            # Choices per expert since the last bias update, summed over micro-batches. A plain tensor,
+            # not a buffer: DDP copies rank 0's buffers to every rank before each forward.
+            self.tokens_per_expert = torch.zeros(config.num_experts)
+
+    def route(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Router logits [T, E], gate weights [T, k] (float32) and chosen experts [T, k] of tokens [T, H]."""
+        router_logits = self.gate(self.router_norm(tokens))  # [T, E]
+        probabilities = F.softmax(router_logits, dim=-1, dtype=torch.float32)
+        if self.bias_update_rate == 0:
+            expert_weight, expert_index = torch.topk(probabilities, self.top_k, dim=-1)
+            return router_logits, expert_weight, expert_index
+        # The bias picks the experts; the weights stay the router's own probabilities.
+        expert_index = torch.topk(router_logits.detach().float() + self.expert_bias, self.top_k, dim=-1).indices
+        expert_weight = probabilities.gather(-1, expert_index)
+        if self.training:
+            # Under activation checkpointing the recomputed forward counts again: every count of the
+            # step doubles, which leaves sign(mean - count), all the update reads, unchanged.
+            counts = torch.bincount(expert_index.reshape(-1), minlength=router_logits.shape[-1])
+            self.tokens_per_expert = self.tokens_per_expert.to(counts.device) + counts
+        return router_logits, expert_weight, expert_index
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = x.shape
         tokens = x.reshape(-1, shape[-1])  # [T, H]
-        router_logits = self.gate(tokens)  # [T, E]
-        probabilities = F.softmax(router_logits, dim=-1, dtype=torch.float32)
-        expert_weight, expert_index = torch.topk(probabilities, self.top_k, dim=-1)
+        router_logits, expert_weight, expert_index = self.route(tokens)
         routed = self.experts(tokens, expert_index, expert_weight.to(x.dtype))
         shared = torch.sigmoid(self.shared_expert_gate(tokens)) * self.shared_expert(tokens)
         return (routed + shared).view(shape), router_logits

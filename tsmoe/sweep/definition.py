@@ -11,7 +11,7 @@
     num_trials: 6
     max_concurrent_trials: 1
     resources: {workers: 2, cpus_per_worker: 1, gpus_per_worker: 0}
-    early_stopping: {scheduler: asha, metric: val_auroc, grace_period: 2, patience: 3}
+    early_stopping: {scheduler: asha, metric: val_auroc, grace_period: 2, patience: 3, max_load_share: 0.9}
     constraints: {min_throughput: null, max_memory_mib: null}
     time_budget_s: 600
     storage: ../runs/sweeps
@@ -110,6 +110,9 @@ class EarlyStoppingConfig(BaseModel):
     # Stop a trial whose metric has not improved for this many epochs; None: never.
     patience: int | None = Field(None, gt=0)
     stop_nonfinite: bool = True  # stop a trial whose epoch loss is NaN/inf
+    # Stop a trial whose routing collapsed: one expert received more than this share of an epoch's tokens
+    # in some MoE layer (its experts then compare nothing; docs/routing.md). None: never.
+    max_load_share: float | None = Field(0.9, gt=0, le=1)
 
     @model_validator(mode="after")
     def _known_metric(self) -> EarlyStoppingConfig:

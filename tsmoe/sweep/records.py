@@ -5,9 +5,11 @@ stop ledger), so `tsmoe report` works on a finished, interrupted or copied sweep
 Building the table only reads; writing the results (`write_results`, after a sweep and on `tsmoe report`)
 also gives each trial stopped mid-run the outputs a finished run has, from its checkpoints.
 
-    SWEEP/trials.csv, trials.parquet   every trial: status, stop reason, parameters, last and best figures
+    SWEEP/trials.csv, trials.parquet   every trial: status, stop reason, parameters, last and best figures,
+                                       and the worst routing health over its epochs (worst.*)
     SWEEP/pareto.csv                   the front of completed, feasible trials
     SWEEP/pareto.png, pareto.html, parallel_coordinates.html, importance.png, importance.html
+    SWEEP/expert_loads.png             per-expert load shares of the knee trial, epoch by epoch (`tsmoe report`)
 """
 
 from __future__ import annotations
@@ -36,12 +38,13 @@ from tsmoe.sweep.pareto import (
     parameter_columns,
     pareto_front,
 )
-from tsmoe.sweep.stopping import EPOCH, EPOCHS_PLANNED, StopLedger
+from tsmoe.sweep.stopping import COLLAPSE, EPOCH, EPOCHS_PLANNED, StopLedger
 from tsmoe.sweep.trial import TRIALS_DIR
 from tsmoe.training.launch import latest_checkpoint
 from tsmoe.training.trainer import SUMMARY_FILE
 
 TRIALS_CSV, TRIALS_PARQUET, PARETO_CSV = "trials.csv", "trials.parquet", "pareto.csv"
+EXPERT_LOADS_PLOT = "expert_loads.png"  # the per-expert loads of the knee trial, drawn by `tsmoe report`
 BEST_PREFIX = "best."
 # Tune's bookkeeping keys in a trial's results: not figures of the run.
 _TUNE_KEYS = {
@@ -62,6 +65,10 @@ _TUNE_KEYS = {
     "config",
 }
 _BEST_FIGURES = (EPOCH, "val_auroc", "val_auprc", "val_best_f1", "loss")
+WORST_PREFIX = "worst."
+# Routing health at the trial's worst epoch, beside the last epoch's: a collapse that the last epoch
+# hides (or that early stopping ended) stays visible. Figure -> whether its worst is the max.
+_WORST_FIGURES = {"routing_max_load_share": True, "routing_entropy_min": False}
 
 
 def complete_stopped_outputs(directory: str | Path) -> list[Path]:
@@ -86,6 +93,16 @@ def _history(output: Path) -> list[dict]:
     return json.loads((checkpoint / SUMMARY_FILE).read_text())["history"]
 
 
+def worst_routing(history: list[dict]) -> dict[str, float]:
+    """`worst.` routing figures over a run's epochs: the highest load share and the lowest entropy."""
+    worst = {}
+    for figure, highest in _WORST_FIGURES.items():
+        values = [epoch[figure] for epoch in history if math.isfinite(epoch.get(figure, math.nan))]
+        if values:
+            worst[WORST_PREFIX + figure] = max(values) if highest else min(values)
+    return worst
+
+
 def _error_line(trial) -> str:
     path = Path(trial.path or "") / "error.txt"
     if not path.is_file():
@@ -99,9 +116,11 @@ def _status(trial, epochs: int, planned: int, reasons: dict[str, str]) -> tuple[
     if trial.status == "ERROR":
         return ERROR, _error_line(trial)
     if trial.status == "TERMINATED":
-        if epochs >= planned:
+        reason = reasons.get(trial.trial_id, "")
+        # A trial whose routing collapsed is stopped even at its last epoch: it never counts as completed.
+        if epochs >= planned and not reason.startswith(COLLAPSE):
             return COMPLETED, ""
-        return STOPPED, reasons.get(trial.trial_id, "stopped by the sweep's time budget")
+        return STOPPED, reason or "stopped by the sweep's time budget"
     if trial.status in ("RUNNING", "PAUSED"):
         return RUNNING, ""
     return PENDING, ""
@@ -139,6 +158,7 @@ def trials_table(directory: str | Path, config: SweepConfig, planned_epochs: int
         if scored:
             best = max(scored, key=lambda epoch: epoch["val_auroc"])
             row |= {BEST_PREFIX + key: best.get(key, math.nan) for key in _BEST_FIGURES}
+        row |= worst_routing(history)
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
@@ -187,6 +207,10 @@ def format_front(front: pd.DataFrame, throughput: str) -> str:
     if front.empty:
         return "no completed feasible trial yet: the Pareto front is empty"
     params = parameter_columns(front)
-    shown = front[[TRIAL_ID, QUALITY, throughput, MEMORY, *params]].copy()
+    # Routing health beside the objectives: the last epoch's and the worst epoch's (see _WORST_FIGURES).
+    routing = [
+        column for figure in _WORST_FIGURES for column in (figure, WORST_PREFIX + figure) if column in front.columns
+    ]
+    shown = front[[TRIAL_ID, QUALITY, throughput, MEMORY, *routing, *params]].copy()
     shown.columns = [column.removeprefix(PARAM_PREFIX) for column in shown.columns]
     return shown.to_string(index=False, float_format=lambda value: f"{value:.4g}")

@@ -24,7 +24,7 @@ import yaml
 from tsmoe.config import RunConfig, dump_run_config, load_run_config
 from tsmoe.sweep.definition import Sweep, SweepConfig, parse_sweep_config
 from tsmoe.sweep.lock import LOCK_FILE, sweep_lock
-from tsmoe.sweep.pareto import COMPLETED, ERROR, FEASIBLE, STATUS, STOPPED
+from tsmoe.sweep.pareto import COMPLETED, ERROR, FEASIBLE, OUTPUT, STATUS, STOPPED, TRIAL_ID
 from tsmoe.sweep.space import SearchSpace, load_search_space
 from tsmoe.training.loopback import Binding
 
@@ -173,7 +173,7 @@ def _run_locked(sweep: Sweep, resume: bool, callbacks: list | None, binding: Bin
 
     from tsmoe.data.store import open_dataset
     from tsmoe.sweep.searcher import SweepSearch
-    from tsmoe.sweep.stopping import build_early_stopping
+    from tsmoe.sweep.stopping import NUM_EXPERTS, TOP_K, build_early_stopping
     from tsmoe.sweep.trial import TrialSetup, run_trial
 
     config = sweep.config
@@ -200,11 +200,13 @@ def _run_locked(sweep: Sweep, resume: bool, callbacks: list | None, binding: Bin
                 str(directory), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
             )
         else:
-            scheduler, stopper = build_early_stopping(config.early_stopping, directory, epochs)
+            # The collapse rule's defaults for trials that do not sample top-k or the expert count.
+            routing = {TOP_K: sweep.base.model.num_experts_per_tok, NUM_EXPERTS: sweep.base.model.num_experts}
+            scheduler, stopper = build_early_stopping(config.early_stopping, directory, epochs, routing=routing)
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    search_alg=SweepSearch(config, sweep.space, directory),
+                    search_alg=SweepSearch(config, sweep.space, directory, routing=routing),
                     scheduler=scheduler,
                     num_samples=config.num_trials,
                     max_concurrent_trials=config.max_concurrent_trials,
@@ -262,7 +264,27 @@ def report(directory: str | Path, stream=None) -> SweepOutcome:
     )
     print(summary_lines(table, stored.config.objectives.throughput), file=stream)
     print(format_front(front, stored.config.objectives.throughput), file=stream)
+    loads = pick_expert_loads(stored.directory, table, stored.config.objectives.throughput)
+    if isinstance(loads, Path):
+        plots["expert_loads"] = loads
+    else:
+        print(f"no expert load plot: {loads}", file=stream)
     return SweepOutcome(stored.directory, table, front, plots)
+
+
+def pick_expert_loads(directory: Path, table: pd.DataFrame, throughput: str) -> Path | str:
+    """The per-expert load plot of the trial `tsmoe export` picks by default (the knee), in the sweep
+    directory; or why there is none (no completed feasible trial, a dense model, an older run)."""
+    from tsmoe.sweep.policies import choose_trial
+    from tsmoe.sweep.records import EXPERT_LOADS_PLOT
+    from tsmoe.training.expert_loads import METRICS_FILE, plot_expert_loads
+
+    try:
+        pick = choose_trial(table, "knee", throughput)
+        title = f"trial {pick[TRIAL_ID]} (the knee of the front)"
+        return plot_expert_loads(Path(pick[OUTPUT]) / METRICS_FILE, directory / EXPERT_LOADS_PLOT, title)
+    except (ValueError, FileNotFoundError) as error:
+        return str(error)
 
 
 def summary_lines(table: pd.DataFrame, throughput: str) -> str:

@@ -2,8 +2,9 @@
 
 Tune's `OptunaSearch` tells Optuna every trial that ends without an error as COMPLETE with its last
 figures, so a trial ASHA stopped after one epoch would enter Optuna's Pareto front half-trained and steer
-the sampler. `SweepSearch` tells such trials as PRUNED, trials with a non-finite objective as FAIL, and
-records the sweep's constraints (throughput floor, memory ceiling) on each trial, which both TPE and
+the sampler. `SweepSearch` tells such trials as PRUNED, and so trials whose routing collapsed (one expert
+over `early_stopping.max_load_share` of the tokens), trials with a non-finite objective as FAIL, and records
+the sweep's constraints (throughput floor, memory ceiling) on each trial, which both TPE and
 NSGA-II read to prefer feasible regions. The study lives in SWEEP/optuna.db, which optuna-dashboard opens.
 """
 
@@ -20,7 +21,7 @@ from ray.tune.search.optuna import OptunaSearch
 from tsmoe.sweep.definition import SweepConfig
 from tsmoe.sweep.pareto import MEMORY, QUALITY
 from tsmoe.sweep.space import SearchSpace
-from tsmoe.sweep.stopping import EPOCH, EPOCHS_PLANNED
+from tsmoe.sweep.stopping import EPOCH, EPOCHS_PLANNED, collapsed
 
 STUDY_FILE = "optuna.db"
 TUNE_TRIAL_ID = "tune_trial_id"
@@ -50,8 +51,11 @@ def constraint_values(
 class SweepSearch(OptunaSearch):
     """OptunaSearch that tells unfinished trials as PRUNED and records constraints; see the module doc."""
 
-    def __init__(self, config: SweepConfig, space: SearchSpace, directory: Path):
+    def __init__(self, config: SweepConfig, space: SearchSpace, directory: Path, routing: dict[str, int] | None = None):
         self.throughput = config.objectives.throughput
+        # A trial whose routing collapsed is PRUNED even when it ran all its epochs (see stopping.py).
+        # `routing`: the base config's top-k and expert count (stopping.TOP_K, NUM_EXPERTS).
+        self.max_load_share, self.routing = config.early_stopping.max_load_share, routing
         self.min_throughput = config.constraints.min_throughput
         self.max_memory_mib = config.constraints.max_memory_mib
         sampler: optuna.samplers.BaseSampler
@@ -84,6 +88,10 @@ class SweepSearch(OptunaSearch):
         figures = [result.get(QUALITY, math.nan), result.get(self.throughput, math.nan)]
         values: list[float] | None
         finished = result.get(EPOCH, 0) >= result.get(EPOCHS_PLANNED, math.inf)
+        if self.routing is not None:
+            finished = (
+                finished and collapsed(result | {"config": trial.params}, self.routing, self.max_load_share) is None
+            )
         finite = all(isinstance(value, (int, float)) and math.isfinite(value) for value in figures)
         if error or not result or not finite:
             state, values = TrialState.FAIL, None

@@ -1,4 +1,4 @@
-"""Early stopping: ASHA on one metric, a plateau rule and a non-finite rule, each saying why it stopped.
+"""Early stopping: ASHA on one metric, plateau, non-finite and routing-collapse rules, each saying why it stopped.
 
 Tune does not record which rule ended a trial, and a stopped trial's last figures look like a finished
 one's. Every rule here writes its reason to SWEEP/stop_reasons.jsonl (one JSON line per stop, appended
@@ -20,6 +20,39 @@ from tsmoe.sweep.definition import EarlyStoppingConfig
 STOP_REASONS_FILE = "stop_reasons.jsonl"
 EPOCH = "epoch"
 EPOCHS_PLANNED = "epochs_planned"  # beside every epoch's figures: how many the trial was to train
+LOAD_SHARE = "routing_max_load_share"  # the busiest expert's share of an epoch's top-k choices, any layer
+TOP_K = "model.num_experts_per_tok"  # sampled parameters, when the space searches them
+NUM_EXPERTS = "model.num_experts"
+COLLAPSE = "collapse"  # how a routing-collapse reason starts: such a trial never counts as completed
+
+
+def busiest_expert_token_share(load_share: float | None, top_k: int) -> float:
+    """The share of an epoch's tokens that its busiest expert received, from the reported load share.
+
+    The trainer reports `routing_max_load_share` as a share of top-k choices, at most 1/k; an expert takes
+    a token at most once, so times k it is the share of tokens (1.0 when every token went to the same
+    expert). NaN when the model reported no routing (a dense model).
+    """
+    if load_share is None or not math.isfinite(load_share):
+        return math.nan
+    return min(1.0, load_share * top_k)
+
+
+def collapsed(result: dict, routing: dict[str, int], max_load_share: float | None) -> float | None:
+    """The busiest expert's token share when it is over `max_load_share`, else None.
+
+    `routing` holds the base config's TOP_K and NUM_EXPERTS; a trial that sampled its own says so in its
+    result's config. A model whose every token visits every expert (top-k = experts) has no choice to
+    collapse: each expert takes all tokens by construction.
+    """
+    if max_load_share is None:
+        return None
+    sampled = result.get("config") or {}
+    top_k, experts = (int(sampled.get(name, routing[name])) for name in (TOP_K, NUM_EXPERTS))
+    if top_k >= experts:
+        return None
+    share = busiest_expert_token_share(result.get(LOAD_SHARE), top_k)
+    return share if share > max_load_share else None
 
 
 class StopLedger:
@@ -80,12 +113,28 @@ class RecordingASHA(AsyncHyperBandScheduler):
 
 
 class HopelessTrialStopper(Stopper):
-    """Stops a trial whose loss went non-finite, or whose metric has not improved for `patience` epochs."""
+    """Stops a trial whose loss went non-finite, whose routing collapsed (one expert took more than
+    `max_load_share` of an epoch's tokens), or whose metric has not improved for `patience` epochs.
 
-    def __init__(self, ledger: StopLedger, metric: str, mode: str, patience: int | None, stop_nonfinite: bool):
+    A collapse is recorded even at the last epoch: such a trial must not count as completed, since its
+    figures say nothing about its expert count and top-k.
+    """
+
+    def __init__(
+        self,
+        ledger: StopLedger,
+        metric: str,
+        mode: str,
+        patience: int | None,
+        stop_nonfinite: bool,
+        max_load_share: float | None = None,
+        routing: dict[str, int] | None = None,
+    ):
         self.ledger = ledger
         self.metric, self.sign = metric, 1.0 if mode == "max" else -1.0
         self.patience, self.stop_nonfinite = patience, stop_nonfinite
+        self.max_load_share = max_load_share
+        self.routing = routing or {TOP_K: 1, NUM_EXPERTS: 2}
         self._best: dict[str, tuple[float, int]] = {}  # trial id -> (best signed value, its epoch)
 
     def __call__(self, trial_id: str, result: dict) -> bool:
@@ -93,6 +142,15 @@ class HopelessTrialStopper(Stopper):
         epoch = result.get(EPOCH, 0)
         if self.stop_nonfinite and not math.isfinite(result.get("loss", 0.0)):
             return self._stop(trial_id, result, f"loss is {result.get('loss')} at epoch {epoch}")
+        share = collapsed(result, self.routing, self.max_load_share)
+        if share is not None:
+            self.ledger.record(
+                trial_id,
+                epoch,
+                f"{COLLAPSE}: one expert took {share:.3g} of the tokens at epoch {epoch} "
+                f"(limit early_stopping.max_load_share {self.max_load_share:g})",
+            )
+            return True
         value = result.get(self.metric)
         if self.patience is None or value is None:
             return False
@@ -121,8 +179,13 @@ class HopelessTrialStopper(Stopper):
         return False
 
 
-def build_early_stopping(config: EarlyStoppingConfig, directory: Path, epochs: int):
-    """(scheduler or None, stopper) for a sweep, both recording their reasons in the sweep directory."""
+def build_early_stopping(
+    config: EarlyStoppingConfig, directory: Path, epochs: int, routing: dict[str, int] | None = None
+):
+    """(scheduler or None, stopper) for a sweep, both recording their reasons in the sweep directory.
+
+    `routing` is the base config's {TOP_K: top-k, NUM_EXPERTS: experts}, for trials that do not sample their own.
+    """
     ledger = StopLedger(directory)
     scheduler = None
     if config.scheduler == "asha":
@@ -134,5 +197,13 @@ def build_early_stopping(config: EarlyStoppingConfig, directory: Path, epochs: i
             grace_period=config.grace_period,
             reduction_factor=config.reduction_factor,
         )
-    stopper = HopelessTrialStopper(ledger, config.metric, config.mode, config.patience, config.stop_nonfinite)
+    stopper = HopelessTrialStopper(
+        ledger,
+        config.metric,
+        config.mode,
+        config.patience,
+        config.stop_nonfinite,
+        max_load_share=config.max_load_share,
+        routing=routing,
+    )
     return scheduler, stopper

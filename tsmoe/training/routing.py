@@ -54,15 +54,24 @@ class RoutingTally:
         self.tokens = 0  # tokens seen per layer
 
     @torch.no_grad()
-    def add(self, router_logits: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> None:
-        """Count one forward pass's routing (one [T, E] logits tensor per MoE layer)."""
+    def add(
+        self,
+        router_logits: list[torch.Tensor] | tuple[torch.Tensor, ...],
+        selection_logits: list[torch.Tensor] | tuple[torch.Tensor, ...] | None = None,
+    ) -> None:
+        """Count one forward pass's routing (one [T, E] logits tensor per MoE layer).
+
+        `selection_logits`, where a layer chooses its experts from other scores than its router's (a
+        balancing bias), decide the counts; entropy is always the router's own.
+        """
         if not router_logits:
             raise ValueError("no router logits: the model has no MoE layers")
+        choosing = router_logits if selection_logits is None else selection_logits
         counts, entropy = [], []
-        for logits in router_logits:
+        for logits, choice_logits in zip(router_logits, choosing, strict=True):
             experts = logits.shape[-1]
             probabilities = torch.softmax(logits.detach().float(), dim=-1)
-            chosen = probabilities.topk(self.top_k, dim=-1).indices.reshape(-1)
+            chosen = choice_logits.detach().float().topk(self.top_k, dim=-1).indices.reshape(-1)
             counts.append(torch.bincount(chosen, minlength=experts))  # int64: exact over long epochs
             token_entropy = -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum(dim=-1)
             normaliser = math.log(experts) if experts > 1 else math.inf  # one expert: entropy 0

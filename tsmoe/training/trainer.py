@@ -38,6 +38,7 @@ from tsmoe.data.store import open_dataset
 from tsmoe.evaluation.evaluate import validation_metrics
 from tsmoe.model.checkpoint import save_pretrained
 from tsmoe.model.timemoe import TimeMoEOutput, total_loss
+from tsmoe.training.balancing import selection_logits, update_expert_bias
 from tsmoe.training.finetune import base_model, build_model, export_model
 from tsmoe.training.guard import NonFiniteGuard, first_nonfinite_module
 from tsmoe.training.precision import choose_precision, enable_tf32
@@ -145,8 +146,10 @@ class Trainer:
         """Hook point right after every optimizer step (skipped ones included; `applied` says which).
 
         Model-side routing balance (a per-expert bias updated from the observed load, as in
-        auxiliary-loss-free balancing) is updated here: `update_expert_bias(...)` belongs in this method.
+        auxiliary-loss-free balancing) moves here, on every rank, after skipped steps too: the load was
+        observed either way.
         """
+        update_expert_bias(base_model(self.module), self.distributed)
 
     # --- one epoch --------------------------------------------------------------------------------
     def train_epoch(self) -> Metrics:
@@ -177,7 +180,8 @@ class Trainer:
                         self.strategy.skip_backward()
                     losses_finite = losses_finite and finite
                 if output.router_logits:
-                    routing.add(output.router_logits)
+                    # Loads count the experts actually chosen: a balancing bias moves the choice.
+                    routing.add(output.router_logits, selection_logits(base_model(self.module), output.router_logits))
                 samples += batch.shape[0]
                 tokens += batch.shape[0] * batch.shape[1] * batch.shape[2]
             step_finite = self.strategy.step(losses_finite)
