@@ -333,7 +333,7 @@ class TimeMoE(nn.Module):
         hidden = self.model.embed_layer(series.unsqueeze(-1))
         positions = torch.arange(start, start + series.shape[1], device=series.device)
         cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, hidden.dtype)
-        mask = _attention_mask(attention_mask, series.shape[1], start)
+        mask = _attention_mask(attention_mask, series.shape[1], start, series.device)
         router_logits = []
         for layer in self.model.layers:
             if self.config.activation_checkpointing and self.training and torch.is_grad_enabled():
@@ -447,17 +447,20 @@ def _broadcast_channels(mask: torch.Tensor, channels: int | None) -> torch.Tenso
     return mask
 
 
-def _attention_mask(attention_mask: torch.Tensor | None, length: int, start: int) -> torch.Tensor | None:
-    """Boolean [N, 1, L, start+L] mask (causal, padding keys hidden), or None for plain causal."""
+def _attention_mask(
+    attention_mask: torch.Tensor | None, length: int, start: int, device: torch.device
+) -> torch.Tensor | None:
+    """Boolean [N, 1, L, start+L] mask (causal, padding keys hidden) on `device`, or None for plain causal.
+
+    `device` is the inputs' device: without a padding mask (every cached `generate` step) nothing else says
+    where the mask belongs, and one built on the default device would fail or copy on every GPU step.
+    """
     if attention_mask is None and start == 0:
         return None
     keys = start + length
-    device = attention_mask.device if attention_mask is not None else None
     mask = torch.ones(length, keys, dtype=torch.bool, device=device).tril(start)[None, None]
     if attention_mask is not None:
-        # A padding query keeps its own key so that its softmax row is never empty.
-        real_keys = attention_mask.bool()[:, None, None, :]
-        diagonal = torch.zeros(length, keys, dtype=torch.bool, device=device)
-        diagonal[torch.arange(length), torch.arange(start, keys)] = True
-        mask = mask & (real_keys | diagonal)
+        # A padding query keeps its own key (query i sits at key start + i) so its softmax row is never empty.
+        own_key = torch.arange(keys, device=device)[None, :] == torch.arange(start, keys, device=device)[:, None]
+        mask = mask & (attention_mask.bool()[:, None, None, :] | own_key)
     return mask
