@@ -128,8 +128,9 @@ def test_generate_with_the_key_value_cache_stays_on_the_inputs_device(attention)
     assert forecast.shape == (2, 33) and torch.isfinite(forecast).all()
 
 
-def test_one_trainer_step_and_validation_stay_on_the_trainers_device(tmp_path):
-    run = tiny_run(synthetic_data(tmp_path / "data", train=4, val=4, length=32), epochs=1)
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_one_trainer_step_stays_on_the_trainers_device(tmp_path, precision):
+    run = tiny_run(synthetic_data(tmp_path / "data", train=4, val=4, length=32), epochs=1, precision=precision)
     run.training.throughput_warmup_steps = 0
     trainer = Trainer(run, "cpu")
     before = [parameter.detach().clone() for parameter in trainer.module.parameters()]
