@@ -105,7 +105,7 @@ def grouped_experts(
         expert_out = torch.cat(pieces)
     # Back to token order ([T, k, H]; row i of the sorted rows is pair order[i]), then each token's weighted
     # sum over its k choices.
-    by_token = expert_out.new_empty(expert_out.shape).index_copy(0, order, expert_out).view(tokens, top_k, -1)
+    by_token = expert_out.new_empty(expert_out.shape).index_copy(0, order, expert_out).view(tokens, top_k, x.shape[-1])
     combined = torch.bmm(expert_weight.to(by_token.dtype).unsqueeze(1), by_token).squeeze(1)  # [T, H]
     return combined.to(x.dtype)
 
