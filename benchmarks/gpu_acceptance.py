@@ -124,9 +124,9 @@ def run_command(command: list[str], timeout_s: float, environment: dict[str, str
         )
         status, output = completed.returncode, completed.stdout + completed.stderr
     except subprocess.TimeoutExpired as error:
-        status, output = "timeout", f"{error.stdout or ''}{error.stderr or ''}"
-        if isinstance(output, bytes):
-            output = output.decode(errors="replace")
+        streams = (error.stdout or b"", error.stderr or b"")
+        status = "timeout"
+        output = "".join(part.decode(errors="replace") if isinstance(part, bytes) else part for part in streams)
     tail = "\n".join(output.strip().splitlines()[-8:])
     print(tail, flush=True)
     return {"command": command, "status": status, "seconds": round(time.perf_counter() - started, 1), "tail": tail}
