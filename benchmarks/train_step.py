@@ -1,11 +1,14 @@
-"""Time one Time-MoE training step: forward over all heads + aux loss, backward, clip, AdamW.
+"""Time Time-MoE training steps: forward over all heads + aux loss, backward, clip, AdamW.
 
-Prints tokens/s (median over timed steps, after warm-up) and peak memory for one shape and one
-implementation. `--implementation reference` runs the reference's layout (eager attention, a Python
-loop over experts); `fast` runs SDPA attention and grouped expert compute. Example:
+Prints tokens/s (median over timed steps, after warm-up) and peak memory for one shape, for each layout
+and precision asked for. Several layouts or precisions are timed in ONE process, their steps interleaved
+round-robin, so that a shared or throttled machine slows them alike and their ratio holds.
+`--implementation reference` runs the reference's layout (eager attention, a Python loop over experts,
+foreach AdamW); `fast` runs tsmoe's (attention kernel chosen per device and dtype, grouped experts, fused
+AdamW). `--dtype best` is what `training.precision: auto` picks on the device. Example:
 
-    python benchmarks/train_step.py --hidden 256 --layers 4 --heads 4 --experts 8 --top-k 2 \\
-        --intermediate 1024 --ctx 512 --batch 8 --implementation fast
+    python benchmarks/train_step.py --implementation reference fast --dtype float32 best \\
+        --hidden 256 --layers 4 --heads 4 --experts 8 --top-k 2 --intermediate 1024 --ctx 512 --batch 8
 """
 
 from __future__ import annotations
@@ -21,13 +24,20 @@ from pathlib import Path
 
 import torch
 
-from tsmoe.model import TimeMoE, TimeMoEConfig
+from tsmoe.model import TimeMoE, TimeMoEConfig, timemoe
+from tsmoe.training.precision import choose_precision
 
 IMPLEMENTATIONS = {
     "reference": dict(attention_implementation="eager", expert_implementation="loop"),
     "fast": dict(attention_implementation="sdpa", expert_implementation="grouped"),
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# --attention-kernel: the fast layout's attention, forced for a measurement (auto: timemoe.sdpa_pays decides).
+ATTENTION_KERNELS = {
+    "auto": timemoe.sdpa_pays,
+    "sdpa": lambda device, dtype: True,
+    "matmul": lambda device, dtype: False,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,12 +52,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=8, help="series per step")
     parser.add_argument(
         "--dtype",
-        choices=sorted(DTYPES),
-        default="float32",
-        help="compute dtype: bfloat16/float16 run under autocast with float32 weights",
+        nargs="+",
+        choices=[*sorted(DTYPES), "best"],
+        default=["float32"],
+        help="compute dtypes: bfloat16/float16 run under autocast with float32 weights; best = what auto picks",
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--implementation", choices=sorted(IMPLEMENTATIONS), default="fast")
+    parser.add_argument("--implementation", nargs="+", choices=sorted(IMPLEMENTATIONS), default=["fast"])
+    parser.add_argument(
+        "--attention-kernel",
+        nargs="+",
+        choices=list(ATTENTION_KERNELS),
+        default=["auto"],
+        help="the fast layout's attention: auto (the per-device, per-dtype rule), or forced, to measure the rule",
+    )
     parser.add_argument("--activation-checkpointing", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--warmup", type=int, default=3)
@@ -56,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--peak-tflops", type=float, help="the device's dense peak for --dtype, for model FLOP utilisation (MFU)"
     )
-    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--json", type=Path, help="also write the figures (a list, one entry per case) to this file")
     return parser.parse_args(argv)
 
 
@@ -67,58 +85,92 @@ def peak_memory_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
-def main(argv: list[str] | None = None) -> dict:
+class Case:
+    """One layout at one precision: its model, optimizer, step function and step times."""
+
+    def __init__(
+        self, args: argparse.Namespace, device: torch.device, implementation: str, dtype_name: str, attention: str
+    ):
+        torch.manual_seed(args.seed)
+        self.implementation, self.dtype_name, self.attention = implementation, dtype_name, attention
+        self.config = TimeMoEConfig(
+            hidden_size=args.hidden,
+            num_hidden_layers=args.layers,
+            num_attention_heads=args.heads,
+            num_experts=args.experts,
+            num_experts_per_tok=args.top_k,
+            intermediate_size=args.intermediate,
+            activation_checkpointing=args.activation_checkpointing,
+            **IMPLEMENTATIONS[implementation],
+        )
+        self.model = TimeMoE(self.config).to(device).train()
+        self.step_model = torch.compile(self.model) if args.compile else self.model
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=implementation == "fast")
+        dtype = DTYPES[dtype_name]
+        self.autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+        self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        series = torch.randn(args.batch, args.ctx + 1, device=device).cumsum(-1) * 0.1
+        self.x, self.labels = series[:, :-1], series[:, 1:]
+        self.times: list[float] = []
+
+    def step(self) -> float:
+        """One full training step; returns its wall time (`.item()` synchronises, so all of it is timed)."""
+        timemoe.sdpa_pays = ATTENTION_KERNELS[self.attention]
+        start = time.perf_counter()
+        with self.autocast:
+            loss = self.step_model(self.x, labels=self.labels).loss
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.item()
+        return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    torch.manual_seed(args.seed)
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    config = TimeMoEConfig(
-        hidden_size=args.hidden,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
-        num_experts=args.experts,
-        num_experts_per_tok=args.top_k,
-        intermediate_size=args.intermediate,
-        activation_checkpointing=args.activation_checkpointing,
-        **IMPLEMENTATIONS[args.implementation],
-    )
-    model = TimeMoE(config).to(device).train()
-    step_model = torch.compile(model) if args.compile else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=args.implementation == "fast")
-    dtype = DTYPES[args.dtype]
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    series = torch.randn(args.batch, args.ctx + 1, device=device).cumsum(-1) * 0.1
-    x, labels = series[:, :-1], series[:, 1:]
-
-    def step() -> float:
-        with autocast:
-            loss = step_model(x, labels=labels).loss
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.item()  # .item() synchronises, so the step is fully timed
-
+    best = choose_precision(device).name
+    dtypes = list(dict.fromkeys(best if name == "best" else name for name in args.dtype))
+    cases = [
+        Case(args, device, implementation, name, attention)
+        for name in dtypes
+        for implementation in args.implementation
+        # The reference layout always runs its eager attention.
+        for attention in (args.attention_kernel if implementation == "fast" else ["auto"])
+    ]
     for _ in range(args.warmup):
-        step()
+        for case in cases:
+            case.step()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
     for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    step_s = statistics.median(times)
-    total, active = config.parameter_counts()
+        for case in cases:  # round-robin: a slow spell of a shared machine hits every case alike
+            case.times.append(case.step())
+    results = [report(args, device, case, best) for case in cases]
+    if len(cases) > 1:
+        print_ratios(results)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def report(args: argparse.Namespace, device: torch.device, case: Case, best: str) -> dict:
+    """The figures of one case, printed as one line."""
+    step_s = statistics.median(case.times)
+    total, active = case.config.parameter_counts()
     result = {
-        "implementation": args.implementation,
+        "implementation": case.implementation,
         "device": str(device),
-        "dtype": args.dtype,
+        "dtype": case.dtype_name,
+        "best_dtype_here": best,
+        "attention_kernel": case.attention,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -135,23 +187,38 @@ def main(argv: list[str] | None = None) -> dict:
         "parameters_total": total,
         "parameters_active": active,
         "step_s_median": step_s,
+        "step_s_all": case.times,
         "tokens_s": args.batch * args.ctx / step_s,
+        # Every case of a run shares the process: on CPU this is their common peak.
         "peak_memory_gib": peak_memory_gib(device),
         "steps": args.steps,
         "warmup": args.warmup,
     }
-    result["model_tflops_s"] = result["tokens_s"] * config.training_flops_per_token(args.ctx) / 1e12
+    result["model_tflops_s"] = result["tokens_s"] * case.config.training_flops_per_token(args.ctx) / 1e12
     result["mfu"] = result["model_tflops_s"] / args.peak_tflops if args.peak_tflops else None
     mfu = f", MFU {result['mfu']:.1%}" if result["mfu"] is not None else ""
     print(
-        f"{args.implementation:>9} {args.dtype} {device}: {result['tokens_s']:,.0f} tokens/s, "
+        f"{case.implementation:>9} {case.dtype_name} attention {case.attention} {device}: "
+        f"{result['tokens_s']:,.0f} tokens/s, "
         f"{result['model_tflops_s'] * 1000:,.1f} model GFLOP/s{mfu} (median step {step_s * 1000:.0f} ms "
         f"over {args.steps}), peak memory {result['peak_memory_gib']:.2f} GiB"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def print_ratios(results: list[dict]) -> None:
+    """Each case against the reference layout at its best precision, the issue's yardstick."""
+    references = [result for result in results if result["implementation"] == "reference"]
+    if not references:
+        return
+    best_reference = max(references, key=lambda result: result["tokens_s"])
+    for result in results:
+        ratio = result["tokens_s"] / best_reference["tokens_s"]
+        result["vs_best_reference"] = ratio
+        print(
+            f"{result['implementation']:>9} {result['dtype']} attention {result['attention_kernel']}: {ratio:.2f}x "
+            f"the reference at its best ({best_reference['dtype']})"
+        )
 
 
 if __name__ == "__main__":

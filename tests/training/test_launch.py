@@ -151,3 +151,39 @@ def test_deepspeed_zero2_trains_on_two_cpu_workers_inside_ray_train(tmp_path, ca
     shards = sorted(path.name for path in latest_checkpoint(output).glob("deepspeed/state/zero_pp_rank_*"))
     assert shards == ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
     assert TimeMoE.from_pretrained(output / "model").config.num_experts == TINY["num_experts"]
+
+
+class _StopBeforeTraining(Exception):
+    pass
+
+
+def test_joining_a_gpu_cluster_gives_no_worker_the_cpu_environment(tmp_path, monkeypatch):
+    import ray
+
+    from tsmoe.training import launch
+
+    data = synthetic_data(tmp_path / "data", train=4, val=4, length=32)
+    run = load_run_config(_write_config(tmp_path / "tiny.yaml", data))
+    joined = {}
+
+    def fake_init(**kwargs):
+        joined["job_environment"] = kwargs["runtime_env"]["env_vars"]
+        joined["connected"] = True
+
+    def fake_trainer(run, output, workers, use_gpu, cpus_per_worker):
+        joined["use_gpu"], joined["worker_environment"] = use_gpu, launch.worker_environment(use_gpu)
+        raise _StopBeforeTraining
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: joined.get("connected", False))
+    monkeypatch.setattr(ray, "init", fake_init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    # What the cluster reports, answered only once joined (as Ray does).
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 2.0} if joined else {})
+    monkeypatch.setattr(launch, "build_torch_trainer", fake_trainer)
+    monkeypatch.setattr(launch.torch.cuda, "is_available", lambda: False)  # the driver's own host has no GPU
+    with pytest.raises(_StopBeforeTraining):
+        launch.run_training(run, tmp_path / "run", address="ray://head:10001")
+    assert joined["use_gpu"] is True
+    assert "DS_ACCELERATOR" not in joined["job_environment"]
+    assert "DS_ACCELERATOR" not in joined["worker_environment"]
+    assert launch.worker_environment(False)["DS_ACCELERATOR"] == "cpu"

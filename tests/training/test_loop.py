@@ -30,7 +30,8 @@ def tiny_run(data_path, **training) -> RunConfig:
     return RunConfig(
         model=TimeMoEConfig(**TINY),
         data=DataConfig(path=data_path, batch_size=4, num_workers=0),
-        training=TrainingConfig(**{"epochs": 2, "warmup_steps": 1, **training}),
+        # float32 whatever the CPU: these tests compare runs exactly; tests/training/test_precision.py covers bf16.
+        training=TrainingConfig(**{"epochs": 2, "warmup_steps": 1, "precision": "float32", **training}),
         evaluation=EvaluationConfig(statistics_segments=4, baselines=[]),
     )
 

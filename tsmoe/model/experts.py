@@ -73,33 +73,41 @@ def grouped_experts(
     up_proj: torch.Tensor,  # [E, I, H]
     down_proj: torch.Tensor,  # [E, H, I]
 ) -> torch.Tensor:
-    """Sort (token, choice) pairs by expert and run each projection as one grouped matmul."""
+    """Sort (token, choice) pairs by expert and run each projection as one grouped matmul.
+
+    Rows move with index_select and index_copy, whose backward passes are the opposite gather/scatter
+    (advanced indexing would backpropagate through an accumulating index_put, which sorts its indices).
+    Under autocast, tokens are cast to the matmul dtype once, before they are copied k times, and the
+    expert outputs stay in that dtype up to the weighted sum over each token's k choices, a batched matmul
+    that accumulates in float32.
+    """
     num_experts, top_k = gate_proj.shape[0], expert_index.shape[1]
-    flat_expert = expert_index.reshape(-1)  # [T*k]
-    order = torch.argsort(flat_expert, stable=True)
+    tokens = x.shape[0]
+    sorted_expert, order = torch.sort(expert_index.reshape(-1), stable=True)  # [T*k]
     token = order // top_k  # which token each sorted row comes from
-    rows = x[token]  # [T*k, H], grouped by expert
-    # scatter_add keeps the count's shape static (bincount's depends on the data), which
+    # Each expert's end offset in the sorted rows; the shape stays [E] whatever the routing, which
     # torch.compile needs to trace the grouped path without a graph break.
-    tokens_per_expert = torch.zeros(num_experts, dtype=torch.long, device=x.device).scatter_add_(
-        0, flat_expert, torch.ones_like(flat_expert)
-    )
+    boundaries = torch.arange(1, num_experts + 1, device=x.device, dtype=sorted_expert.dtype)
+    ends = torch.searchsorted(sorted_expert, boundaries - 1, right=True, out_int32=True)
     dtype = _compute_dtype(x)
+    rows = x.to(dtype).index_select(0, token)  # [T*k, H], grouped by expert
     if _grouped_mm_supports(x.device, dtype, (x.shape[-1], gate_proj.shape[1])):
-        ends = torch.cumsum(tokens_per_expert, 0).to(torch.int32)
-        rows = rows.to(dtype)
         gate, up, down = (weight.to(dtype).transpose(1, 2) for weight in (gate_proj, up_proj, down_proj))
         hidden = F.silu(F.grouped_mm(rows, gate, offs=ends)) * F.grouped_mm(rows, up, offs=ends)
         expert_out = F.grouped_mm(hidden, down, offs=ends)  # [T*k, H]
     else:
         # float64 (parity tests), fp16/fp32 on GPUs, odd widths and older torch: a matmul per group.
+        counts = torch.diff(ends, prepend=ends.new_zeros(1)).tolist()
         pieces = []
-        for expert, group in enumerate(torch.split(rows, tokens_per_expert.tolist())):
-            hidden = F.silu(group @ gate_proj[expert].T) * (group @ up_proj[expert].T)
-            pieces.append(hidden @ down_proj[expert].T)
+        for expert, group in enumerate(torch.split(rows, counts)):
+            hidden = F.silu(group @ gate_proj[expert].T.to(dtype)) * (group @ up_proj[expert].T.to(dtype))
+            pieces.append(hidden @ down_proj[expert].T.to(dtype))
         expert_out = torch.cat(pieces)
-    expert_out = expert_out.to(x.dtype) * expert_weight.reshape(-1)[order, None]
-    return torch.zeros_like(x).index_add_(0, token, expert_out)
+    # Back to token order ([T, k, H]; row i of the sorted rows is pair order[i]), then each token's weighted
+    # sum over its k choices.
+    by_token = expert_out.new_empty(expert_out.shape).index_copy(0, order, expert_out).view(tokens, top_k, x.shape[-1])
+    combined = torch.bmm(expert_weight.to(by_token.dtype).unsqueeze(1), by_token).squeeze(1)  # [T, H]
+    return combined.to(x.dtype)
 
 
 EXPERT_KERNELS = {"loop": loop_experts, "grouped": grouped_experts}

@@ -77,8 +77,12 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate queries or keys [N, heads, L, D] by their positions' angles [L, D]."""
-    return x * cos + _rotate_half(x) * sin
+    """Rotate queries or keys [N, heads, L, D] by their positions' angles [L, D], in x's dtype.
+
+    The reference casts cos and sin to the projections' dtype (bfloat16 under autocast); float32 angles
+    would instead promote q and k to float32 and add two casts per layer.
+    """
+    return x * cos.to(x.dtype) + _rotate_half(x) * sin.to(x.dtype)
 
 
 @dataclass
@@ -95,6 +99,25 @@ class KVCache:
     @property
     def length(self) -> int:
         return 0 if self.keys[0] is None else self.keys[0].shape[2]
+
+
+def sdpa_pays(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether `scaled_dot_product_attention` beats the plain matmul-softmax-matmul path here.
+
+    On GPUs its flash and memory-efficient kernels win at every dtype. On CPUs its flash kernel wins in
+    float32 (causal blocks skipped, no [L, L] scores) but in bfloat16 it loses to two oneDNN bfloat16
+    matmuls around a float32 softmax: measured side by side in `benchmarks/train_step.py
+    --attention-kernel` (docs/performance.md), the flash kernel took about a quarter of a bfloat16 step.
+    """
+    return device.type != "cpu" or dtype not in (torch.bfloat16, torch.float16)
+
+
+def _matmul_input(x: torch.Tensor) -> torch.Tensor:
+    """x cast once to autocast's dtype, so the linears that share it do not each cast it (and each cast
+    their input gradient back) under autocast; unchanged without autocast."""
+    if torch.is_autocast_enabled(x.device.type) and x.is_floating_point():
+        return x.to(torch.get_autocast_dtype(x.device.type))
+    return x
 
 
 class Attention(nn.Module):
@@ -119,6 +142,8 @@ class Attention(nn.Module):
         cache: KVCache | None = None,
     ) -> torch.Tensor:
         n, length, _ = x.shape
+        if self.config.attention_implementation == "sdpa":
+            x = _matmul_input(x)  # the fast layout: one cast for q, k and v
         q = self.q_proj(x).view(n, length, self.heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(n, length, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(n, length, self.kv_heads, self.head_dim).transpose(1, 2)
@@ -132,7 +157,7 @@ class Attention(nn.Module):
         if self.kv_heads != self.heads:
             k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
             v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
-        if self.config.attention_implementation == "sdpa":
+        if self.config.attention_implementation == "sdpa" and sdpa_pays(q.device, q.dtype):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         else:
             out = self._eager(q, k, v, mask)
@@ -251,10 +276,14 @@ class DecoderLayer(nn.Module):
         self.self_attn = Attention(config, layer_index)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.ffn_layer = SwiGLU(config.hidden_size, config.intermediate_size) if config.use_dense else SparseMoE(config)
+        # The grouped layout casts the feed-forward input once under autocast: the router, the shared expert,
+        # its gate and the routed experts all read the same bfloat16 copy, which autocast would make 4 times.
+        self.cast_ffn_input_once = config.expert_implementation == "grouped"
 
     def forward(self, x, cos, sin, mask, cache=None) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
-        ffn_out = self.ffn_layer(self.post_attention_layernorm(x))
+        ffn_input = self.post_attention_layernorm(x)
+        ffn_out = self.ffn_layer(_matmul_input(ffn_input) if self.cast_ffn_input_once else ffn_input)
         if isinstance(ffn_out, tuple):
             ffn_out, router_logits = ffn_out
             return x + ffn_out, router_logits
@@ -379,7 +408,7 @@ class TimeMoE(nn.Module):
         hidden = self.model.embed_layer(series.unsqueeze(-1))
         positions = torch.arange(start, start + series.shape[1], device=series.device)
         cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, hidden.dtype)
-        mask = _attention_mask(attention_mask, series.shape[1], start)
+        mask = _attention_mask(attention_mask, series.shape[1], start, series.device)
         router_logits = []
         for layer in self.model.layers:
             if self.config.activation_checkpointing and self.training and torch.is_grad_enabled():
@@ -504,17 +533,20 @@ def _broadcast_channels(mask: torch.Tensor, channels: int | None) -> torch.Tenso
     return mask
 
 
-def _attention_mask(attention_mask: torch.Tensor | None, length: int, start: int) -> torch.Tensor | None:
-    """Boolean [N, 1, L, start+L] mask (causal, padding keys hidden), or None for plain causal."""
+def _attention_mask(
+    attention_mask: torch.Tensor | None, length: int, start: int, device: torch.device
+) -> torch.Tensor | None:
+    """Boolean [N, 1, L, start+L] mask (causal, padding keys hidden) on `device`, or None for plain causal.
+
+    `device` is the inputs' device: without a padding mask (every cached `generate` step) nothing else says
+    where the mask belongs, and one built on the default device would fail or copy on every GPU step.
+    """
     if attention_mask is None and start == 0:
         return None
     keys = start + length
-    device = attention_mask.device if attention_mask is not None else None
     mask = torch.ones(length, keys, dtype=torch.bool, device=device).tril(start)[None, None]
     if attention_mask is not None:
-        # A padding query keeps its own key so that its softmax row is never empty.
-        real_keys = attention_mask.bool()[:, None, None, :]
-        diagonal = torch.zeros(length, keys, dtype=torch.bool, device=device)
-        diagonal[torch.arange(length), torch.arange(start, keys)] = True
-        mask = mask & (real_keys | diagonal)
+        # A padding query keeps its own key (query i sits at key start + i) so its softmax row is never empty.
+        own_key = torch.arange(keys, device=device)[None, :] == torch.arange(start, keys, device=device)[:, None]
+        mask = mask & (attention_mask.bool()[:, None, None, :] | own_key)
     return mask

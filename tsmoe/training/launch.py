@@ -87,10 +87,11 @@ def failure_summary(text: str) -> str:
     return errors[-1] if errors else (lines[-1] if lines else "unknown error")
 
 
-def worker_environment(use_gpu: bool) -> dict[str, str]:
-    """Environment variables for every Ray worker of a run."""
+def worker_environment(use_gpu: bool | None) -> dict[str, str]:
+    """Environment variables for every Ray worker of a run; `use_gpu=None` (not known yet) leaves out the
+    device-dependent ones."""
     environment = dict(MALLOC_ENVIRONMENT)
-    if not use_gpu:
+    if use_gpu is False:
         environment["DS_ACCELERATOR"] = "cpu"  # DeepSpeed reads it at import
     # Train waits this long between worker health checks before a report returns; the default 2 s
     # adds up to seconds per epoch on short runs.
@@ -244,11 +245,11 @@ def run_training(
     import ray
     import ray.train
 
-    use_gpu = (
-        torch.cuda.is_available()
-        if address is None
-        else bool(ray.is_initialized() and ray.cluster_resources().get("GPU"))
-    )
+    # Joining a cluster (--address), whether it has GPUs is known only once joined: until then the job-wide
+    # environment leaves out what depends on it (DS_ACCELERATOR=cpu there would reach GPU workers too).
+    use_gpu: bool | None = torch.cuda.is_available()
+    if address is not None:
+        use_gpu = bool(ray.cluster_resources().get("GPU")) if ray.is_initialized() else None
     environment = worker_environment(use_gpu)
     os.environ.update({key: value for key, value in environment.items() if key.startswith("RAY_")})
     started_ray = not ray.is_initialized()
@@ -264,8 +265,8 @@ def run_training(
                 logging_level=logging.WARNING,
                 **binding.init_arguments,
             )
-            if address is not None:
-                use_gpu = bool(ray.cluster_resources().get("GPU"))
+        if use_gpu is None:
+            use_gpu = bool(ray.cluster_resources().get("GPU"))
         if cpus_per_worker is None:
             cpus_per_worker = 1 if use_gpu else max(1, int(ray.cluster_resources().get("CPU", 1)) // workers)
         trainer = build_torch_trainer(run, output, workers, use_gpu, cpus_per_worker)

@@ -3,8 +3,12 @@
 bfloat16 only pays where the GPU has bfloat16 tensor cores (compute capability 8.0 and later: A100, H100,
 RTX 30xx and newer). Older cards such as the T4 or V100 accept bfloat16 but emulate it, which is slower
 than float32 and was one cause of users' unstable runs; there `auto` picks float16 with dynamic loss
-scaling instead. CPUs train in float32. TF32 matmuls are switched on for every CUDA run: they keep
-float32 weights and speed up the float32 parts (norms, softmaxes, the optimizer's master copies).
+scaling instead. TF32 matmuls are switched on for every CUDA run: they keep float32 weights and speed up
+the float32 parts (norms, softmaxes, the optimizer's master copies).
+
+CPUs follow the same rule: bfloat16 autocast where oneDNN computes bfloat16 in hardware (x86 cores with
+AVX512-BF16 or AMX; on the 2-core development EPYC a bfloat16 matmul runs about 5x a float32 one, see
+docs/performance.md), float32 elsewhere, where oneDNN would emulate bfloat16 through float32 and gain nothing.
 """
 
 from __future__ import annotations
@@ -51,16 +55,39 @@ def has_native_bfloat16(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= NATIVE_BFLOAT16_CAPABILITY
 
 
+def cpu_bfloat16_instructions() -> str | None:
+    """The instructions oneDNN computes bfloat16 matmuls with on this CPU (AMX or AVX512-BF16), or None.
+
+    oneDNN's own check (`_is_mkldnn_bf16_supported`) also accepts plain AVX512, where bfloat16 is converted to
+    float32 and back around every dot product; only the bfloat16 dot-product instructions make it pay.
+    """
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return None
+    if getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)():
+        return "AMX"
+    if getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
+        return "AVX512-BF16"
+    return None
+
+
+def _cpu_precision(requested: str) -> Precision:
+    if requested == "float16":
+        raise ValueError("training.precision: float16 needs a CUDA GPU; on CPU use float32 or bfloat16")
+    if requested != "auto":
+        return Precision(requested, "cpu", f"CPU: {requested} as configured")
+    instructions = cpu_bfloat16_instructions()
+    if instructions is not None:
+        return Precision("bfloat16", "cpu", f"CPU computes bfloat16 natively ({instructions}): bfloat16 autocast")
+    return Precision("float32", "cpu", "CPU without native bfloat16 (no AVX512-BF16 or AMX): float32")
+
+
 def choose_precision(device: torch.device | str, requested: str = "auto") -> Precision:
     """Resolve `training.precision` for `device`; impossible requests fail naming the field."""
     device = torch.device(device)
     if requested not in ("auto", *_DTYPES):
         raise ValueError(f"training.precision: expected auto, float32, bfloat16 or float16, got {requested!r}")
     if device.type == "cpu":
-        if requested == "float16":
-            raise ValueError("training.precision: float16 needs a CUDA GPU; on CPU use float32 or bfloat16")
-        name = "float32" if requested == "auto" else requested
-        return Precision(name, "cpu", "CPU: float32" if requested == "auto" else f"CPU: {name} as configured")
+        return _cpu_precision(requested)
     if device.type != "cuda":
         raise ValueError(f"training.precision: devices of type {device.type!r} are not supported (cpu or cuda)")
     native = has_native_bfloat16(device)
