@@ -196,8 +196,13 @@ def build_torch_trainer(
 ):
     """The Ray Train `TorchTrainer` of one run: `workers` DDP ranks running `train_worker`, storing its
     checkpoints under OUT/train. `tsmoe train` and every sweep trial build theirs here."""
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
+
+    # Ray Train V2's classes (what `ray.train.RunConfig` and `ray.train.torch.TorchTrainer` are at run time
+    # with V2 on, its default), named by their module so that type checkers see the V2 signatures.
+    from ray.train.v2.api.config import CheckpointConfig, LoggingConfig, ScalingConfig
+    from ray.train.v2.api.config import RunConfig as TrainRunConfig
+    from ray.train.v2.torch.torch_trainer import TorchTrainer
 
     from tsmoe.training.worker import train_worker
 
@@ -210,18 +215,18 @@ def build_torch_trainer(
         # bookkeeping was lost, and V2 no longer takes resume_from_checkpoint.
         train_loop_config={"run": run, "resume_from": str(resume) if resume else None},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=ray.train.RunConfig(
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=TrainRunConfig(
             name=RUN_NAME,
             storage_path=str(output),
-            checkpoint_config=ray.train.CheckpointConfig(
+            checkpoint_config=CheckpointConfig(
                 num_to_keep=run.training.keep_checkpoints,
                 checkpoint_score_attribute="val_auroc",
                 checkpoint_score_order="max",
             ),
             worker_runtime_env={"env_vars": environment},
             # Ray Train's own INFO lines (one per checkpoint and report) drown the run's progress lines.
-            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            logging_config=LoggingConfig(log_level="WARNING"),
             callbacks=callbacks or [],
         ),
     )
