@@ -11,7 +11,7 @@
     num_trials: 6
     max_concurrent_trials: 1
     resources: {workers: 2, cpus_per_worker: 1, gpus_per_worker: 0}
-    early_stopping: {scheduler: asha, metric: val_auroc, grace_period: 2, patience: 3}
+    early_stopping: {scheduler: moasha, metric: val_auroc, grace_period: 2, patience: 3}
     constraints: {min_throughput: null, max_memory_mib: null}
     time_budget_s: 600
     storage: ../runs/sweeps
@@ -99,13 +99,14 @@ class ResourcesConfig(BaseModel):
 
 
 class EarlyStoppingConfig(BaseModel):
-    """How hopeless trials end early: a Tune scheduler on one metric, a plateau rule and a NaN rule."""
+    """How hopeless trials end early: a Tune scheduler (MOASHA on both objectives, or ASHA on `metric`),
+    a plateau rule on `metric` and a NaN rule."""
 
     model_config = ConfigDict(extra="forbid")
 
-    scheduler: Literal["asha", "none"] = "asha"
+    scheduler: Literal["moasha", "asha", "none"] = "moasha"
     metric: str = "val_auroc"
-    grace_period: int = Field(1, gt=0)  # epochs every trial runs before ASHA may stop it
+    grace_period: int = Field(1, gt=0)  # epochs every trial runs before (MO)ASHA may stop it
     reduction_factor: float = Field(2.0, gt=1)
     # Stop a trial whose metric has not improved for this many epochs; None: never.
     patience: int | None = Field(None, gt=0)
@@ -219,7 +220,7 @@ def load_sweep(
     base.origin = None  # a sweep may start from an exported config; its trials come from this sweep
     epochs = base.training.epochs
     stopping = config.early_stopping
-    if stopping.scheduler == "asha" and stopping.grace_period > epochs:
+    if stopping.scheduler in ("moasha", "asha") and stopping.grace_period > epochs:
         raise ValueError(
             f"{path}: field early_stopping.grace_period: {stopping.grace_period} epochs is more than "
             f"the {epochs} epochs of {config.base_config}"

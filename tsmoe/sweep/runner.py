@@ -200,7 +200,9 @@ def _run_locked(sweep: Sweep, resume: bool, callbacks: list | None, binding: Bin
                 str(directory), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
             )
         else:
-            scheduler, stopper = build_early_stopping(config.early_stopping, directory, epochs)
+            scheduler, stopper = build_early_stopping(
+                config.early_stopping, directory, epochs, config.objectives.throughput
+            )
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
