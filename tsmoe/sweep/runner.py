@@ -272,7 +272,10 @@ def summary_lines(table: pd.DataFrame, throughput: str) -> str:
     counts = table[STATUS].value_counts().to_dict() if not table.empty else {}
     lines = [f"{len(table)} trials: " + ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))]
     for _, row in table[table[STATUS].isin([STOPPED, ERROR])].iterrows():
-        lines.append(f"  {row['trial_id']} {row['status']} after epoch {row['epochs']}: {row['stop_reason']}")
+        # Out of memory and diverged trials were told to Optuna as infeasible; say so beside the reason.
+        teaching = row.get("failure") in ("out_of_memory", "diverged")
+        failure = f" ({str(row['failure']).replace('_', ' ')})" if teaching else ""
+        lines.append(f"  {row['trial_id']} {row['status']}{failure} after epoch {row['epochs']}: {row['stop_reason']}")
     infeasible = table[(table[STATUS] == COMPLETED) & ~table[FEASIBLE].astype(bool)]
     for _, row in infeasible.iterrows():
         lines.append(f"  {row['trial_id']} infeasible: {row['infeasible_reason']}")
