@@ -17,6 +17,7 @@
     storage: ../runs/sweeps
     seed: 0
     address: null                          # a Ray cluster to join instead of starting one
+    enqueue: [../best.yaml]                # optional: run configs whose searched values are tried first
 
 `load_sweep` checks all of it, the base config, the dataset and the search space, before any Ray work.
 """
@@ -156,6 +157,7 @@ class SweepConfig(BaseModel):
     seed: int = 0
     address: str | None = None
     max_failures: int = Field(0, ge=0)  # retries of a crashed trial (it resumes from its last checkpoint)
+    enqueue: list[Path] = Field(default_factory=list)  # run configs whose values are the first trials
 
     @property
     def directory(self) -> Path:
@@ -196,6 +198,7 @@ def read_sweep_config(path: str | Path) -> SweepConfig:
     config.base_config = _resolve(config.base_config, directory)
     config.search_space = _resolve(config.search_space, directory)
     config.storage = _resolve(config.storage, directory)
+    config.enqueue = [_resolve(enqueued, directory) for enqueued in config.enqueue]
     return config
 
 
@@ -246,4 +249,8 @@ def load_sweep(
             f"{config.search_space}: field training.epochs: cannot be searched; every trial trains "
             f"the {epochs} epochs of {config.base_config}"
         )
+    if config.enqueue:
+        from tsmoe.sweep.warm_start import enqueued_points
+
+        enqueued_points(config.enqueue, space)  # a config outside the space fails here, before Ray starts
     return Sweep(config=config, base=base, space=space, source=path)

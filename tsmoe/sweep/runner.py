@@ -147,10 +147,13 @@ def _check_resources(config: SweepConfig, cluster: dict, source: str = "sweep") 
     return {"CPU": 0.01}
 
 
-def run_sweep(sweep: Sweep, resume: bool = False, callbacks: list | None = None) -> SweepOutcome:
+def run_sweep(
+    sweep: Sweep, resume: bool = False, callbacks: list | None = None, warm_start: list[Path] | None = None
+) -> SweepOutcome:
     """Run the sweep, or with `resume` continue the one in its directory if there is one; returns its
-    results once every trial has ended or the time budget ran out. `callbacks` (Tune callbacks) apply to a
-    new sweep; a restored one keeps those it was started with. One sweep runs in a directory at a time."""
+    results once every trial has ended or the time budget ran out. `callbacks` (Tune callbacks) and
+    `warm_start` (earlier sweep directories whose trials the study starts from) apply to a new sweep; a
+    restored one keeps those it was started with. One sweep runs in a directory at a time."""
     from tsmoe.sweep.records import write_results
     from tsmoe.training.loopback import UNCHANGED, loopback_cluster
 
@@ -159,20 +162,19 @@ def run_sweep(sweep: Sweep, resume: bool = False, callbacks: list | None = None)
         # Taken first, so a second sweep into a running one is refused naming it, before anything is read.
         stack.enter_context(sweep_lock(config.directory))
         binding = stack.enter_context(loopback_cluster()) if config.address is None else UNCHANGED
-        _run_locked(sweep, resume, callbacks, binding)
+        _run_locked(sweep, resume, callbacks, binding, warm_start or [])
     table, front, plots = write_results(
         config.directory, config, sweep.base.training.epochs, sweep.space.optuna_distributions()
     )
     return SweepOutcome(config.directory, table, front, plots)
 
 
-def _run_locked(sweep: Sweep, resume: bool, callbacks: list | None, binding: Binding) -> None:
+def _run_locked(sweep: Sweep, resume: bool, callbacks: list | None, binding: Binding, warm_start: list[Path]) -> None:
     """Check the directory, start Ray and run Tune to the end (the caller holds the sweep lock)."""
     import ray
     from ray import tune
 
     from tsmoe.data.store import open_dataset
-    from tsmoe.sweep.searcher import SweepSearch
     from tsmoe.sweep.stopping import build_early_stopping
     from tsmoe.sweep.trial import TrialSetup, run_trial
 
@@ -196,6 +198,8 @@ def _run_locked(sweep: Sweep, resume: bool, callbacks: list | None, binding: Bin
         trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), driver_bundle)
         if restorable:
             print(f"resuming the sweep in {directory}")
+            if warm_start:
+                print("  --warm-start ignored: the resumed study holds the trials it was started with")
             tuner = tune.Tuner.restore(
                 str(directory), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
             )
@@ -203,10 +207,11 @@ def _run_locked(sweep: Sweep, resume: bool, callbacks: list | None, binding: Bin
             scheduler, stopper = build_early_stopping(
                 config.early_stopping, directory, epochs, config.objectives.throughput
             )
+            search = _start_search(sweep, warm_start)
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    search_alg=SweepSearch(config, sweep.space, directory),
+                    search_alg=search,
                     scheduler=scheduler,
                     num_samples=config.num_trials,
                     max_concurrent_trials=config.max_concurrent_trials,
@@ -224,6 +229,21 @@ def _run_locked(sweep: Sweep, resume: bool, callbacks: list | None, binding: Bin
         tuner.fit()
     finally:
         ray.shutdown()
+
+
+def _start_search(sweep: Sweep, warm_start: list[Path]):
+    """The sweep's Optuna searcher, its study holding the earlier sweeps' trials that fit and the
+    definition's enqueued configs first in line."""
+    from tsmoe.sweep.searcher import SweepSearch
+    from tsmoe.sweep.warm_start import add_earlier_trials, enqueued_points
+
+    config = sweep.config
+    points = enqueued_points(config.enqueue, sweep.space) if config.enqueue else None
+    search = SweepSearch(config, sweep.space, config.directory, points_to_evaluate=points)
+    if warm_start:
+        added = add_earlier_trials(search.study, warm_start, sweep.space, sweep.base, config.objectives.throughput)
+        print(added.lines())
+    return search
 
 
 @dataclass

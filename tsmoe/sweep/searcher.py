@@ -52,7 +52,9 @@ def constraint_values(
 class SweepSearch(OptunaSearch):
     """OptunaSearch that tells unfinished trials as PRUNED and records constraints; see the module doc."""
 
-    def __init__(self, config: SweepConfig, space: SearchSpace, directory: Path):
+    def __init__(
+        self, config: SweepConfig, space: SearchSpace, directory: Path, points_to_evaluate: list[dict] | None = None
+    ):
         self.throughput = config.objectives.throughput
         self.min_throughput = config.constraints.min_throughput
         self.max_memory_mib = config.constraints.max_memory_mib
@@ -70,7 +72,14 @@ class SweepSearch(OptunaSearch):
             sampler=sampler,
             study_name=config.name,
             storage=optuna.storages.RDBStorage(study_storage(directory)),
+            points_to_evaluate=points_to_evaluate,  # enqueued in the study, sampled first
         )
+
+    @property
+    def study(self) -> optuna.Study:
+        """The sweep's Optuna study (in SWEEP/optuna.db)."""
+        assert self._ot_study is not None  # made in __init__: the space is always given
+        return self._ot_study
 
     def suggest(self, trial_id: str):
         """Sample a trial's parameters and remember which Tune trial the Optuna trial is."""
