@@ -73,7 +73,9 @@ def test_a_small_sweep_writes_results_plots_and_an_export_that_trains_to_the_sam
     assert "pass --resume" in capsys.readouterr().err
 
     assert main(["report", str(directory)]) == 0
-    assert "3 trials:" in capsys.readouterr().out
+    reported = capsys.readouterr().out
+    assert "3 trials:" in reported and "hypervolume (reference AUROC 0.5, samples_s 0): " in reported
+    assert (directory / "hypervolume.png").stat().st_size > 0
 
     exported = tmp_path / "best.yaml"
     before = {path: path.stat().st_mtime_ns for path in directory.rglob("*")}

@@ -65,6 +65,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     outcome = run_sweep(sweep, resume=args.resume, warm_start=args.warm_start)
     throughput = sweep.config.objectives.throughput
     print(summary_lines(outcome.table, throughput))
+    print(outcome.hypervolume)
     print("Pareto front (best validation AUROC against " + throughput + "):")
     print(format_front(outcome.front, throughput))
     print(f"results: {outcome.directory} (trials.csv, pareto.csv, pareto.png, pareto.html, optuna.db)")

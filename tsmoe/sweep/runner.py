@@ -47,6 +47,7 @@ class SweepOutcome:
     table: pd.DataFrame
     front: pd.DataFrame
     plots: dict[str, Path]
+    hypervolume: str = ""  # the hypervolume line of `tsmoe report`
 
 
 def _store_definition(sweep: Sweep, segment_length: int) -> None:
@@ -163,10 +164,14 @@ def run_sweep(
         stack.enter_context(sweep_lock(config.directory))
         binding = stack.enter_context(loopback_cluster()) if config.address is None else UNCHANGED
         _run_locked(sweep, resume, callbacks, binding, warm_start or [])
+    from tsmoe.sweep.hypervolume import HYPERVOLUME_PNG, write_hypervolume
+
     table, front, plots = write_results(
         config.directory, config, sweep.base.training.epochs, sweep.space.optuna_distributions()
     )
-    return SweepOutcome(config.directory, table, front, plots)
+    hypervolume = write_hypervolume(config.directory, config.name, config.objectives.throughput)
+    plots[HYPERVOLUME_PNG.removesuffix(".png")] = config.directory / HYPERVOLUME_PNG
+    return SweepOutcome(config.directory, table, front, plots, hypervolume.line())
 
 
 def _run_locked(sweep: Sweep, resume: bool, callbacks: list | None, binding: Binding, warm_start: list[Path]) -> None:
@@ -276,15 +281,19 @@ def report(directory: str | Path, stream=None) -> SweepOutcome:
     """Rebuild a sweep's table, front and plots from its directory, and print the front (to stdout
     unless `stream` is given)."""
     stream = stream or sys.stdout
+    from tsmoe.sweep.hypervolume import HYPERVOLUME_PNG, write_hypervolume
     from tsmoe.sweep.records import format_front, write_results
 
     stored = read_stored_sweep(directory)
     table, front, plots = write_results(
         stored.directory, stored.config, stored.epochs, stored.space.optuna_distributions()
     )
+    hypervolume = write_hypervolume(stored.directory, stored.config.name, stored.config.objectives.throughput)
+    plots[HYPERVOLUME_PNG.removesuffix(".png")] = stored.directory / HYPERVOLUME_PNG
     print(summary_lines(table, stored.config.objectives.throughput), file=stream)
+    print(hypervolume.line(), file=stream)
     print(format_front(front, stored.config.objectives.throughput), file=stream)
-    return SweepOutcome(stored.directory, table, front, plots)
+    return SweepOutcome(stored.directory, table, front, plots, hypervolume.line())
 
 
 def summary_lines(table: pd.DataFrame, throughput: str) -> str:
