@@ -29,6 +29,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="OLD_SWEEP_DIR",
         help="start the study from an earlier sweep's finished trials that fit this space (repeatable)",
     )
+    sweep.add_argument(
+        "--verbose", action="store_true", help="show Tune's own output instead of tsmoe's compact live table"
+    )
     sweep.set_defaults(run=run_sweep_command)
 
     report = commands.add_parser("report", help="print a sweep's Pareto front and rebuild its table and plots")
@@ -62,7 +65,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     from tsmoe.sweep.records import format_front  # Ray is imported only once the definition is known good
     from tsmoe.sweep.runner import run_sweep, summary_lines
 
-    outcome = run_sweep(sweep, resume=args.resume, warm_start=args.warm_start)
+    outcome = run_sweep(sweep, resume=args.resume, warm_start=args.warm_start, verbose=args.verbose)
     throughput = sweep.config.objectives.throughput
     print(summary_lines(outcome.table, throughput))
     print(outcome.hypervolume)

@@ -149,12 +149,17 @@ def _check_resources(config: SweepConfig, cluster: dict, source: str = "sweep") 
 
 
 def run_sweep(
-    sweep: Sweep, resume: bool = False, callbacks: list | None = None, warm_start: list[Path] | None = None
+    sweep: Sweep,
+    resume: bool = False,
+    callbacks: list | None = None,
+    warm_start: list[Path] | None = None,
+    verbose: bool = False,
 ) -> SweepOutcome:
     """Run the sweep, or with `resume` continue the one in its directory if there is one; returns its
     results once every trial has ended or the time budget ran out. `callbacks` (Tune callbacks) and
     `warm_start` (earlier sweep directories whose trials the study starts from) apply to a new sweep; a
-    restored one keeps those it was started with. One sweep runs in a directory at a time."""
+    restored one keeps those it was started with. One sweep runs in a directory at a time. The terminal
+    shows tsmoe's compact live table, or with `verbose` Tune's own output."""
     from tsmoe.sweep.records import write_results
     from tsmoe.training.loopback import UNCHANGED, loopback_cluster
 
@@ -163,7 +168,7 @@ def run_sweep(
         # Taken first, so a second sweep into a running one is refused naming it, before anything is read.
         stack.enter_context(sweep_lock(config.directory))
         binding = stack.enter_context(loopback_cluster()) if config.address is None else UNCHANGED
-        _run_locked(sweep, resume, callbacks, binding, warm_start or [])
+        _run_locked(sweep, resume, callbacks, binding, warm_start or [], verbose)
     from tsmoe.sweep.hypervolume import HYPERVOLUME_PNG, write_hypervolume
 
     table, front, plots = write_results(
@@ -174,7 +179,9 @@ def run_sweep(
     return SweepOutcome(config.directory, table, front, plots, hypervolume.line())
 
 
-def _run_locked(sweep: Sweep, resume: bool, callbacks: list | None, binding: Binding, warm_start: list[Path]) -> None:
+def _run_locked(
+    sweep: Sweep, resume: bool, callbacks: list | None, binding: Binding, warm_start: list[Path], verbose: bool
+) -> None:
     """Check the directory, start Ray and run Tune to the end (the caller holds the sweep lock)."""
     import ray
     from ray import tune
@@ -227,13 +234,32 @@ def _run_locked(sweep: Sweep, resume: bool, callbacks: list | None, binding: Bin
                     storage_path=str(config.storage),
                     stop=stopper,
                     failure_config=tune.FailureConfig(max_failures=config.max_failures),
-                    callbacks=callbacks,
-                    verbose=1,
+                    callbacks=[*(callbacks or []), *_terminal_callbacks(sweep, verbose)],
+                    verbose=1 if verbose else 0,
                 ),
             )
         tuner.fit()
     finally:
         ray.shutdown()
+
+
+def _terminal_callbacks(sweep: Sweep, verbose: bool) -> list:
+    """What shows the sweep's progress: nothing of ours when Tune's own output is asked for."""
+    if verbose:
+        return []
+    from tsmoe.sweep.live_table import LiveTable
+
+    config = sweep.config
+    return [
+        LiveTable(
+            config.name,
+            config.objectives.throughput,
+            sweep.base.training.epochs,
+            config.num_trials,
+            config.max_concurrent_trials,
+            config.time_budget_s,
+        )
+    ]
 
 
 def _start_search(sweep: Sweep, warm_start: list[Path]):
