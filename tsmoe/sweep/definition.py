@@ -18,6 +18,7 @@
     seed: 0
     address: null                          # a Ray cluster to join instead of starting one
     enqueue: [../best.yaml]                # optional: run configs whose searched values are tried first
+    loggers: [tensorboard, mlflow]         # optional: experiment trackers (MLflow to STORAGE/NAME/mlruns)
 
 `load_sweep` checks all of it, the base config, the dataset and the search space, before any Ray work.
 """
@@ -158,6 +159,9 @@ class SweepConfig(BaseModel):
     address: str | None = None
     max_failures: int = Field(0, ge=0)  # retries of a crashed trial (it resumes from its last checkpoint)
     enqueue: list[Path] = Field(default_factory=list)  # run configs whose values are the first trials
+    # Experiment trackers fed by Ray Tune's logger callbacks (tsmoe/sweep/loggers.py).
+    loggers: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)
+    mlflow_tracking_uri: str | None = None  # None: SWEEP/mlruns, a local MLflow file store
 
     @property
     def directory(self) -> Path:
@@ -249,6 +253,11 @@ def load_sweep(
             f"{config.search_space}: field training.epochs: cannot be searched; every trial trains "
             f"the {epochs} epochs of {config.base_config}"
         )
+    if "mlflow" in config.loggers:
+        import importlib.util
+
+        if importlib.util.find_spec("mlflow") is None:
+            raise ValueError(f"{path}: field loggers: mlflow needs the mlflow package (pip install 'tsmoe[mlflow]')")
     if config.enqueue:
         from tsmoe.sweep.warm_start import enqueued_points
 

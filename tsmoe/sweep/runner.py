@@ -187,6 +187,7 @@ def _run_locked(
     from ray import tune
 
     from tsmoe.data.store import open_dataset
+    from tsmoe.sweep.loggers import logger_callbacks
     from tsmoe.sweep.stopping import build_early_stopping
     from tsmoe.sweep.trial import TrialSetup, run_trial
 
@@ -234,7 +235,7 @@ def _run_locked(
                     storage_path=str(config.storage),
                     stop=stopper,
                     failure_config=tune.FailureConfig(max_failures=config.max_failures),
-                    callbacks=[*(callbacks or []), *_terminal_callbacks(sweep, verbose)],
+                    callbacks=[*(callbacks or []), *logger_callbacks(config), *_terminal_callbacks(sweep, verbose)],
                     verbose=1 if verbose else 0,
                 ),
             )
