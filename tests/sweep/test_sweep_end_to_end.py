@@ -103,12 +103,13 @@ def test_a_small_sweep_writes_results_plots_and_an_export_that_trains_to_the_sam
 
 
 def test_a_sweep_killed_mid_way_resumes_without_losing_or_rerunning_finished_trials(tmp_path):
+    # MOASHA judges every trial at epoch 1; its rung history must survive the kill.
     definition = write_sweep(
         tmp_path,
         synthetic_data(tmp_path / "data", train=32),
         num_trials=4,
         max_concurrent_trials=2,
-        early_stopping={"scheduler": "none"},
+        early_stopping={"scheduler": "moasha", "grace_period": 1, "reduction_factor": 2},
     )
     directory = tmp_path / "sweeps" / "tiny"
     command = [sys.executable, "-m", "tsmoe.cli.main", "sweep", str(definition)]
@@ -123,12 +124,18 @@ def test_a_sweep_killed_mid_way_resumes_without_losing_or_rerunning_finished_tri
     first.wait()
     assert finished, "no trial finished before the kill"
     kept = {trial_id: (directory / "trials" / trial_id / "metrics.jsonl").read_text() for trial_id in finished}
+    rungs_before = json.loads((directory / "moasha_rungs.json").read_text())["rungs"]["1"]
+    assert set(finished) <= set(rungs_before)
 
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming the sweep" in resumed.stdout
     table = pd.read_csv(directory / "trials.csv")
-    assert len(table) == 4 and set(table["status"]) == {"completed"}
+    assert len(table) == 4 and set(table["status"]) <= {"completed", "stopped"}
+    # Every trial judged before the kill is still on the rung, with the same figures, beside the new ones.
+    rungs_after = json.loads((directory / "moasha_rungs.json").read_text())["rungs"]["1"]
+    assert {trial_id: rungs_after[trial_id] for trial_id in rungs_before} == rungs_before
+    assert set(rungs_after) == set(table["trial_id"])
     for trial_id, metrics in kept.items():
         assert (directory / "trials" / trial_id / "metrics.jsonl").read_text() == metrics
         assert len(_history(directory / "trials" / trial_id)) == 2
