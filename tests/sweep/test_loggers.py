@@ -24,6 +24,7 @@ def test_no_tracker_unless_the_definition_names_one(tmp_path):
     assert logger_callbacks(config) == []
 
 
+@pytest.mark.slow  # MLflow creates and migrates its SQLite store: tens of seconds on a busy 2-core machine
 def test_mlflow_gets_one_run_per_trial_with_its_parameters_and_every_epochs_metrics(sweep_config, tmp_path):
     import mlflow
     from ray.air.integrations.mlflow import MLflowLoggerCallback
