@@ -107,3 +107,12 @@ def test_a_nonfinite_objective_ranks_last(tmp_path):
     moasha = MOASHA(StopLedger(tmp_path), OBJECTIVES, max_t=4, grace_period=1, reduction_factor=2)
     moasha.on_trial_result(None, _trial("a"), _result(1, 0.6, 50.0))
     assert moasha.on_trial_result(None, _trial("b"), _result(1, float("nan"), 500.0)) == TrialScheduler.STOP
+
+
+def test_state_files_are_not_among_those_tune_copies_back_on_resume():
+    """Tune syncs the .json and .pkl files it found at resume back over the sweep directory."""
+    from tsmoe.sweep.failures import FAILURE_FILE
+    from tsmoe.sweep.stopping import PLATEAU_BESTS_FILE
+
+    for name in (RUNGS_FILE, PLATEAU_BESTS_FILE, FAILURE_FILE):
+        assert not name.endswith((".json", ".pkl")), name

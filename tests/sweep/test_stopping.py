@@ -78,7 +78,7 @@ def test_build_early_stopping_without_a_scheduler_still_stops_nonfinite_trials(t
 def test_plateau_bests_survive_a_restart(tmp_path):
     import pickle
 
-    state_file = tmp_path / "plateau_bests.json"
+    state_file = tmp_path / "plateau_bests.jsonl"
     stopper = HopelessTrialStopper(StopLedger(tmp_path), "val_auroc", "max", 2, True, state_file=state_file)
     pickled = pickle.dumps(stopper)  # as Tune keeps it from the sweep's start
     assert not stopper("a", _result(1, 0.80))

@@ -124,7 +124,7 @@ def test_a_sweep_killed_mid_way_resumes_without_losing_or_rerunning_finished_tri
     first.wait()
     assert finished, "no trial finished before the kill"
     kept = {trial_id: (directory / "trials" / trial_id / "metrics.jsonl").read_text() for trial_id in finished}
-    rungs_before = json.loads((directory / "moasha_rungs.json").read_text())["rungs"]["1"]
+    rungs_before = json.loads((directory / "moasha_rungs.jsonl").read_text())["rungs"]["1"]
     assert set(finished) <= set(rungs_before)
 
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
@@ -133,7 +133,7 @@ def test_a_sweep_killed_mid_way_resumes_without_losing_or_rerunning_finished_tri
     table = pd.read_csv(directory / "trials.csv")
     assert len(table) == 4 and set(table["status"]) <= {"completed", "stopped"}
     # Every trial judged before the kill is still on the rung, with the same figures, beside the new ones.
-    rungs_after = json.loads((directory / "moasha_rungs.json").read_text())["rungs"]["1"]
+    rungs_after = json.loads((directory / "moasha_rungs.jsonl").read_text())["rungs"]["1"]
     assert {trial_id: rungs_after[trial_id] for trial_id in rungs_before} == rungs_before
     assert set(rungs_after) == set(table["trial_id"])
     for trial_id, metrics in kept.items():

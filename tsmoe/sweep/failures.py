@@ -9,7 +9,7 @@ the sweep's own front, built from the results table) leave them out. Other error
 nothing about the region it was drawn from.
 
 A trial learns of its failure in its own process, where the worker's error text is, and writes it to
-SWEEP/trials/TRIAL_ID/failure.json; the searcher and the results table read it from there.
+SWEEP/trials/TRIAL_ID/failure.jsonl; the searcher and the results table read it from there.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pandas as pd
 
 from tsmoe.sweep.persisted import read_json, write_json_atomically
 
-FAILURE_FILE = "failure.json"
+FAILURE_FILE = "failure.jsonl"
 OUT_OF_MEMORY, DIVERGED, OTHER = "out_of_memory", "diverged", "error"
 # What the worker's error says when memory ran out: torch on a GPU or a CPU allocator, Python itself, or
 # Ray's memory monitor killing the worker.

@@ -9,7 +9,7 @@ objective Asynchronous Successive Halving" (2021). A trial continues when it is 
 1/reduction_factor of the trials recorded at that rung so far (at least one; a trial tied with the last one
 kept is kept too), otherwise it stops and the stop ledger says which Pareto rank it had.
 
-The rung history lives in SWEEP/moasha_rungs.json, rewritten atomically on every change and read back
+The rung history lives in SWEEP/moasha_rungs.jsonl, rewritten atomically on every change and read back
 when a resumed sweep's scheduler first sees a trial: Tune itself restores schedulers as they were when
 the sweep started.
 """
@@ -25,7 +25,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from tsmoe.sweep.persisted import read_json, write_json_atomically
 from tsmoe.sweep.stopping import EPOCH, StopLedger
 
-RUNGS_FILE = "moasha_rungs.json"
+RUNGS_FILE = "moasha_rungs.jsonl"
 
 
 def pareto_ranks(points: np.ndarray) -> np.ndarray:

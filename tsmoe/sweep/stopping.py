@@ -19,7 +19,7 @@ from tsmoe.sweep.definition import EarlyStoppingConfig
 from tsmoe.sweep.persisted import read_json, write_json_atomically
 
 STOP_REASONS_FILE = "stop_reasons.jsonl"
-PLATEAU_BESTS_FILE = "plateau_bests.json"
+PLATEAU_BESTS_FILE = "plateau_bests.jsonl"
 EPOCH = "epoch"
 EPOCHS_PLANNED = "epochs_planned"  # beside every epoch's figures: how many the trial was to train
 
