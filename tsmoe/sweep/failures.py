@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tsmoe.sweep.pareto import ERROR, STATUS, STOP_REASON, STOPPED, TRIAL_ID
 from tsmoe.sweep.persisted import read_json, write_json_atomically
 
 FAILURE_FILE = "failure.jsonl"
@@ -77,10 +78,10 @@ def mark_failures(table: pd.DataFrame, trials_directory: Path) -> pd.DataFrame:
     kinds = []
     for _, row in marked.iterrows():
         kind = ""
-        if row.get("status") == "error":
-            recorded = read_failure(Path(trials_directory) / str(row["trial_id"]))
-            kind = recorded["kind"] if recorded else classify_failure(str(row.get("stop_reason", "")))
-        elif row.get("status") == "stopped" and str(row.get("stop_reason", "")).startswith(DIVERGED_STOP_PREFIX):
+        if row.get(STATUS) == ERROR:
+            recorded = read_failure(Path(trials_directory) / str(row[TRIAL_ID]))
+            kind = recorded["kind"] if recorded else classify_failure(str(row.get(STOP_REASON, "")))
+        elif row.get(STATUS) == STOPPED and str(row.get(STOP_REASON, "")).startswith(DIVERGED_STOP_PREFIX):
             kind = DIVERGED
         kinds.append(kind)
     marked["failure"] = kinds

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from ray.tune import Callback
 
 from tsmoe.sweep.pareto import QUALITY
+from tsmoe.sweep.stopping import EPOCH, EPOCHS_PLANNED
 
 _STATES = {"RUNNING": "running", "PENDING": "waiting", "PAUSED": "paused", "ERROR": "error"}
 
@@ -58,7 +59,7 @@ class LiveTable(Callback):
     def _state(self, trial) -> str:
         if trial.status == "TERMINATED":
             result = trial.last_result or {}
-            return "done" if result.get("epoch", 0) >= result.get("epochs_planned", self.epochs) else "stopped"
+            return "done" if result.get(EPOCH, 0) >= result.get(EPOCHS_PLANNED, self.epochs) else "stopped"
         return _STATES.get(trial.status, trial.status.lower())
 
     def eta_s(self, trials: list) -> float | None:
@@ -66,12 +67,12 @@ class LiveTable(Callback):
         epoch_seconds, epochs_done, remaining = 0.0, 0, 0
         for trial in trials:
             result = trial.last_result or {}
-            epoch = int(result.get("epoch", 0))
+            epoch = int(result.get(EPOCH, 0))
             if epoch > 0 and "time_total_s" in result:
                 epoch_seconds += float(result["time_total_s"])
                 epochs_done += epoch
             if trial.status in ("RUNNING", "PENDING", "PAUSED"):
-                remaining += int(result.get("epochs_planned", self.epochs)) - epoch
+                remaining += int(result.get(EPOCHS_PLANNED, self.epochs)) - epoch
         remaining += max(0, self.num_trials - len(trials)) * self.epochs
         if epochs_done == 0:
             return None
@@ -101,7 +102,7 @@ class LiveTable(Callback):
         ]
         for trial, state in zip(trials, states, strict=True):
             result = trial.last_result or {}
-            epoch = f"{int(result.get('epoch', 0))}/{int(result.get('epochs_planned', self.epochs))}"
+            epoch = f"{int(result.get(EPOCH, 0))}/{int(result.get(EPOCHS_PLANNED, self.epochs))}"
             lines.append(
                 f"{trial.trial_id:<{width}}  {state:<8}  {epoch:>5}  "
                 f"{_figure(result.get(QUALITY)):>10}  {_figure(result.get(self.throughput)):>10}"

@@ -23,7 +23,7 @@ import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from tsmoe.sweep.persisted import read_json, write_json_atomically
-from tsmoe.sweep.stopping import EPOCH, StopLedger
+from tsmoe.sweep.stopping import EPOCH, EPOCHS_PLANNED, StopLedger
 
 RUNGS_FILE = "moasha_rungs.jsonl"
 
@@ -177,7 +177,7 @@ class MOASHA(FIFOScheduler):
         tied = ranks[position] == ranks[last_kept] and crowding[position] == crowding[last_kept]
         if position in order[:keep] or tied:
             return TrialScheduler.CONTINUE
-        if epoch >= result.get("epochs_planned", math.inf):
+        if epoch >= result.get(EPOCHS_PLANNED, math.inf):
             return TrialScheduler.CONTINUE  # its last epoch: it ends as completed anyway
         figures = ", ".join(
             f"{name} {value:.4g}" for name, value in zip(self.objectives, points[position], strict=True)

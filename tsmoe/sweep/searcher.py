@@ -129,7 +129,7 @@ class SweepSearch(OptunaSearch):
         if recorded is not None and recorded["kind"] in (OUT_OF_MEMORY, DIVERGED):
             kind, reason = recorded["kind"], recorded["reason"]
         elif not error and diverged(result):
-            kind, reason = DIVERGED, f"loss is {result.get('loss')} at epoch {result.get('epoch')}"
+            kind, reason = DIVERGED, f"loss is {result.get('loss')} at epoch {result.get(EPOCH)}"
         else:
             return False
         trial.set_user_attr("failure", kind)

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from optuna.trial import TrialState
 
-from tsmoe.config import RunConfig, load_run_config
+from tsmoe.config import RunConfig, load_run_config, read_yaml
 from tsmoe.sweep.definition import parse_sweep_config
+from tsmoe.sweep.distributions import Fixed, encode_choice
 from tsmoe.sweep.searcher import study_storage
-from tsmoe.sweep.space import Fixed, SearchSpace, encode_choice
+from tsmoe.sweep.space import SearchSpace
 
 WARM_START_SOURCE = "warm_start_from"  # user attribute naming the sweep a warm-started trial came from
 _CONSTRAINT_KEY_PREFIX = "constraints"  # where Optuna keeps Trial.set_constraint values among system attrs
@@ -47,7 +47,7 @@ def _old_study(directory: Path) -> tuple[optuna.Study, str]:
     stored = directory / "sweep.yaml"
     if not stored.is_file() or not (directory / "optuna.db").is_file():
         raise FileNotFoundError(f"{directory}: not a sweep directory (it needs sweep.yaml and optuna.db)")
-    config = parse_sweep_config(yaml.safe_load(stored.read_text()), str(stored))
+    config = parse_sweep_config(read_yaml(stored, "sweep definition"), str(stored))
     study = optuna.load_study(study_name=config.name, storage=study_storage(directory))
     return study, config.objectives.throughput
 
