@@ -38,7 +38,7 @@ def write_sweep(directory, data, space=None, base=None, **settings):
         "search_space": "space.yaml",
         "num_trials": 3,
         "resources": {"workers": 1},
-        "early_stopping": {"scheduler": "asha", "grace_period": 1},
+        "early_stopping": {"scheduler": "moasha", "grace_period": 1},
         "storage": "sweeps",
     } | settings
     path = directory / "sweep.yaml"

@@ -128,3 +128,23 @@ def test_no_collapse_rule_without_a_threshold_or_routing(tmp_path):
     assert not stopper("a", _routed(1, 1.0))
     dense = HopelessTrialStopper(StopLedger(tmp_path), "val_auroc", "max", None, True, max_load_share=0.9)
     assert not dense("b", _result(1))  # a dense model reports no load share
+
+
+def test_plateau_bests_survive_a_restart(tmp_path):
+    import pickle
+
+    state_file = tmp_path / "plateau_bests.jsonl"
+    stopper = HopelessTrialStopper(StopLedger(tmp_path), "val_auroc", "max", 2, True, state_file=state_file)
+    pickled = pickle.dumps(stopper)  # as Tune keeps it from the sweep's start
+    assert not stopper("a", _result(1, 0.80))
+    assert not stopper("a", _result(2, 0.70))
+    restored = pickle.loads(pickled)
+    assert restored("a", _result(3, 0.75))  # two epochs since the best of epoch 1, known from the file
+    assert "best 0.8 at epoch 1" in StopLedger(tmp_path).reasons()["a"]
+
+
+def test_build_early_stopping_uses_moasha_by_default_on_both_objectives(tmp_path):
+    from tsmoe.sweep.moasha import MOASHA
+
+    scheduler, _ = build_early_stopping(EarlyStoppingConfig(), tmp_path, epochs=4, throughput="tokens_s")
+    assert isinstance(scheduler, MOASHA) and scheduler.objectives == ("best_val_auroc", "tokens_s")

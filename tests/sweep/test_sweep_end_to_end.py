@@ -53,7 +53,7 @@ def test_a_small_sweep_writes_results_plots_and_an_export_that_trains_to_the_sam
             assert row["epochs"] == 2 and row["stop_reason"] == ""
             assert row["best_val_auroc"] == pytest.approx(max(epoch["val_auroc"] for epoch in history))
         else:
-            assert row["epochs"] == 1 and row["stop_reason"].startswith(("asha:", "plateau:"))
+            assert row["epochs"] == 1 and row["stop_reason"].startswith(("moasha: Pareto rank", "plateau:"))
     front = pd.read_csv(directory / "pareto.csv")
     assert set(front["trial_id"]) <= set(table.loc[table["status"] == "completed", "trial_id"])
 
@@ -73,7 +73,9 @@ def test_a_small_sweep_writes_results_plots_and_an_export_that_trains_to_the_sam
     assert "pass --resume" in capsys.readouterr().err
 
     assert main(["report", str(directory)]) == 0
-    assert "3 trials:" in capsys.readouterr().out
+    reported = capsys.readouterr().out
+    assert "3 trials:" in reported and "hypervolume (reference AUROC 0.5, samples_s 0): " in reported
+    assert (directory / "hypervolume.png").stat().st_size > 0
 
     exported = tmp_path / "best.yaml"
     before = {path: path.stat().st_mtime_ns for path in directory.rglob("*")}
@@ -101,12 +103,13 @@ def test_a_small_sweep_writes_results_plots_and_an_export_that_trains_to_the_sam
 
 
 def test_a_sweep_killed_mid_way_resumes_without_losing_or_rerunning_finished_trials(tmp_path):
+    # MOASHA judges every trial at epoch 1; its rung history must survive the kill.
     definition = write_sweep(
         tmp_path,
         synthetic_data(tmp_path / "data", train=32),
         num_trials=4,
         max_concurrent_trials=2,
-        early_stopping={"scheduler": "none"},
+        early_stopping={"scheduler": "moasha", "grace_period": 1, "reduction_factor": 2},
     )
     directory = tmp_path / "sweeps" / "tiny"
     command = [sys.executable, "-m", "tsmoe.cli.main", "sweep", str(definition)]
@@ -121,12 +124,18 @@ def test_a_sweep_killed_mid_way_resumes_without_losing_or_rerunning_finished_tri
     first.wait()
     assert finished, "no trial finished before the kill"
     kept = {trial_id: (directory / "trials" / trial_id / "metrics.jsonl").read_text() for trial_id in finished}
+    rungs_before = json.loads((directory / "moasha_rungs.jsonl").read_text())["rungs"]["1"]
+    assert set(finished) <= set(rungs_before)
 
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming the sweep" in resumed.stdout
     table = pd.read_csv(directory / "trials.csv")
-    assert len(table) == 4 and set(table["status"]) == {"completed"}
+    assert len(table) == 4 and set(table["status"]) <= {"completed", "stopped"}
+    # Every trial judged before the kill is still on the rung, with the same figures, beside the new ones.
+    rungs_after = json.loads((directory / "moasha_rungs.jsonl").read_text())["rungs"]["1"]
+    assert {trial_id: rungs_after[trial_id] for trial_id in rungs_before} == rungs_before
+    assert set(rungs_after) == set(table["trial_id"])
     for trial_id, metrics in kept.items():
         assert (directory / "trials" / trial_id / "metrics.jsonl").read_text() == metrics
         assert len(_history(directory / "trials" / trial_id)) == 2

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tsmoe.cli import data_commands, evaluate_command, model_commands, sweep_commands, train_command
+from tsmoe.cli import (
+    dashboard_command,
+    data_commands,
+    evaluate_command,
+    model_commands,
+    sweep_commands,
+    train_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_command.register(commands)
     train_command.register(commands)
     sweep_commands.register(commands)
+    dashboard_command.register(commands)
     return parser
 
 

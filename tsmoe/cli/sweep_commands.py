@@ -21,6 +21,17 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="continue the sweep already in the definition's directory (after a crash or a kill; "
         "finished trials are kept), or start it when there is none",
     )
+    sweep.add_argument(
+        "--warm-start",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="OLD_SWEEP_DIR",
+        help="start the study from an earlier sweep's finished trials that fit this space (repeatable)",
+    )
+    sweep.add_argument(
+        "--verbose", action="store_true", help="show Tune's own output instead of tsmoe's compact live table"
+    )
     sweep.set_defaults(run=run_sweep_command)
 
     report = commands.add_parser(
@@ -53,12 +64,16 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     from tsmoe.sweep.definition import load_sweep
 
     sweep = load_sweep(args.definition, address=args.address, progress=Progress("synthesizing segments"))
+    for earlier in args.warm_start:
+        if not (earlier / "optuna.db").is_file():
+            raise FileNotFoundError(f"--warm-start {earlier}: not a sweep directory (no optuna.db)")
     from tsmoe.sweep.records import format_front  # Ray is imported only once the definition is known good
     from tsmoe.sweep.runner import run_sweep, summary_lines
 
-    outcome = run_sweep(sweep, resume=args.resume)
+    outcome = run_sweep(sweep, resume=args.resume, warm_start=args.warm_start, verbose=args.verbose)
     throughput = sweep.config.objectives.throughput
     print(summary_lines(outcome.table, throughput))
+    print(outcome.hypervolume)
     print("Pareto front (best validation AUROC against " + throughput + "):")
     print(format_front(outcome.front, throughput))
     print(f"results: {outcome.directory} (trials.csv, pareto.csv, pareto.png, pareto.html, optuna.db)")

@@ -11,12 +11,14 @@
     num_trials: 6
     max_concurrent_trials: 1
     resources: {workers: 2, cpus_per_worker: 1, gpus_per_worker: 0}
-    early_stopping: {scheduler: asha, metric: val_auroc, grace_period: 2, patience: 3, max_load_share: 0.9}
+    early_stopping: {scheduler: moasha, metric: val_auroc, grace_period: 2, patience: 3, max_load_share: 0.9}
     constraints: {min_throughput: null, max_memory_mib: null}
     time_budget_s: 600
     storage: ../runs/sweeps
     seed: 0
     address: null                          # a Ray cluster to join instead of starting one
+    enqueue: [../best.yaml]                # optional: run configs whose searched values are tried first
+    loggers: [tensorboard, mlflow]         # optional: experiment trackers (MLflow to STORAGE/NAME/mlruns)
 
 `load_sweep` checks all of it, the base config, the dataset and the search space, before any Ray work.
 """
@@ -99,13 +101,14 @@ class ResourcesConfig(BaseModel):
 
 
 class EarlyStoppingConfig(BaseModel):
-    """How hopeless trials end early: a Tune scheduler on one metric, a plateau rule and a NaN rule."""
+    """How hopeless trials end early: a Tune scheduler (MOASHA on both objectives, or ASHA on `metric`),
+    a plateau rule on `metric` and a NaN rule."""
 
     model_config = ConfigDict(extra="forbid")
 
-    scheduler: Literal["asha", "none"] = "asha"
+    scheduler: Literal["moasha", "asha", "none"] = "moasha"
     metric: str = "val_auroc"
-    grace_period: int = Field(1, gt=0)  # epochs every trial runs before ASHA may stop it
+    grace_period: int = Field(1, gt=0)  # epochs every trial runs before (MO)ASHA may stop it
     reduction_factor: float = Field(2.0, gt=1)
     # Stop a trial whose metric has not improved for this many epochs; None: never.
     patience: int | None = Field(None, gt=0)
@@ -158,6 +161,10 @@ class SweepConfig(BaseModel):
     seed: int = 0
     address: str | None = None
     max_failures: int = Field(0, ge=0)  # retries of a crashed trial (it resumes from its last checkpoint)
+    enqueue: list[Path] = Field(default_factory=list)  # run configs whose values are the first trials
+    # Experiment trackers fed by Ray Tune's logger callbacks (tsmoe/sweep/loggers.py).
+    loggers: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)
+    mlflow_tracking_uri: str | None = None  # None: SWEEP/mlruns, a local MLflow file store
 
     @property
     def directory(self) -> Path:
@@ -198,6 +205,7 @@ def read_sweep_config(path: str | Path) -> SweepConfig:
     config.base_config = _resolve(config.base_config, directory)
     config.search_space = _resolve(config.search_space, directory)
     config.storage = _resolve(config.storage, directory)
+    config.enqueue = [_resolve(enqueued, directory) for enqueued in config.enqueue]
     return config
 
 
@@ -222,7 +230,7 @@ def load_sweep(
     base.origin = None  # a sweep may start from an exported config; its trials come from this sweep
     epochs = base.training.epochs
     stopping = config.early_stopping
-    if stopping.scheduler == "asha" and stopping.grace_period > epochs:
+    if stopping.scheduler in ("moasha", "asha") and stopping.grace_period > epochs:
         raise ValueError(
             f"{path}: field early_stopping.grace_period: {stopping.grace_period} epochs is more than "
             f"the {epochs} epochs of {config.base_config}"
@@ -248,4 +256,13 @@ def load_sweep(
             f"{config.search_space}: field training.epochs: cannot be searched; every trial trains "
             f"the {epochs} epochs of {config.base_config}"
         )
+    if "mlflow" in config.loggers:
+        import importlib.util
+
+        if importlib.util.find_spec("mlflow") is None:
+            raise ValueError(f"{path}: field loggers: mlflow needs the mlflow package (pip install 'tsmoe[mlflow]')")
+    if config.enqueue:
+        from tsmoe.sweep.warm_start import enqueued_points
+
+        enqueued_points(config.enqueue, space)  # a config outside the space fails here, before Ray starts
     return Sweep(config=config, base=base, space=space, source=path)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from tsmoe.sweep.definition import SweepConfig
+from tsmoe.sweep.failures import mark_failures
 from tsmoe.sweep.pareto import (
     COMPLETED,
     ERROR,
@@ -180,6 +181,7 @@ def trials_table(directory: str | Path, config: SweepConfig, planned_epochs: int
     table = mark_feasibility(
         table, config.constraints.min_throughput, config.objectives.throughput, config.constraints.max_memory_mib
     )
+    table = mark_failures(table, directory / TRIALS_DIR)
     return table.sort_values(TRIAL_ID, ignore_index=True)
 
 

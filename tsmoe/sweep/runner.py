@@ -47,6 +47,7 @@ class SweepOutcome:
     table: pd.DataFrame
     front: pd.DataFrame
     plots: dict[str, Path]
+    hypervolume: str = ""  # the hypervolume line of `tsmoe report`
 
 
 def _store_definition(sweep: Sweep, segment_length: int) -> None:
@@ -147,10 +148,18 @@ def _check_resources(config: SweepConfig, cluster: dict, source: str = "sweep") 
     return {"CPU": 0.01}
 
 
-def run_sweep(sweep: Sweep, resume: bool = False, callbacks: list | None = None) -> SweepOutcome:
+def run_sweep(
+    sweep: Sweep,
+    resume: bool = False,
+    callbacks: list | None = None,
+    warm_start: list[Path] | None = None,
+    verbose: bool = False,
+) -> SweepOutcome:
     """Run the sweep, or with `resume` continue the one in its directory if there is one; returns its
-    results once every trial has ended or the time budget ran out. `callbacks` (Tune callbacks) apply to a
-    new sweep; a restored one keeps those it was started with. One sweep runs in a directory at a time."""
+    results once every trial has ended or the time budget ran out. `callbacks` (Tune callbacks) and
+    `warm_start` (earlier sweep directories whose trials the study starts from) apply to a new sweep; a
+    restored one keeps those it was started with. One sweep runs in a directory at a time. The terminal
+    shows tsmoe's compact live table, or with `verbose` Tune's own output."""
     from tsmoe.sweep.records import write_results
     from tsmoe.training.loopback import UNCHANGED, loopback_cluster
 
@@ -159,20 +168,26 @@ def run_sweep(sweep: Sweep, resume: bool = False, callbacks: list | None = None)
         # Taken first, so a second sweep into a running one is refused naming it, before anything is read.
         stack.enter_context(sweep_lock(config.directory))
         binding = stack.enter_context(loopback_cluster()) if config.address is None else UNCHANGED
-        _run_locked(sweep, resume, callbacks, binding)
+        _run_locked(sweep, resume, callbacks, binding, warm_start or [], verbose)
+    from tsmoe.sweep.hypervolume import HYPERVOLUME_PNG, write_hypervolume
+
     table, front, plots = write_results(
         config.directory, config, sweep.base.training.epochs, sweep.space.optuna_distributions()
     )
-    return SweepOutcome(config.directory, table, front, plots)
+    hypervolume = write_hypervolume(config.directory, config.name, config.objectives.throughput)
+    plots[HYPERVOLUME_PNG.removesuffix(".png")] = config.directory / HYPERVOLUME_PNG
+    return SweepOutcome(config.directory, table, front, plots, hypervolume.line())
 
 
-def _run_locked(sweep: Sweep, resume: bool, callbacks: list | None, binding: Binding) -> None:
+def _run_locked(
+    sweep: Sweep, resume: bool, callbacks: list | None, binding: Binding, warm_start: list[Path], verbose: bool
+) -> None:
     """Check the directory, start Ray and run Tune to the end (the caller holds the sweep lock)."""
     import ray
     from ray import tune
 
     from tsmoe.data.store import open_dataset
-    from tsmoe.sweep.searcher import SweepSearch
+    from tsmoe.sweep.loggers import logger_callbacks
     from tsmoe.sweep.stopping import NUM_EXPERTS, TOP_K, build_early_stopping
     from tsmoe.sweep.trial import TrialSetup, run_trial
 
@@ -196,17 +211,22 @@ def _run_locked(sweep: Sweep, resume: bool, callbacks: list | None, binding: Bin
         trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), driver_bundle)
         if restorable:
             print(f"resuming the sweep in {directory}")
+            if warm_start:
+                print("  --warm-start ignored: the resumed study holds the trials it was started with")
             tuner = tune.Tuner.restore(
                 str(directory), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
             )
         else:
             # The collapse rule's defaults for trials that do not sample top-k or the expert count.
             routing = {TOP_K: sweep.base.model.num_experts_per_tok, NUM_EXPERTS: sweep.base.model.num_experts}
-            scheduler, stopper = build_early_stopping(config.early_stopping, directory, epochs, routing=routing)
+            scheduler, stopper = build_early_stopping(
+                config.early_stopping, directory, epochs, config.objectives.throughput, routing=routing
+            )
+            search = _start_search(sweep, warm_start, routing)
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    search_alg=SweepSearch(config, sweep.space, directory, routing=routing),
+                    search_alg=search,
                     scheduler=scheduler,
                     num_samples=config.num_trials,
                     max_concurrent_trials=config.max_concurrent_trials,
@@ -217,13 +237,47 @@ def _run_locked(sweep: Sweep, resume: bool, callbacks: list | None, binding: Bin
                     storage_path=str(config.storage),
                     stop=stopper,
                     failure_config=tune.FailureConfig(max_failures=config.max_failures),
-                    callbacks=callbacks,
-                    verbose=1,
+                    callbacks=[*(callbacks or []), *logger_callbacks(config), *_terminal_callbacks(sweep, verbose)],
+                    verbose=1 if verbose else 0,
                 ),
             )
         tuner.fit()
     finally:
         ray.shutdown()
+
+
+def _terminal_callbacks(sweep: Sweep, verbose: bool) -> list:
+    """What shows the sweep's progress: nothing of ours when Tune's own output is asked for."""
+    if verbose:
+        return []
+    from tsmoe.sweep.live_table import LiveTable
+
+    config = sweep.config
+    return [
+        LiveTable(
+            config.name,
+            config.objectives.throughput,
+            sweep.base.training.epochs,
+            config.num_trials,
+            config.max_concurrent_trials,
+            config.time_budget_s,
+        )
+    ]
+
+
+def _start_search(sweep: Sweep, warm_start: list[Path], routing: dict[str, int]):
+    """The sweep's Optuna searcher, its study holding the earlier sweeps' trials that fit and the
+    definition's enqueued configs first in line."""
+    from tsmoe.sweep.searcher import SweepSearch
+    from tsmoe.sweep.warm_start import add_earlier_trials, enqueued_points
+
+    config = sweep.config
+    points = enqueued_points(config.enqueue, sweep.space) if config.enqueue else None
+    search = SweepSearch(config, sweep.space, config.directory, points_to_evaluate=points, routing=routing)
+    if warm_start:
+        added = add_earlier_trials(search.study, warm_start, sweep.space, sweep.base, config.objectives.throughput)
+        print(added.lines())
+    return search
 
 
 @dataclass
@@ -256,20 +310,24 @@ def report(directory: str | Path, stream=None) -> SweepOutcome:
     """Rebuild a sweep's table, front and plots from its directory, and print the front (to stdout
     unless `stream` is given)."""
     stream = stream or sys.stdout
+    from tsmoe.sweep.hypervolume import HYPERVOLUME_PNG, write_hypervolume
     from tsmoe.sweep.records import format_front, write_results
 
     stored = read_stored_sweep(directory)
     table, front, plots = write_results(
         stored.directory, stored.config, stored.epochs, stored.space.optuna_distributions()
     )
+    hypervolume = write_hypervolume(stored.directory, stored.config.name, stored.config.objectives.throughput)
+    plots[HYPERVOLUME_PNG.removesuffix(".png")] = stored.directory / HYPERVOLUME_PNG
     print(summary_lines(table, stored.config.objectives.throughput), file=stream)
+    print(hypervolume.line(), file=stream)
     print(format_front(front, stored.config.objectives.throughput), file=stream)
     loads = pick_expert_loads(stored.directory, table, stored.config.objectives.throughput)
     if isinstance(loads, Path):
         plots["expert_loads"] = loads
     else:
         print(f"no expert load plot: {loads}", file=stream)
-    return SweepOutcome(stored.directory, table, front, plots)
+    return SweepOutcome(stored.directory, table, front, plots, hypervolume.line())
 
 
 def pick_expert_loads(directory: Path, table: pd.DataFrame, throughput: str) -> Path | str:
@@ -292,7 +350,10 @@ def summary_lines(table: pd.DataFrame, throughput: str) -> str:
     counts = table[STATUS].value_counts().to_dict() if not table.empty else {}
     lines = [f"{len(table)} trials: " + ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))]
     for _, row in table[table[STATUS].isin([STOPPED, ERROR])].iterrows():
-        lines.append(f"  {row['trial_id']} {row['status']} after epoch {row['epochs']}: {row['stop_reason']}")
+        # Out of memory and diverged trials were told to Optuna as infeasible; say so beside the reason.
+        teaching = row.get("failure") in ("out_of_memory", "diverged")
+        failure = f" ({str(row['failure']).replace('_', ' ')})" if teaching else ""
+        lines.append(f"  {row['trial_id']} {row['status']}{failure} after epoch {row['epochs']}: {row['stop_reason']}")
     infeasible = table[(table[STATUS] == COMPLETED) & ~table[FEASIBLE].astype(bool)]
     for _, row in infeasible.iterrows():
         lines.append(f"  {row['trial_id']} infeasible: {row['infeasible_reason']}")

@@ -19,9 +19,11 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from tsmoe.sweep.definition import SweepConfig
+from tsmoe.sweep.failures import DIVERGED, OUT_OF_MEMORY, diverged, read_failure, teaching_values
 from tsmoe.sweep.pareto import MEMORY, QUALITY
 from tsmoe.sweep.space import SearchSpace
 from tsmoe.sweep.stopping import EPOCH, EPOCHS_PLANNED, collapsed
+from tsmoe.sweep.trial import TRIALS_DIR
 
 STUDY_FILE = "optuna.db"
 TUNE_TRIAL_ID = "tune_trial_id"
@@ -51,13 +53,22 @@ def constraint_values(
 class SweepSearch(OptunaSearch):
     """OptunaSearch that tells unfinished trials as PRUNED and records constraints; see the module doc."""
 
-    def __init__(self, config: SweepConfig, space: SearchSpace, directory: Path, routing: dict[str, int] | None = None):
+    def __init__(
+        self,
+        config: SweepConfig,
+        space: SearchSpace,
+        directory: Path,
+        points_to_evaluate: list[dict] | None = None,
+        routing: dict[str, int] | None = None,
+    ):
         self.throughput = config.objectives.throughput
         # A trial whose routing collapsed is PRUNED even when it ran all its epochs (see stopping.py).
         # `routing`: the base config's top-k and expert count (stopping.TOP_K, NUM_EXPERTS).
         self.max_load_share, self.routing = config.early_stopping.max_load_share, routing
         self.min_throughput = config.constraints.min_throughput
         self.max_memory_mib = config.constraints.max_memory_mib
+        self.trials_directory = Path(directory) / TRIALS_DIR
+        self._last_results: dict[str, dict] = {}  # Tune trial id -> its latest result, for failed trials
         sampler: optuna.samplers.BaseSampler
         if config.sampler == "nsga2":
             sampler = optuna.samplers.NSGAIISampler(seed=config.seed)
@@ -70,7 +81,14 @@ class SweepSearch(OptunaSearch):
             sampler=sampler,
             study_name=config.name,
             storage=optuna.storages.RDBStorage(study_storage(directory)),
+            points_to_evaluate=points_to_evaluate,  # enqueued in the study, sampled first
         )
+
+    @property
+    def study(self) -> optuna.Study:
+        """The sweep's Optuna study (in SWEEP/optuna.db)."""
+        assert self._ot_study is not None  # made in __init__: the space is always given
+        return self._ot_study
 
     def suggest(self, trial_id: str):
         """Sample a trial's parameters and remember which Tune trial the Optuna trial is."""
@@ -79,12 +97,19 @@ class SweepSearch(OptunaSearch):
             self._ot_trials[trial_id].set_user_attr(TUNE_TRIAL_ID, trial_id)
         return params
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Keep the trial's latest figures: Tune reports an errored trial's end without them."""
+        self._last_results[trial_id] = result
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        """Tell Optuna how the trial ended: COMPLETE only when it ran all its epochs with finite figures."""
+        """Tell Optuna how the trial ended: COMPLETE only when it ran all its epochs with finite figures,
+        or as an infeasible COMPLETE when it ran out of memory or diverged (see tsmoe.sweep.failures)."""
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         trial = self._ot_trials[trial_id]
         result = result or {}
+        if self._tell_failure(trial_id, trial, result or self._last_results.get(trial_id, {}), error):
+            return
         figures = [result.get(QUALITY, math.nan), result.get(self.throughput, math.nan)]
         values: list[float] | None
         finished = result.get(EPOCH, 0) >= result.get(EPOCHS_PLANNED, math.inf)
@@ -109,3 +134,26 @@ class SweepSearch(OptunaSearch):
         except (ValueError, RuntimeError) as told:  # already told, e.g. by a driver that died right after
             logger.warning("optuna: %s", told)
         self._completed_trials.add(trial_id)
+
+    def _tell_failure(self, trial_id: str, trial: optuna.Trial, result: dict, error: bool) -> bool:
+        """Tell a trial that ran out of memory or diverged as COMPLETE with a violated constraint named for
+        it and the figures it reached; whether it was such a trial."""
+        recorded = read_failure(self.trials_directory / trial_id) if error else None
+        if recorded is not None and recorded["kind"] in (OUT_OF_MEMORY, DIVERGED):
+            kind, reason = recorded["kind"], recorded["reason"]
+        elif not error and diverged(result):
+            kind, reason = DIVERGED, f"loss is {result.get('loss')} at epoch {result.get(EPOCH)}"
+        else:
+            return False
+        trial.set_user_attr("failure", kind)
+        trial.set_user_attr("failure_reason", reason[:500])
+        trial.set_constraint(kind, 1.0)
+        study = self._ot_study
+        assert study is not None  # OptunaSearch made it before the first suggest
+        try:
+            study.tell(trial, teaching_values(result, (QUALITY, self.throughput)), state=TrialState.COMPLETE)
+        except (ValueError, RuntimeError) as told:
+            logger.warning("optuna: %s", told)
+        self._completed_trials.add(trial_id)
+        self._last_results.pop(trial_id, None)
+        return True

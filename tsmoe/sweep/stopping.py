@@ -16,8 +16,10 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.stopper import Stopper
 
 from tsmoe.sweep.definition import EarlyStoppingConfig
+from tsmoe.sweep.persisted import read_json, write_json_atomically
 
 STOP_REASONS_FILE = "stop_reasons.jsonl"
+PLATEAU_BESTS_FILE = "plateau_bests.jsonl"
 EPOCH = "epoch"
 EPOCHS_PLANNED = "epochs_planned"  # beside every epoch's figures: how many the trial was to train
 LOAD_SHARE = "routing_max_load_share"  # the busiest expert's share of an epoch's top-k choices, any layer
@@ -117,8 +119,9 @@ class HopelessTrialStopper(Stopper):
     `max_load_share` of an epoch's tokens), or whose metric has not improved for `patience` epochs.
 
     A collapse is recorded even at the last epoch: such a trial must not count as completed, since its
-    figures say nothing about its expert count and top-k.
-    """
+    figures say nothing about its expert count and top-k. With a `state_file`, the per-trial bests are kept
+    there (rewritten atomically when one improves) and read back after unpickling, since Tune restores a
+    sweep's stopper as it was when the sweep started."""
 
     def __init__(
         self,
@@ -129,13 +132,27 @@ class HopelessTrialStopper(Stopper):
         stop_nonfinite: bool,
         max_load_share: float | None = None,
         routing: dict[str, int] | None = None,
+        state_file: Path | None = None,
     ):
         self.ledger = ledger
         self.metric, self.sign = metric, 1.0 if mode == "max" else -1.0
         self.patience, self.stop_nonfinite = patience, stop_nonfinite
         self.max_load_share = max_load_share
         self.routing = routing or {TOP_K: 1, NUM_EXPERTS: 2}
+        self.state_file = state_file
         self._best: dict[str, tuple[float, int]] = {}  # trial id -> (best signed value, its epoch)
+        self._loaded = state_file is None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_loaded"] = self.state_file is None
+        return state
+
+    def _load_bests(self) -> None:
+        if not self._loaded and self.state_file is not None:
+            stored = read_json(self.state_file, {})
+            self._best.update({trial_id: (float(best), int(epoch)) for trial_id, (best, epoch) in stored.items()})
+        self._loaded = True
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         """Whether to stop `trial_id` after this result."""
@@ -155,9 +172,12 @@ class HopelessTrialStopper(Stopper):
         if self.patience is None or value is None:
             return False
         signed = self.sign * value if math.isfinite(value) else -math.inf
+        self._load_bests()
         best, best_epoch = self._best.get(trial_id, (-math.inf, epoch))
         if signed > best:
             self._best[trial_id] = (signed, epoch)
+            if self.state_file is not None:
+                write_json_atomically(self.state_file, self._best)
             return False
         if epoch - best_epoch >= self.patience:
             return self._stop(
@@ -180,15 +200,30 @@ class HopelessTrialStopper(Stopper):
 
 
 def build_early_stopping(
-    config: EarlyStoppingConfig, directory: Path, epochs: int, routing: dict[str, int] | None = None
+    config: EarlyStoppingConfig,
+    directory: Path,
+    epochs: int,
+    throughput: str = "samples_s",
+    routing: dict[str, int] | None = None,
 ):
-    """(scheduler or None, stopper) for a sweep, both recording their reasons in the sweep directory.
+    """(scheduler or None, stopper) for a sweep, both recording their reasons in the sweep directory and
+    keeping what they learn there for `--resume`. MOASHA ranks on the sweep's two objectives (best
+    validation AUROC and `throughput`); ASHA on `config.metric`. `routing` is the base config's
+    {TOP_K: top-k, NUM_EXPERTS: experts}, for trials that do not sample their own."""
+    from tsmoe.sweep.moasha import MOASHA
+    from tsmoe.sweep.pareto import QUALITY
 
-    `routing` is the base config's {TOP_K: top-k, NUM_EXPERTS: experts}, for trials that do not sample their own.
-    """
     ledger = StopLedger(directory)
-    scheduler = None
-    if config.scheduler == "asha":
+    scheduler: TrialScheduler | None = None
+    if config.scheduler == "moasha":
+        scheduler = MOASHA(
+            ledger,
+            (QUALITY, throughput),
+            max_t=epochs,
+            grace_period=config.grace_period,
+            reduction_factor=config.reduction_factor,
+        )
+    elif config.scheduler == "asha":
         scheduler = RecordingASHA(
             ledger,
             config.metric,
@@ -205,5 +240,6 @@ def build_early_stopping(
         config.stop_nonfinite,
         max_load_share=config.max_load_share,
         routing=routing,
+        state_file=Path(directory) / PLATEAU_BESTS_FILE,
     )
     return scheduler, stopper

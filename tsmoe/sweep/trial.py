@@ -70,6 +70,10 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     try:
         trainer.fit()
     except ray.train.TrainingFailedError as error:
+        from tsmoe.sweep.failures import record_failure
+
+        # The searcher and the results table read whether it ran out of memory or diverged.
+        record_failure(output, str(error), failure_summary(str(error)))
         # Tune records the trial as errored with this one line, not Ray's nested tracebacks.
         raise TrainingFailed(failure_summary(str(error)), output) from None
     collect_outputs(output)
