@@ -37,8 +37,15 @@ def test_runs_are_windowed_normalised_and_labeled(tmp_path):
     values = 100 + 10 * rng.normal(size=(50, 2))
     run = _write_run(tmp_path / "run.csv", values, labels)
     normal = _write_run(tmp_path / "normal.csv", rng.normal(size=(12, 2)))
-    csv_to_dataset(tmp_path / "data", train_files=[normal], val_files=[run], layout=LAYOUT, segment_length=8,
-                   stride=4, normal_prefix=20)
+    csv_to_dataset(
+        tmp_path / "data",
+        train_files=[normal],
+        val_files=[run],
+        layout=LAYOUT,
+        segment_length=8,
+        stride=4,
+        normal_prefix=20,
+    )
     dataset = open_dataset(tmp_path / "data")
     assert dataset.meta.channels == ["a", "b"] and dataset.meta.run_names == ["run.csv"]
     # Train: normal.csv windows at 0, 4 and the prefix's at 0, 4, 8, 12.
@@ -59,8 +66,9 @@ def test_an_anomaly_inside_the_prefix_shortens_it(tmp_path, capsys):
     labels = np.zeros(40, dtype=int)
     labels[15:18] = 1
     run = _write_run(tmp_path / "run.csv", np.random.default_rng(1).normal(size=(40, 2)), labels)
-    meta = csv_to_dataset(tmp_path / "data", train_files=[], val_files=[run], layout=LAYOUT, segment_length=8,
-                          stride=8, normal_prefix=20)
+    meta = csv_to_dataset(
+        tmp_path / "data", train_files=[], val_files=[run], layout=LAYOUT, segment_length=8, stride=8, normal_prefix=20
+    )
     assert meta.provenance["normal_rows"] == {"run.csv": 15}
     assert "first anomaly is at row 15" in capsys.readouterr().err
 
@@ -78,7 +86,174 @@ def test_errors_name_the_file_column_and_line_and_write_nothing(tmp_path):
     with pytest.raises(ValueError, match=r"bad.csv: column 'b', line 6: 'oops' is not a finite number"):
         csv_to_dataset(out, val_files=[good, bad], **arguments)
     with pytest.raises(ValueError, match=r"column 'pressure' not found"):
-        csv_to_dataset(out, val_files=[good], **{**arguments, "layout": CsvLayout(separator=";", channels=["pressure"])})
+        csv_to_dataset(
+            out, val_files=[good], **{**arguments, "layout": CsvLayout(separator=";", channels=["pressure"])}
+        )
     with pytest.raises(ValueError, match="a labeled \\(validation or test\\) run needs the label column"):
         csv_to_dataset(out, val_files=[_write_run(tmp_path / "plain.csv", values)], **arguments)
     assert not out.exists() and not (tmp_path / "data.partial").exists()
+
+
+def _labeled_runs(tmp_path, count, rows=40, anomalous=(25, 30), seed=3, offsets=None):
+    rng = np.random.default_rng(seed)
+    paths = []
+    for index in range(count):
+        labels = np.zeros(rows, dtype=int)
+        labels[anomalous[0] : anomalous[1]] = 1
+        offset = 0 if offsets is None else offsets[index]
+        paths.append(_write_run(tmp_path / f"run{index}.csv", offset + rng.normal(size=(rows, 2)), labels))
+    return paths
+
+
+def test_normalize_train_uses_training_rows_for_every_file(tmp_path):
+    rng = np.random.default_rng(4)
+    normal_values = 50 + 5 * rng.normal(size=(24, 2))
+    normal = _write_run(tmp_path / "normal.csv", normal_values)
+    (run,) = _labeled_runs(tmp_path, 1, offsets=[60])
+    csv_to_dataset(
+        tmp_path / "data",
+        train_files=[normal],
+        val_files=[run],
+        layout=LAYOUT,
+        segment_length=8,
+        stride=8,
+        normalize="train",
+        holdout_fraction=0.0,
+    )
+    dataset = open_dataset(tmp_path / "data")
+    mean, std = normal_values.mean(axis=0), normal_values.std(axis=0)
+    run_values = np.loadtxt(run, delimiter=";", skiprows=1, usecols=(1, 2))
+    # No prefix: the whole run is evaluated, offset 10 above training, not re-centred on itself.
+    np.testing.assert_allclose(dataset.split("val").segments[0], ((run_values[:8] - mean) / std).T, rtol=1e-5)
+    assert dataset.meta.provenance["normalize"] == "train"
+
+
+def test_a_channel_constant_in_training_is_centred_not_divided(tmp_path, capsys):
+    values = np.column_stack([np.random.default_rng(5).normal(size=24), np.full(24, 3.0)])
+    normal = _write_run(tmp_path / "normal.csv", values)
+    run_values = np.column_stack([np.zeros(40), np.full(40, 5.0)])
+    labels = np.zeros(40, dtype=int)
+    labels[20:] = 1
+    run = _write_run(tmp_path / "run.csv", run_values, labels)
+    csv_to_dataset(
+        tmp_path / "data",
+        train_files=[normal],
+        val_files=[run],
+        layout=LAYOUT,
+        segment_length=8,
+        stride=8,
+        normalize="train",
+    )
+    segments = open_dataset(tmp_path / "data").split("val").segments
+    assert np.isfinite(segments).all()
+    np.testing.assert_allclose(segments[0, 1], 2.0)  # 5 - 3, std kept at 1
+    assert "channel(s) b are constant" in capsys.readouterr().err
+
+
+def test_val_fraction_takes_whole_runs_seeded(tmp_path):
+    paths = _labeled_runs(tmp_path, 4)
+    arguments = dict(
+        train_files=[],
+        test_files=paths,
+        layout=LAYOUT,
+        segment_length=8,
+        stride=8,
+        normal_prefix=20,
+        val_fraction=0.5,
+        seed=1,
+    )
+    first = csv_to_dataset(tmp_path / "a", **arguments)
+    second = csv_to_dataset(tmp_path / "b", **arguments)
+    assert first.provenance["splits"] == second.provenance["splits"]
+    assert sorted(first.provenance["splits"].values()) == ["test", "test", "val", "val"]
+    dataset = open_dataset(tmp_path / "a")
+    val_runs = set(dataset.split("val").runs.tolist())
+    test_runs = set(dataset.split("test").runs.tolist())
+    assert len(val_runs) == 2 and len(test_runs) == 2 and not val_runs & test_runs
+
+
+def test_val_fraction_errors(tmp_path):
+    paths = _labeled_runs(tmp_path, 2)
+    arguments = dict(train_files=[], layout=LAYOUT, segment_length=8, stride=8, normal_prefix=20)
+    with pytest.raises(ValueError, match="at least 2 labeled runs"):
+        csv_to_dataset(tmp_path / "a", test_files=paths[:1], val_fraction=0.5, **arguments)
+    with pytest.raises(ValueError, match="either validation files or a validation share"):
+        csv_to_dataset(tmp_path / "b", val_files=paths[:1], test_files=paths[1:], val_fraction=0.5, **arguments)
+    with pytest.raises(ValueError, match="or a val_fraction"):
+        csv_to_dataset(tmp_path / "c", test_files=paths, **arguments)
+
+
+def test_holdout_is_the_end_of_long_normal_parts(tmp_path):
+    values = np.random.default_rng(6).normal(size=(40, 2))
+    normal = _write_run(tmp_path / "normal.csv", values)
+    (run,) = _labeled_runs(tmp_path, 1)
+    meta = csv_to_dataset(
+        tmp_path / "data",
+        train_files=[normal],
+        val_files=[run],
+        layout=LAYOUT,
+        segment_length=8,
+        stride=4,
+        normal_prefix=20,
+        holdout_fraction=0.25,
+    )
+    dataset = open_dataset(tmp_path / "data")
+    # normal.csv: 10 rows held out (>= 8, and 30 left); the 20-row prefix spares only 5, so it all trains.
+    assert "holdout" in meta.splits and len(dataset.split("holdout")) == 1
+    train_rows = values[:30].T
+    normalized = (values.T - train_rows.mean(axis=1, keepdims=True)) / train_rows.std(axis=1, keepdims=True)
+    np.testing.assert_allclose(dataset.split("holdout").segments[0], normalized[:, 30:38], rtol=1e-5)
+    assert len(dataset.split("train")) == 6 + 4  # windows at 0..20 of 30 rows, 0..12 of the prefix
+
+
+def test_file_level_labels_make_one_sample_per_file(tmp_path):
+    rng = np.random.default_rng(7)
+    normal = _write_run(tmp_path / "normal.csv", rng.normal(size=(30, 2)))
+    files = [
+        _write_run(tmp_path / f"file{index}.csv", rng.normal(size=(20, 2)), np.full(20, label))
+        for index, label in enumerate([0, 1, 0, 1])
+    ]
+    csv_to_dataset(
+        tmp_path / "data",
+        train_files=[normal],
+        test_files=files,
+        layout=LAYOUT,
+        segment_length=8,
+        stride=8,
+        normalize="train",
+        label_per_file=True,
+        val_fraction=0.5,
+    )
+    dataset = open_dataset(tmp_path / "data")
+    val = dataset.split("val")
+    assert val.label_level == "segment"
+    # Stratified: one file of each class validates; every window carries its file's label.
+    by_run = {run: set(val.labels[val.runs == run].tolist()) for run in np.unique(val.runs)}
+    assert sorted(label for labels in by_run.values() for label in labels) == [0, 1]
+    assert all(len(labels) == 1 for labels in by_run.values())
+    assert val.starts[val.runs == val.runs[0]].tolist() == [0, 8, 12]
+
+
+def test_file_level_label_errors(tmp_path):
+    rng = np.random.default_rng(8)
+    normal = _write_run(tmp_path / "normal.csv", rng.normal(size=(30, 2)))
+    mixed = np.zeros(20, dtype=int)
+    mixed[10:] = 1
+    bad = _write_run(tmp_path / "mixed.csv", rng.normal(size=(20, 2)), mixed)
+    arguments = dict(train_files=[normal], layout=LAYOUT, segment_length=8, stride=8, label_per_file=True)
+    with pytest.raises(ValueError, match=r"mixed.csv: file-level labels must be constant in a file, but line 12"):
+        csv_to_dataset(tmp_path / "a", val_files=[bad], normalize="train", **arguments)
+    good = _write_run(tmp_path / "good.csv", rng.normal(size=(20, 2)), np.ones(20, dtype=int))
+    with pytest.raises(ValueError, match="normalize 'train'"):
+        csv_to_dataset(tmp_path / "b", val_files=[good], normalize="run", **arguments)
+    unlabeled = _write_run(tmp_path / "plain.csv", rng.normal(size=(20, 2)))
+    with pytest.raises(ValueError, match=r"plain.csv: a labeled \(validation or test\) run needs the label column"):
+        csv_to_dataset(tmp_path / "c", val_files=[unlabeled], normalize="train", **arguments)
+
+
+def test_a_run_with_one_class_is_noted(tmp_path, capsys):
+    (run,) = _labeled_runs(tmp_path, 1, anomalous=(0, 0))
+    csv_to_dataset(
+        tmp_path / "data", train_files=[], val_files=[run], layout=LAYOUT, segment_length=8, stride=8, normal_prefix=20
+    )
+    assert "every evaluated row is normal" in capsys.readouterr().err

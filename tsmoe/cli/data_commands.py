@@ -46,26 +46,50 @@ def register(commands: argparse._SubParsersAction) -> None:
     synth.set_defaults(run=run_synth)
 
     from_csv = actions.add_parser(
-        "from-csv", help="cut CSV runs into a dataset by sliding windows, normalising each run from its normal part"
+        "from-csv", help="cut CSV runs into a dataset by sliding windows, normalised by normal rows"
     )
     from_csv.add_argument("out", type=Path, help="a new directory (an existing non-empty one is refused)")
     from_csv.add_argument("--train", nargs="*", type=Path, default=[], help="files of normal data only")
-    from_csv.add_argument("--val", nargs="+", type=Path, required=True, help="labeled runs for validation")
+    from_csv.add_argument("--val", nargs="*", type=Path, default=[], help="labeled runs for validation")
     from_csv.add_argument("--test", nargs="*", type=Path, default=[], help="labeled runs for testing")
+    from_csv.add_argument(
+        "--val-fraction",
+        type=float,
+        help="instead of --val: this share of the --test runs (whole runs, seeded by --seed) validates",
+    )
     from_csv.add_argument("--separator", default=",")
     from_csv.add_argument("--time-column", help="a column to drop (timestamps)")
     from_csv.add_argument("--channels", help="comma-separated channel columns (default: every numeric column)")
     from_csv.add_argument("--label-column", help="0/1 anomaly labels per row (needed for --val/--test files)")
+    from_csv.add_argument(
+        "--label-per-file",
+        action="store_true",
+        help="each labeled file is one sample with a constant label, scored as a whole (needs --normalize train)",
+    )
     from_csv.add_argument("--ignore-columns", default="", help="comma-separated columns to drop")
     from_csv.add_argument(
         "--normal-prefix",
         type=int,
-        required=True,
+        default=0,
         help="rows at the start of each labeled run that are normal (train on them)",
+    )
+    from_csv.add_argument(
+        "--normalize",
+        choices=["run", "train"],
+        default="run",
+        help="run: each file by its own normal rows (recordings of different machines); "
+        "train: every file by the training rows' statistics (recordings of the same machine)",
+    )
+    from_csv.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=0.2,
+        help="share at the end of each long enough normal part held out of training, to measure normal scores",
     )
     from_csv.add_argument("--segment-length", type=int, default=2048)
     from_csv.add_argument("--stride", type=int, help="window step (default: a quarter of the segment length)")
     from_csv.add_argument("--sampling-rate", type=float, default=1.0, help="Hz")
+    from_csv.add_argument("--seed", type=int, default=0, help="seeds the choice of validation runs")
     from_csv.set_defaults(run=run_from_csv)
 
 
@@ -139,6 +163,11 @@ def run_from_csv(args: argparse.Namespace) -> int:
         segment_length=args.segment_length,
         stride=args.stride or max(1, args.segment_length // 4),
         normal_prefix=args.normal_prefix,
+        normalize=args.normalize,
+        val_fraction=args.val_fraction,
+        label_per_file=args.label_per_file,
+        holdout_fraction=args.holdout_fraction,
+        seed=args.seed,
         sampling_rate_hz=args.sampling_rate,
         progress=Progress("reading files"),
     )

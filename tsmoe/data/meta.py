@@ -12,6 +12,8 @@ through memory maps.
     DIR/val_runs.npy       optional [N] integer run id, to average metrics per run
     DIR/val_starts.npy     optional [N] start of each segment within its run (overlapping windows)
     DIR/test*.npy          optional, as for val
+    DIR/holdout.npy        optional [N, C, L] normal segments the model never trains on: they measure the
+                           statistics of normal scores (forecast errors) on data the model was not fit to
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from tsmoe.errors import describe_fields
 
 META_FILE = "meta.json"
 FORMAT_VERSION: Literal[1] = 1
-SPLITS = ("train", "val", "test")
-SplitName = Literal["train", "val", "test"]
+SPLITS = ("train", "val", "test", "holdout")
+SplitName = Literal["train", "val", "test", "holdout"]
 LABELED_SPLITS: tuple[SplitName, ...] = ("val", "test")  # the splits scored against labels
 
 
