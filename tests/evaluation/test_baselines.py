@@ -8,6 +8,7 @@ import pytest
 from tsmoe.evaluation.baselines import (
     FirstDifference,
     IsolationForestDetector,
+    KMeansDistance,
     MovingVariance,
     PcaReconstruction,
     build_baselines,
@@ -55,7 +56,13 @@ def test_first_difference_is_undefined_at_the_first_point_only():
 
 @pytest.mark.parametrize(
     "detector",
-    [MovingVariance(8), FirstDifference(), PcaReconstruction(4, 0), IsolationForestDetector(4, 0)],
+    [
+        MovingVariance(8),
+        FirstDifference(),
+        PcaReconstruction(4, 0),
+        IsolationForestDetector(4, 0),
+        KMeansDistance(4, 8, 0),
+    ],
     ids=lambda d: d.name,
 )
 def test_every_baseline_finds_a_burst_of_noise(detector):
@@ -73,3 +80,18 @@ def test_build_baselines_follows_the_config_order():
     config = EvaluationConfig(baselines=["pca", "moving_variance"])
     assert [baseline.name for baseline in build_baselines(config)] == ["pca", "moving_variance"]
     assert [baseline.name for baseline in build_baselines(EvaluationConfig())] == list(BASELINE_NAMES)
+
+
+def test_kmeans_scores_the_distance_to_the_nearest_centroid():
+    # Two clusters of one-point, one-channel windows at 0 and 10: centroids 0 and 10.
+    training = np.array([[[0.0, 0.0, 10.0, 10.0]]])
+    detector = KMeansDistance(window=1, clusters=2, seed=0)
+    detector.fit(training)
+    np.testing.assert_allclose(detector.score(np.array([[[1.0, 9.0, 5.0, -2.0]]])), [[1.0, 1.0, 5.0, 2.0]])
+
+
+def test_kmeans_asks_for_no_more_clusters_than_distinct_vectors():
+    detector = KMeansDistance(window=1, clusters=8, seed=0)
+    detector.fit(np.ones((1, 1, 6)))
+    assert detector.clusters == 1
+    np.testing.assert_allclose(detector.score(np.array([[[4.0, 1.0]]])), [[3.0, 0.0]])

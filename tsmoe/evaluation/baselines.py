@@ -146,6 +146,30 @@ class IsolationForestDetector(_EmbeddingDetector):
         return -self.model.score_samples(vectors)
 
 
+class KMeansDistance(_EmbeddingDetector):
+    """Distance of each lag vector to the nearest of `clusters` k-means centroids of training vectors."""
+
+    name = "kmeans"
+
+    def __init__(self, window: int, clusters: int, seed: int):
+        super().__init__(window, seed)
+        self.clusters = clusters
+
+    def build(self):
+        from sklearn.cluster import KMeans
+
+        return KMeans(n_clusters=self.clusters, n_init=4, random_state=self.seed)
+
+    def fit(self, segments: np.ndarray) -> None:
+        # Fewer distinct training vectors than clusters would leave empty clusters: ask for no more.
+        vectors = lag_vectors(segments, self.window).reshape(-1, segments.shape[1] * self.window)
+        self.clusters = max(1, min(self.clusters, len(np.unique(vectors, axis=0))))
+        super().fit(segments)
+
+    def vector_scores(self, vectors: np.ndarray) -> np.ndarray:
+        return self.model.transform(vectors).min(axis=1)
+
+
 def build_baselines(config: EvaluationConfig) -> list[Baseline]:
     """The baselines named in the config, in its order."""
     builders: dict[str, Callable[[], Baseline]] = {
@@ -153,5 +177,6 @@ def build_baselines(config: EvaluationConfig) -> list[Baseline]:
         "first_difference": FirstDifference,
         "pca": lambda: PcaReconstruction(config.embedding_window, config.seed),
         "isolation_forest": lambda: IsolationForestDetector(config.embedding_window, config.seed),
+        "kmeans": lambda: KMeansDistance(config.embedding_window, config.kmeans_clusters, config.seed),
     }
     return [builders[name]() for name in config.baselines]

@@ -4,30 +4,55 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-BaselineName = Literal["moving_variance", "first_difference", "pca", "isolation_forest"]
-BASELINE_NAMES: tuple[BaselineName, ...] = ("moving_variance", "first_difference", "pca", "isolation_forest")
+BASELINE_NAMES = ("moving_variance", "first_difference", "pca", "isolation_forest", "kmeans")
 
 
 class EvaluationConfig(BaseModel):
-    """Settings for scoring points and segments by forecast error, and for the baselines beside them."""
+    """Settings for scoring points and segments with the model, and for the baselines beside them.
+
+    A point's score is a weighted sum of up to three components, each standardised by its mean and std on
+    the reference normal data (the dataset's `holdout` split, which the model never trained on, or the
+    training split where there is none): forecast error, the cross-channel distance of the error vector,
+    and the density of the model's hidden state. It is then smoothed over `smoothing_window` points.
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # Horizons whose forecast errors score a point; each must be one of the model's horizon_lengths.
     heads: list[int] = Field(default_factory=lambda: [1], min_length=1)
     error: Literal["squared", "absolute"] = "squared"
-    # Channels are scored separately, normalised by their own training-error statistics, then combined.
+    # upper: only errors above normal count; both: errors far below normal count too (a signal that
+    # turns flatter or more regular than normal is forecast too well).
+    error_direction: Literal["upper", "both"] = "upper"
+    # Channels are scored separately, normalised by their own reference-error statistics, then combined.
     channel_aggregate: Literal["mean", "max"] = "mean"
+    # Where normal score statistics come from: the held-out normal split when the dataset has one.
+    statistics_split: Literal["holdout", "train"] = "holdout"
+    # Weights of the score components; a weight of 0 leaves a component out (and its cost with it).
+    forecast_weight: float = Field(1.0, ge=0)
+    cross_channel_weight: float = Field(0.0, ge=0)  # Mahalanobis distance of the per-channel error z-scores
+    density_weight: float = Field(0.0, ge=0)  # Mahalanobis distance of hidden states from training states
+    covariance_shrinkage: float = Field(0.1, gt=0, le=1)  # of both Mahalanobis covariances
+    smoothing_window: int = Field(1, ge=1)  # points in the centred mean over the model's point scores
     # A segment's score from its point scores.
     segment_aggregate: Literal["max", "mean", "quantile"] = "quantile"
     segment_quantile: float = Field(0.99, gt=0, lt=1)
-    # Training segments used to estimate the error statistics (all of them when fewer).
+    # Reference segments used to estimate normal statistics (all of them when fewer).
     statistics_segments: int = Field(256, gt=0)
     batch_size: int = Field(8, gt=0)
     # Baselines reported beside the model, on the same split and metrics.
-    baselines: list[BaselineName] = Field(default_factory=lambda: list(BASELINE_NAMES))
+    baselines: list[Literal["moving_variance", "first_difference", "pca", "isolation_forest", "kmeans"]] = Field(
+        default_factory=lambda: list(BASELINE_NAMES)
+    )
     moving_window: int = Field(16, gt=1)  # points in the moving-variance window
-    embedding_window: int = Field(4, gt=0)  # points per PCA / Isolation Forest feature vector
+    embedding_window: int = Field(4, gt=0)  # points per PCA / Isolation Forest / k-means feature vector
+    kmeans_clusters: int = Field(8, gt=0)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _some_component(self) -> EvaluationConfig:
+        if self.forecast_weight + self.cross_channel_weight + self.density_weight <= 0:
+            raise ValueError("forecast_weight, cross_channel_weight and density_weight: at least one must be > 0")
+        return self

@@ -7,6 +7,7 @@ with the same grouping, aggregation and metrics, so the model's figures stand be
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -17,9 +18,9 @@ from tsmoe.data.loader import normalized_segments
 from tsmoe.data.store import SegmentDataset, SegmentSplit
 from tsmoe.evaluation.baselines import build_baselines
 from tsmoe.evaluation.config import EvaluationConfig
-from tsmoe.evaluation.grouping import aggregate_segments, point_groups, segment_groups
-from tsmoe.evaluation.metrics import AveragedMetrics, average_over_groups
-from tsmoe.evaluation.scoring import channel_scores, combine_channels, training_error_statistics
+from tsmoe.evaluation.detector import ModelDetector
+from tsmoe.evaluation.grouping import aggregate_segments, point_groups, run_scores, segment_groups
+from tsmoe.evaluation.metrics import AveragedMetrics, average_over_groups, detection_metrics
 from tsmoe.model.timemoe import TimeMoE
 
 MODEL_NAME = "time-moe"
@@ -33,11 +34,34 @@ class DetectionResult:
     detector: str
     segment: AveragedMetrics
     point: AveragedMetrics | None = None  # only where the split has point labels
+    run: AveragedMetrics | None = None  # only where segment labels come in runs (files labelled as a whole)
 
     def rows(self) -> list[dict]:
         """Table rows, one per level."""
-        levels = [("segment", self.segment)] + ([("point", self.point)] if self.point is not None else [])
-        return [{"detector": self.detector, "level": level, **asdict(metrics)} for level, metrics in levels]
+        levels = [("segment", self.segment), ("point", self.point), ("run", self.run)]
+        return [
+            {"detector": self.detector, "level": level, **asdict(metrics)}
+            for level, metrics in levels
+            if metrics is not None
+        ]
+
+    @property
+    def headline(self) -> tuple[str, AveragedMetrics]:
+        """The level a split is judged at: points where labelled so, else runs (files), else segments."""
+        if self.point is not None:
+            return "point", self.point
+        if self.run is not None:
+            return "run", self.run
+        return "segment", self.segment
+
+
+def run_level_metrics(point_scores: np.ndarray, split: SegmentSplit, config: EvaluationConfig) -> AveragedMetrics:
+    """AUROC over runs: each run one sample, scored by aggregating its points, anomalous if any segment is."""
+    scores, labels = run_scores(point_scores, split.segment_labels(), split.runs, split.starts, config)
+    if np.unique(labels).size < 2:
+        return AveragedMetrics(math.nan, math.nan, math.nan, 0, 1)
+    metrics = detection_metrics(scores, labels)
+    return AveragedMetrics(metrics.auroc, metrics.auprc, metrics.best_f1, 1, 0)
 
 
 def measure(detector: str, point_scores: np.ndarray, split: SegmentSplit, config: EvaluationConfig) -> DetectionResult:
@@ -50,6 +74,8 @@ def measure(detector: str, point_scores: np.ndarray, split: SegmentSplit, config
     if split.label_level == "point":
         groups = point_groups(point_scores, np.asarray(split.labels), runs, split.starts)
         result.point = average_over_groups(groups)
+    elif runs is not None and np.unique(runs).size > 1:
+        result.run = run_level_metrics(point_scores, split, config)
     return result
 
 
@@ -60,24 +86,8 @@ def model_point_scores(
     config: EvaluationConfig,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> np.ndarray:
-    """The model's point scores [N, L]: forecast errors normalised by training-error statistics."""
-    model.eval()
-    statistics = training_error_statistics(
-        model,
-        dataset.split("train"),
-        dataset.normalization,
-        config,
-        progress=progress and (lambda done, total: progress("statistics", done, total)),
-    )
-    scores = channel_scores(
-        model,
-        split,
-        dataset.normalization,
-        statistics,
-        config,
-        progress=progress and (lambda done, total: progress(split.name, done, total)),
-    )
-    return combine_channels(scores, config.channel_aggregate)
+    """The model's point scores [N, L] under the config's scoring rule (see `detector.py`)."""
+    return ModelDetector(model, dataset, config, progress).score(split)
 
 
 def baseline_point_scores(
@@ -131,14 +141,16 @@ def validation_metrics(
     model: TimeMoE, dataset: SegmentDataset, config: EvaluationConfig, split_name: str = "val"
 ) -> dict[str, float]:
     """The model's figures on a split for a training run's metrics: val_auroc (the headline), val_auprc,
-    val_best_f1 at point level where the split has point labels, else at segment level, plus both levels."""
+    val_best_f1 at point level where the split has point labels, else at run level where its segments come
+    in labelled runs (files), else at segment level, plus each level's AUROC."""
     split = dataset.split(split_name)
     result = measure(MODEL_NAME, model_point_scores(model, dataset, split, config), split, config)
     metrics = {f"{split_name}_segment_auroc": result.segment.auroc}
-    headline = result.segment
     if result.point is not None:
         metrics[f"{split_name}_point_auroc"] = result.point.auroc
-        headline = result.point
+    if result.run is not None:
+        metrics[f"{split_name}_run_auroc"] = result.run.auroc
+    headline = result.headline[1]
     metrics.update(
         {
             f"{split_name}_auroc": headline.auroc,

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from tsmoe.evaluation.config import EvaluationConfig
+
 
 def aggregate_segments(point_scores: np.ndarray, method: str, quantile: float = 0.99) -> np.ndarray:
     """One score per segment [N] from point scores [N, L], ignoring undefined (NaN) points."""
@@ -67,3 +69,25 @@ def point_groups(
             yield point_scores[members].ravel(), np.asarray(point_labels)[members].ravel()
         else:
             yield reassemble_run(point_scores[members], np.asarray(point_labels)[members], np.asarray(starts)[members])
+
+
+def run_scores(
+    point_scores: np.ndarray,
+    segment_labels: np.ndarray,
+    runs: np.ndarray,
+    starts: np.ndarray | None,
+    config: EvaluationConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One score and one label per run: its points (each once) aggregated as a segment's are; anomalous
+    when any of its segments is. For files labelled as a whole, where each file is one sample."""
+    scores, labels = [], []
+    for run in np.unique(runs):
+        members = runs == run
+        run_points = point_scores[members]
+        if starts is not None:
+            point_labels = np.zeros(run_points.shape, dtype=np.int8)
+            run_points, _ = reassemble_run(run_points, point_labels, np.asarray(starts)[members])
+        aggregate = aggregate_segments(run_points.reshape(1, -1), config.segment_aggregate, config.segment_quantile)
+        scores.append(float(aggregate[0]))
+        labels.append(int(np.asarray(segment_labels)[members].max()))
+    return np.asarray(scores), np.asarray(labels, dtype=np.int8)

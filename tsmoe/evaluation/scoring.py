@@ -41,10 +41,19 @@ def forecast_errors(model: TimeMoE, segments: torch.Tensor, heads: list[int], er
     Each head's error at a point is the mean over that head's forecasts of the point; the result is the
     mean over `heads`.
     """
+    return forecast_errors_and_states(model, segments, heads, error)[0]
+
+
+@torch.inference_mode()
+def forecast_errors_and_states(
+    model: TimeMoE, segments: torch.Tensor, heads: list[int], error: str = "squared"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forecast errors [B, C, L] (as `forecast_errors`) and the final hidden states [B, C, L, H], one pass."""
     batch, channels, length = segments.shape
     parameter = next(model.parameters())
     series = segments.reshape(batch * channels, length).to(device=parameter.device, dtype=parameter.dtype)
-    predictions = model(series).predictions  # {h: [B*C, L, h]}
+    output = model(series)
+    predictions = output.predictions  # {h: [B*C, L, h]}
     total = torch.zeros_like(series, dtype=torch.float32)
     for head in heads:
         if head not in predictions:
@@ -59,7 +68,8 @@ def forecast_errors(model: TimeMoE, segments: torch.Tensor, heads: list[int], er
         total[:, 1:] += head_error[:, 1:] / forecasts[1:]
     total = total / len(heads)
     total[:, 0] = float("nan")
-    return total.reshape(batch, channels, length).cpu()
+    states = output.last_hidden_state.float().reshape(batch, channels, length, -1)
+    return total.reshape(batch, channels, length).cpu(), states.cpu()
 
 
 @dataclass
@@ -68,6 +78,23 @@ class ErrorStatistics:
 
     mean: np.ndarray
     std: np.ndarray
+
+    @classmethod
+    def from_errors(cls, errors: np.ndarray) -> ErrorStatistics:
+        """Statistics of errors [N, C, L] of normal segments (position 0, never forecast, is left out)."""
+        buckets = context_buckets(errors.shape[-1])
+        bucket_count = int(buckets.max()) + 1
+        channels = errors.shape[1]
+        mean = np.zeros((channels, bucket_count))
+        std = np.ones((channels, bucket_count))
+        values = errors.astype(np.float64)
+        for bucket in range(bucket_count):
+            members = values[:, :, 1:][:, :, buckets[1:] == bucket]
+            if members.size:
+                mean[:, bucket] = members.mean(axis=(0, 2))
+                std[:, bucket] = members.std(axis=(0, 2))
+        # Position 0's bucket is never forecast; a bucket without spread must not divide by zero.
+        return cls(mean=mean, std=np.where(std > 1e-12, std, 1.0))
 
     def normalize(self, errors: np.ndarray) -> np.ndarray:
         """z-scores [N, C, L] of errors [N, C, L]."""
@@ -136,8 +163,3 @@ def channel_scores(
     for start, errors in _iterate_errors(model, split, normalization, config, len(split), progress):
         scores[start : start + len(errors)] = statistics.normalize(errors)
     return scores
-
-
-def combine_channels(scores: np.ndarray, method: str) -> np.ndarray:
-    """Point scores [N, L] from channel scores [N, C, L]."""
-    return scores.mean(axis=1) if method == "mean" else scores.max(axis=1)

@@ -1,0 +1,111 @@
+"""The model's scoring rule: reference statistics from held-out normal data, components, their combination."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.model.tiny import TINY
+from tsmoe.data.loader import normalized_segments
+from tsmoe.data.store import DatasetWriter, open_dataset
+from tsmoe.evaluation.config import EvaluationConfig
+from tsmoe.evaluation.detector import ModelDetector, reference_split
+from tsmoe.evaluation.evaluate import measure
+from tsmoe.evaluation.scoring import ErrorStatistics, forecast_errors
+from tsmoe.model.config import TimeMoEConfig
+from tsmoe.model.timemoe import TimeMoE
+
+LENGTH = 16
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return TimeMoE(TimeMoEConfig(**TINY)).eval()
+
+
+def _dataset(directory, holdout=True):
+    rng = np.random.default_rng(0)
+    writer = DatasetWriter(directory, LENGTH, ["a", "b"], sampling_rate_hz=1.0)
+    writer.add_split("train", 6).segments[:] = rng.normal(size=(6, 2, LENGTH))
+    if holdout:
+        # Held-out normal data twice as noisy as training: its statistics must be the ones used.
+        writer.add_split("holdout", 6).segments[:] = 2 * rng.normal(size=(6, 2, LENGTH))
+    val = writer.add_split("val", 4, label_level="segment", with_runs=True, with_starts=True)
+    val.segments[:] = rng.normal(size=(4, 2, LENGTH))
+    val.labels[:] = [0, 0, 1, 1]
+    val.runs[:] = [0, 0, 1, 1]
+    val.starts[:] = [0, 4, 0, 4]
+    writer.run_names = ["normal.csv", "faulty.csv"]
+    writer.finish()
+    return open_dataset(directory)
+
+
+def test_error_statistics_per_channel_and_context_bucket():
+    errors = np.full((2, 1, 4), np.nan)
+    errors[:, 0, 1:] = [[1.0, 2.0, 4.0], [3.0, 6.0, 8.0]]
+    statistics = ErrorStatistics.from_errors(errors)
+    # Buckets: position 1 -> 0, positions 2-3 -> 1.
+    np.testing.assert_allclose(statistics.mean, [[2.0, 5.0]])
+    np.testing.assert_allclose(statistics.std, [[1.0, np.std([2.0, 4.0, 6.0, 8.0])]])
+
+
+def test_reference_is_the_holdout_split_when_present(tmp_path):
+    with_holdout = _dataset(tmp_path / "a")
+    assert reference_split(with_holdout, EvaluationConfig()).name == "holdout"
+    assert reference_split(with_holdout, EvaluationConfig(statistics_split="train")).name == "train"
+    assert reference_split(_dataset(tmp_path / "b", holdout=False), EvaluationConfig()).name == "train"
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [
+        {},
+        {"error_direction": "both"},
+        {"forecast_weight": 0.0, "cross_channel_weight": 1.0},
+        {"forecast_weight": 0.0, "density_weight": 1.0},
+        {"cross_channel_weight": 2.0, "density_weight": 0.5},
+    ],
+    ids=["forecast", "both_directions", "cross_channel", "density", "all"],
+)
+def test_every_component_is_standardised_on_the_reference(tmp_path, model, weights):
+    dataset = _dataset(tmp_path / "data")
+    detector = ModelDetector(model, dataset, EvaluationConfig(batch_size=4, **weights))
+    scores = detector.score(dataset.split("holdout"))
+    assert scores.shape == (6, LENGTH) and np.isnan(scores[:, 0]).all()
+    components = sum(
+        weight > 0
+        for weight in [
+            detector.config.forecast_weight,
+            detector.config.cross_channel_weight,
+            detector.config.density_weight,
+        ]
+    )
+    if components == 1:
+        assert np.nanmean(scores) == pytest.approx(0.0, abs=1e-5)
+        assert np.nanstd(scores) == pytest.approx(1.0, rel=1e-4)
+    # Training data is half as noisy as the reference: its forecast errors score below normal.
+    if weights == {}:
+        assert np.nanmean(detector.score(dataset.split("train"))) < -0.3
+
+
+def test_both_directions_scores_the_absolute_z(tmp_path, model):
+    dataset = _dataset(tmp_path / "data")
+    upper = ModelDetector(model, dataset, EvaluationConfig(batch_size=4))
+    both = ModelDetector(model, dataset, EvaluationConfig(batch_size=4, error_direction="both"))
+    segments = torch.from_numpy(normalized_segments(dataset.split("val"), dataset.normalization, 0, 4))
+    errors_z = upper.statistics.normalize(forecast_errors(model, segments, [1]).numpy())
+    expected = np.abs(errors_z).mean(axis=1)
+    expected = (expected - both.location["forecast"]) / both.scale["forecast"]
+    np.testing.assert_allclose(both.score(dataset.split("val")), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_files_labelled_whole_are_measured_at_run_level(tmp_path, model):
+    dataset = _dataset(tmp_path / "data")
+    split = dataset.split("val")
+    scores = np.zeros((4, LENGTH))
+    scores[2:] = 1.0  # the faulty file's windows score higher
+    result = measure("detector", scores, split, EvaluationConfig())
+    assert result.headline[0] == "run" and result.run.auroc == 1.0 and result.run.groups_scored == 1
+    assert [row["level"] for row in result.rows()] == ["segment", "run"]

@@ -1,0 +1,152 @@
+"""The model's point scores: forecast error, cross-channel error distance and hidden-state density combined.
+
+Each component is measured against normal data the model was not fit on where the dataset holds some
+(its `holdout` split; else the training split, which makes normal errors look smaller than they are):
+
+- forecast: per-channel errors z-scored by the reference errors' statistics per context length, then
+  combined over channels; with `error_direction: both`, |z|, so errors far below normal count too;
+- cross_channel: Mahalanobis distance of a point's vector of per-channel z-scores from the reference
+  vectors (covariance shrunk, so one channel or a frozen one never divides by zero);
+- density: Mahalanobis distance of a point's hidden state, per channel, from the training split's states,
+  averaged over channels.
+
+Every component is standardised by its mean and std over the reference points, weighted, summed, and the
+sum smoothed over `smoothing_window` points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from tsmoe.data.loader import normalized_segments
+from tsmoe.data.meta import Normalization
+from tsmoe.data.store import SegmentDataset, SegmentSplit
+from tsmoe.evaluation.config import EvaluationConfig
+from tsmoe.evaluation.distances import ShrunkMahalanobis
+from tsmoe.evaluation.scoring import ErrorStatistics, forecast_errors_and_states
+from tsmoe.evaluation.smoothing import smooth_points
+from tsmoe.model.timemoe import TimeMoE
+
+Progress = Callable[[str, int, int], None] | None
+MIN_STD = 1e-12
+
+
+def reference_split(dataset: SegmentDataset, config: EvaluationConfig) -> SegmentSplit:
+    """Normal segments the score statistics come from: the held-out split when asked for and present."""
+    if config.statistics_split == "holdout" and "holdout" in dataset.splits:
+        return dataset.split("holdout")
+    return dataset.split("train")
+
+
+def _batches(
+    model: TimeMoE,
+    split: SegmentSplit,
+    normalization: Normalization,
+    config: EvaluationConfig,
+    count: int,
+    progress: Progress,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(errors [B, C, L], hidden states [B, C, L, H]) of the first `count` segments, batch by batch."""
+    for start in range(0, count, config.batch_size):
+        stop = min(start + config.batch_size, count)
+        segments = torch.from_numpy(normalized_segments(split, normalization, start, stop))
+        errors, states = forecast_errors_and_states(model, segments, config.heads, config.error)
+        yield errors.numpy(), states.numpy()
+        if progress is not None:
+            progress(split.name, stop, count)
+
+
+def combine_channels(scores: np.ndarray, method: str) -> np.ndarray:
+    """Point scores [N, L] from channel scores [N, C, L]."""
+    return scores.mean(axis=1) if method == "mean" else scores.max(axis=1)
+
+
+def point_vectors(values: np.ndarray) -> np.ndarray:
+    """Per-point vectors [N * L, C] of channel values [N, C, L]."""
+    return values.transpose(0, 2, 1).reshape(-1, values.shape[1])
+
+
+class ModelDetector:
+    """The model's scoring rule, fitted on a dataset's normal data; `score` gives point scores [N, L]."""
+
+    def __init__(self, model: TimeMoE, dataset: SegmentDataset, config: EvaluationConfig, progress: Progress = None):
+        self.model = model
+        self.normalization = dataset.normalization
+        self.config = config
+        self.progress = progress
+        model.eval()
+        if config.density_weight > 0:
+            self.state_models = self._fit_states(dataset.split("train"))
+        reference = reference_split(dataset, config)
+        count = min(len(reference), config.statistics_segments)
+        errors, states = self._collect(reference, count)
+        self.statistics = ErrorStatistics.from_errors(errors)
+        z = self.statistics.normalize(errors)
+        if config.cross_channel_weight > 0:
+            self.cross_channel = ShrunkMahalanobis(config.covariance_shrinkage, config.seed).fit(
+                point_vectors(z[:, :, 1:])
+            )
+        components = self._components(z, states)
+        self.location = {name: float(np.nanmean(values)) for name, values in components.items()}
+        spread = {name: float(np.nanstd(values)) for name, values in components.items()}
+        self.scale = {name: value if value > MIN_STD else 1.0 for name, value in spread.items()}
+
+    def _collect(self, split: SegmentSplit, count: int) -> tuple[np.ndarray, np.ndarray | None]:
+        errors, states = [], []
+        for batch_errors, batch_states in _batches(
+            self.model, split, self.normalization, self.config, count, self.progress
+        ):
+            errors.append(batch_errors)
+            if self.config.density_weight > 0:
+                states.append(batch_states)
+        return np.concatenate(errors), np.concatenate(states) if states else None
+
+    def _fit_states(self, train: SegmentSplit) -> list[ShrunkMahalanobis]:
+        _, states = self._collect(train, min(len(train), self.config.statistics_segments))
+        assert states is not None
+        hidden = states.shape[-1]
+        return [
+            ShrunkMahalanobis(self.config.covariance_shrinkage, self.config.seed).fit(
+                states[:, channel].reshape(-1, hidden)
+            )
+            for channel in range(states.shape[1])
+        ]
+
+    def _components(self, z: np.ndarray, states: np.ndarray | None) -> dict[str, np.ndarray]:
+        config = self.config
+        values = {}
+        if config.forecast_weight > 0:
+            deviation = np.abs(z) if config.error_direction == "both" else z
+            values["forecast"] = combine_channels(deviation, config.channel_aggregate)
+        if config.cross_channel_weight > 0:
+            values["cross_channel"] = self.cross_channel.score(z.transpose(0, 2, 1))  # [N, L]
+        if config.density_weight > 0:
+            assert states is not None
+            values["density"] = np.mean(
+                [model.score(states[:, channel]) for channel, model in enumerate(self.state_models)], axis=0
+            )
+            values["density"][:, 0] = np.nan  # position 0 has no forecast; keep every component alike
+        return values
+
+    def combine(self, components: dict[str, np.ndarray]) -> np.ndarray:
+        """Weighted sum of standardised components, smoothed: point scores [N, L]."""
+        weights = {
+            "forecast": self.config.forecast_weight,
+            "cross_channel": self.config.cross_channel_weight,
+            "density": self.config.density_weight,
+        }
+        total = sum(
+            weights[name] * (values - self.location[name]) / self.scale[name] for name, values in components.items()
+        )
+        return smooth_points(np.asarray(total, dtype=np.float32), self.config.smoothing_window)
+
+    def score(self, split: SegmentSplit) -> np.ndarray:
+        """Point scores [N, L] of every segment of a split."""
+        scores = []
+        for errors, states in _batches(self.model, split, self.normalization, self.config, len(split), self.progress):
+            z = self.statistics.normalize(errors)
+            scores.append(self.combine(self._components(z, states if self.config.density_weight > 0 else None)))
+        return np.concatenate(scores)
