@@ -6,7 +6,7 @@ import json
 
 from tests.model.tiny import TINY
 from tsmoe.cli.main import main
-from tsmoe.config import RunConfig
+from tsmoe.config import RunConfig, dump_run_config
 from tsmoe.data.config import DataConfig
 from tsmoe.evaluation.config import BASELINE_NAMES
 from tsmoe.model.config import TimeMoEConfig
@@ -92,3 +92,37 @@ def test_evaluate_with_a_head_the_model_lacks_fails_before_scoring(tmp_path, cap
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "model"), "--data", str(data), "--heads", "3"]) == 2
     assert "--heads [3]: the model in" in capsys.readouterr().err
+
+
+def test_evaluate_uses_the_run_directory_config_and_says_so(tmp_path, capsys):
+    data = tmp_path / "synthetic"
+    main(
+        [
+            "data",
+            "synth",
+            str(data),
+            "--train-segments",
+            "2",
+            "--val-segments",
+            "4",
+            "--test-segments",
+            "0",
+            "--segment-length",
+            "64",
+        ]
+    )
+    run = RunConfig(model=TimeMoEConfig(**TINY), data=DataConfig(path=data))
+    run.evaluation.smoothing_window = 5
+    run.evaluation.baselines = []
+    (tmp_path / "run").mkdir()
+    dump_run_config(run, tmp_path / "run" / "config.yaml")
+    TimeMoE(TimeMoEConfig(**TINY)).save_pretrained(tmp_path / "run" / "model")
+    capsys.readouterr()
+    table = tmp_path / "table.json"
+    assert main(["evaluate", str(tmp_path / "run" / "model"), "--data", str(data), "--json", str(table)]) == 0
+    out = capsys.readouterr().out
+    assert f"detector: the evaluation section of {tmp_path / 'run' / 'config.yaml'}" in out
+    # The run's baselines (none) were used, not the defaults (all of them).
+    assert {row["detector"] for row in json.loads(table.read_text())} == {"time-moe"}
+    assert main(["evaluate", str(tmp_path / "run" / "model"), "--data", str(data), "--baselines", "pca"]) == 0
+    assert "with baselines from the command line" in capsys.readouterr().out

@@ -1,4 +1,10 @@
-"""`tsmoe evaluate`: a trained model's detection figures beside the baselines'."""
+"""`tsmoe evaluate`: a trained model's detection figures beside the baselines'.
+
+The detector is the `evaluation` section of a run config. When MODEL sits in a run directory
+(`RUN/model`, `RUN/best_model`), `RUN/config.yaml`'s section is the default, so the figures match the
+training log; otherwise the defaults of `EvaluationConfig`. Options given on the command line override
+single fields of it, and the output says where the settings came from.
+"""
 
 from __future__ import annotations
 
@@ -9,46 +15,73 @@ from pathlib import Path
 import torch
 
 from tsmoe.cli.progress import Progress
+from tsmoe.config import load_run_config
 from tsmoe.data.check import check_dataset
 from tsmoe.data.store import open_dataset
 from tsmoe.evaluation.config import BASELINE_NAMES, EvaluationConfig
 from tsmoe.evaluation.evaluate import evaluate_detectors
 from tsmoe.model.checkpoint import load_pretrained
 
+RUN_CONFIG_FILE = "config.yaml"
+# Command-line options that override a field of the evaluation section of the same name.
+OVERRIDES = (
+    "heads",
+    "error",
+    "error_direction",
+    "channel_aggregate",
+    "forecast_weight",
+    "cross_channel_weight",
+    "density_weight",
+    "smoothing_window",
+    "segment_aggregate",
+    "segment_quantile",
+    "baselines",
+)
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the `evaluate` command."""
     evaluate = commands.add_parser("evaluate", help="score a split with a trained model and the baselines")
-    evaluate.add_argument("model", type=Path, help="a checkpoint directory (config.json + weights)")
+    evaluate.add_argument("model", type=Path, help="a checkpoint directory (config.json + weights), e.g. RUN/model")
     evaluate.add_argument("--data", type=Path, required=True, help="a dataset directory")
     evaluate.add_argument("--split", default="val", choices=["val", "test"])
-    evaluate.add_argument("--heads", type=int, nargs="+", default=[1], help="horizons whose errors score points")
-    evaluate.add_argument("--error", choices=["squared", "absolute"], default="squared")
-    evaluate.add_argument("--channel-aggregate", choices=["mean", "max"], default="mean")
-    evaluate.add_argument("--segment-aggregate", choices=["max", "mean", "quantile"], default="quantile")
-    evaluate.add_argument("--segment-quantile", type=float, default=0.99)
+    evaluate.add_argument(
+        "--config", type=Path, help="a run config whose evaluation section to use (default: RUN/config.yaml)"
+    )
+    evaluate.add_argument("--heads", type=int, nargs="+", help="horizons whose errors score points")
+    evaluate.add_argument("--error", choices=["squared", "absolute"])
+    evaluate.add_argument("--error-direction", choices=["upper", "both"])
+    evaluate.add_argument("--channel-aggregate", choices=["mean", "max"])
+    evaluate.add_argument("--forecast-weight", type=float)
+    evaluate.add_argument("--cross-channel-weight", type=float)
+    evaluate.add_argument("--density-weight", type=float)
+    evaluate.add_argument("--smoothing-window", type=int)
+    evaluate.add_argument("--segment-aggregate", choices=["max", "mean", "quantile"])
+    evaluate.add_argument("--segment-quantile", type=float)
     evaluate.add_argument(
         "--baselines",
         nargs="*",
         choices=BASELINE_NAMES,
-        default=list(BASELINE_NAMES),
-        help="baselines to report beside the model (none with an empty list)",
+        help="baselines to report beside the model (default: every one; none with an empty list)",
     )
     evaluate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     evaluate.add_argument("--json", type=Path, help="also write the table here as JSON records")
     evaluate.set_defaults(run=run_evaluate)
 
 
+def evaluation_settings(model: Path, config: Path | None) -> tuple[EvaluationConfig, str]:
+    """The evaluation section to start from and where it came from: --config, RUN/config.yaml, or defaults."""
+    path = config if config is not None else model.resolve().parent / RUN_CONFIG_FILE
+    if config is None and not path.is_file():
+        return EvaluationConfig(), "the default evaluation settings"
+    return load_run_config(path).evaluation, f"the evaluation section of {path}"
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """Check the inputs, score the split and print the table."""
-    config = EvaluationConfig(
-        heads=args.heads,
-        error=args.error,
-        channel_aggregate=args.channel_aggregate,
-        segment_aggregate=args.segment_aggregate,
-        segment_quantile=args.segment_quantile,
-        baselines=args.baselines,
-    )
+    base, source = evaluation_settings(args.model, args.config)
+    given = {name: getattr(args, name) for name in OVERRIDES if getattr(args, name) is not None}
+    config = EvaluationConfig.model_validate(base.model_dump() | given)
     check_dataset(args.data)
     dataset = open_dataset(args.data)
     dataset.split(args.split)
@@ -56,6 +89,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     missing = sorted(set(config.heads) - set(model.config.horizon_lengths))
     if missing:
         raise ValueError(f"--heads {missing}: the model in {args.model} has horizons {model.config.horizon_lengths}")
+    print(f"detector: {source}" + (f", with {', '.join(sorted(given))} from the command line" if given else ""))
     bars: dict[str, Progress] = {}
     table = evaluate_detectors(
         dataset,

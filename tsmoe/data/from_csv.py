@@ -43,7 +43,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from tsmoe.data.meta import LABELED_SPLITS, DatasetMeta
+from tsmoe.data.meta import LABELED_SPLITS, DatasetMeta, SplitName
 from tsmoe.data.store import NO_SPREAD, DatasetWriter, safe_std
 
 
@@ -374,7 +374,11 @@ def csv_to_dataset(
     normalized = {
         id(run): ((run.values - normalizers[id(run)][0]) / normalizers[id(run)][1]).astype(np.float32) for run in runs
     }
-    for name, windows in (("train", train_windows), ("holdout", holdout_windows)):
+    normal_splits: list[tuple[SplitName, list[tuple[_Run, int]]]] = [
+        ("train", train_windows),
+        ("holdout", holdout_windows),
+    ]
+    for name, windows in normal_splits:
         if not windows:
             continue
         arrays = writer.add_split(name, len(windows))
@@ -400,6 +404,7 @@ def csv_to_dataset(
         for index, (run_id, run, start) in enumerate(windows_of_split):
             begin = run.normal_rows + int(start)
             arrays.segments[index] = normalized[id(run)][:, begin : begin + segment_length]
+            assert run.labels is not None
             arrays.labels[index] = run.file_label if file_level else run.labels[begin : begin + segment_length]
             arrays.runs[index] = run_id
             arrays.starts[index] = start

@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-BASELINE_NAMES = ("moving_variance", "first_difference", "pca", "isolation_forest", "kmeans")
+BaselineName = Literal["moving_variance", "first_difference", "pca", "isolation_forest", "kmeans"]
+BASELINE_NAMES: tuple[BaselineName, ...] = ("moving_variance", "first_difference", "pca", "isolation_forest", "kmeans")
 
 
 class EvaluationConfig(BaseModel):
@@ -43,9 +44,7 @@ class EvaluationConfig(BaseModel):
     statistics_segments: int = Field(256, gt=0)
     batch_size: int = Field(8, gt=0)
     # Baselines reported beside the model, on the same split and metrics.
-    baselines: list[Literal["moving_variance", "first_difference", "pca", "isolation_forest", "kmeans"]] = Field(
-        default_factory=lambda: list(BASELINE_NAMES)
-    )
+    baselines: list[BaselineName] = Field(default_factory=lambda: list(BASELINE_NAMES))
     moving_window: int = Field(16, gt=1)  # points in the moving-variance window
     embedding_window: int = Field(4, gt=0)  # points per PCA / Isolation Forest / k-means feature vector
     kmeans_clusters: int = Field(8, gt=0)

@@ -57,7 +57,9 @@ class DetectionResult:
 
 def run_level_metrics(point_scores: np.ndarray, split: SegmentSplit, config: EvaluationConfig) -> AveragedMetrics:
     """AUROC over runs: each run one sample, scored by aggregating its points, anomalous if any segment is."""
-    scores, labels = run_scores(point_scores, split.segment_labels(), split.runs, split.starts, config)
+    runs = split.runs
+    assert runs is not None, "run-level metrics need the split's run ids"
+    scores, labels = run_scores(point_scores, split.segment_labels(), runs, split.starts, config)
     if np.unique(labels).size < 2:
         return AveragedMetrics(math.nan, math.nan, math.nan, 0, 1)
     metrics = detection_metrics(scores, labels)
