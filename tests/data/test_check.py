@@ -112,3 +112,10 @@ def test_invalid_meta_names_the_field(small_dataset):
     (small_dataset / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"meta.json: field segment_length"):
         check_dataset(small_dataset)
+
+
+def test_a_batch_larger_than_the_training_split_fails(small_dataset):
+    check_dataset(small_dataset, batch_size=12)  # 12 training segments fill one batch
+    with pytest.raises(DatasetError, match=r"train.npy: field data.batch_size: the training split holds 12 segments, "
+                                           r"fewer than one batch of 16"):
+        check_dataset(small_dataset, batch_size=16)

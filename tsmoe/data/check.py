@@ -64,8 +64,13 @@ class DatasetSummary:
 
 
 def check_dataset(directory: str | Path, crop_schedule: str | list[CropStage] | None = None,
-                  progress: Callable[[str, int, int], None] | None = None) -> DatasetSummary:
-    """Check shapes, dtypes, values and labels of every split; raise DatasetError listing every problem."""
+                  progress: Callable[[str, int, int], None] | None = None,
+                  batch_size: int | None = None) -> DatasetSummary:
+    """Check shapes, dtypes, values and labels of every split; raise DatasetError listing every problem.
+
+    With `batch_size` (segments per step over all workers), also that the training split fills one batch:
+    incomplete batches are dropped, so a smaller split would train on nothing.
+    """
     directory = Path(directory)
     meta = read_meta(directory)  # raises with the field named when meta.json itself is wrong
     problems: list[str] = []
@@ -82,6 +87,11 @@ def check_dataset(directory: str | Path, crop_schedule: str | list[CropStage] | 
         split_summary = _check_split(directory, name, files, meta, problems, progress)
         if split_summary is not None:
             summary.splits[name] = split_summary
+    train = summary.splits.get("train")
+    if batch_size is not None and train is not None and train.segments < batch_size:
+        problems.append(f"{directory / meta.splits['train'].segments}: field data.batch_size: the training split "
+                        f"holds {train.segments} segments, fewer than one batch of {batch_size} (data.batch_size "
+                        f"x workers); incomplete batches are dropped, so lower data.batch_size")
     if problems:
         raise DatasetError(directory, problems)
     return summary

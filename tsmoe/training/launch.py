@@ -240,7 +240,7 @@ def run_training(
         raise ValueError(f"--workers: need at least 1, got {workers}")
     output = Path(output).resolve()
     # Everything that can be wrong with the inputs fails here, before any Ray or GPU work.
-    check_dataset(run.data.path, crop_schedule=run.data.crop_schedule)
+    check_dataset(run.data.path, crop_schedule=run.data.crop_schedule, batch_size=run.data.batch_size * workers)
     prepare_output(run, output)
     done = _checkpoints(output)
     if done and done[-1][0]["epoch"] >= run.training.epochs:
