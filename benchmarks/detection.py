@@ -1,14 +1,19 @@
-"""Detection quality: train a small Time-MoE on normal data and score labeled runs beside the baselines.
+"""Detection quality: train the config's Time-MoE on normal data and score labeled data beside the baselines.
 
-By default it builds the SKAB dataset (../shared/data/SKAB) the way the README shows: the anomaly-free
-file and the first 400 rows of every labeled run train; the rest of each run is cut into overlapping
-windows of 256 points, normalised by the run's own normal rows. It then trains a small Time-MoE with the
-training loop, scores every point by forecast error, and prints point AUROC per run for the model and
-each baseline, with means per group of runs (valve1, valve2, other) and overall.
+The detector is the config's `evaluation` section, scored as one row `time-moe` per level: no variant is
+picked on the data it is scored on. Data, one of:
 
-    python benchmarks/detection.py                      # SKAB, about 5 minutes on 2 CPU cores
-    python benchmarks/detection.py --data DIR --split test
-    python benchmarks/detection.py --markdown docs/detection_skab.md
+- SKAB (default; ../shared/data/SKAB), under one of two protocols:
+  `prefix`: the anomaly-free file and the first 400 rows of every run train, each file normalised by its
+  own normal rows, the rest of each run is scored; `anomaly_free`: only the anomaly-free file trains,
+  every file is normalised by its statistics and every row of every run is scored.
+  All 34 runs are scored (as the dataset's validation split: training runs a fixed number of epochs and
+  chooses nothing on it). Metrics are point AUROC per run, averaged over runs.
+- a UCR anomaly series (`--ucr FILE`, named ..._TRAINEND_BEGIN_END.txt): the first TRAINEND points train.
+- any dataset directory (`--data DIR --split test`), e.g. the built-in synthetic set.
+
+    python benchmarks/detection.py --skab-protocol prefix --json docs/figures/detection_skab_prefix.json
+    python benchmarks/detection.py --data data/synthetic --split test
 
 Published point AUROC on SKAB for reference (TAB benchmark, PVLDB 2025, per-run protocol): k-means 0.882,
 PCA 0.859, TranAD 0.837, autoencoder 0.825, foundation models zero-shot 0.58-0.62.
@@ -28,38 +33,55 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tsmoe.cli.progress import Progress
-from tsmoe.config import RunConfig
+from tsmoe.config import RunConfig, load_run_config
 from tsmoe.data.check import check_dataset
-from tsmoe.data.config import DataConfig
 from tsmoe.data.from_csv import CsvLayout, csv_to_dataset
 from tsmoe.data.store import SegmentDataset, open_dataset
-from tsmoe.evaluation.config import EvaluationConfig
-from tsmoe.evaluation.evaluate import MODEL_NAME, measure, model_point_scores, score_detectors
+from tsmoe.evaluation.evaluate import MODEL_NAME, measure, score_detectors
 from tsmoe.evaluation.grouping import point_groups
 from tsmoe.evaluation.metrics import detection_metrics, has_both_classes
-from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
-from tsmoe.training.config import TrainingConfig
 from tsmoe.training.loop import fit
 
-DEFAULT_SKAB = Path(__file__).resolve().parents[2] / "shared" / "data" / "SKAB" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SKAB = ROOT.parent / "shared" / "data" / "SKAB" / "data"
+DEFAULT_CONFIG = ROOT / "configs" / "detection_cpu.yaml"
+SKAB_LAYOUT = CsvLayout(separator=";", time_column="datetime", label_column="anomaly", ignore_columns=["changepoint"])
 
 
-def build_skab(skab: Path, out: Path, segment_length: int, stride: int, normal_prefix: int) -> None:
-    """SKAB as a tsmoe dataset: anomaly-free file and run prefixes train, the labeled rest validates."""
+def build_skab(skab: Path, out: Path, protocol: str, segment_length: int, stride: int, normal_prefix: int) -> None:
+    """SKAB as a tsmoe dataset under one protocol; every labeled run lands in the validation split."""
     if not skab.is_dir():
         raise SystemExit(f"{skab}: SKAB data folder not found (give --skab DIR or --data DIR)")
     runs = sorted(path for group in ("valve1", "valve2", "other") for path in (skab / group).glob("*.csv"))
-    layout = CsvLayout(separator=";", time_column="datetime", label_column="anomaly", ignore_columns=["changepoint"])
     csv_to_dataset(
         out,
         train_files=[skab / "anomaly-free" / "anomaly-free.csv"],
         val_files=runs,
-        layout=layout,
+        layout=SKAB_LAYOUT,
         segment_length=segment_length,
         stride=stride,
-        normal_prefix=normal_prefix,
+        normal_prefix=normal_prefix if protocol == "prefix" else 0,
+        normalize="run" if protocol == "prefix" else "train",
+    )
+
+
+def build_ucr(series: Path, out: Path, segment_length: int, stride: int) -> None:
+    """A UCR anomaly series (one value per line) as a dataset: its training part trains, the rest validates."""
+    train_end, begin, end = (int(part) for part in series.stem.split("_")[-3:])
+    values = np.loadtxt(series)
+    labels = np.zeros(len(values), dtype=int)
+    labels[begin - 1 : end] = 1  # the name's indices count from 1
+    csv = out.with_suffix(".csv")
+    pd.DataFrame({"value": values, "anomaly": labels}).to_csv(csv, index=False)
+    csv_to_dataset(
+        out,
+        train_files=[],
+        val_files=[csv],
+        layout=CsvLayout(label_column="anomaly"),
+        segment_length=segment_length,
+        stride=stride,
+        normal_prefix=train_end,
     )
 
 
@@ -69,8 +91,8 @@ def per_run_auroc(scores: dict[str, np.ndarray], dataset: SegmentDataset, split_
     labels = np.asarray(split.labels)
     names = dataset.meta.run_names or ["all"]
     rows: dict[str, dict[str, float]] = {}
+    run_ids = np.unique(split.runs) if split.runs is not None else [0]
     for detector, point_scores in scores.items():
-        run_ids = np.unique(split.runs) if split.runs is not None else [0]
         for run_id, (run_scores, run_labels) in zip(
             run_ids, point_groups(point_scores, labels, split.runs, split.starts), strict=True
         ):
@@ -88,28 +110,8 @@ def group_means(table: pd.DataFrame) -> pd.DataFrame:
     return groups
 
 
-def train_model(directory: Path, arguments: argparse.Namespace) -> tuple[TimeMoE, float]:
-    """A small Time-MoE trained on the dataset's training split; returns it and the seconds it took."""
-    run = RunConfig(
-        model=TimeMoEConfig(
-            hidden_size=arguments.hidden_size,
-            intermediate_size=4 * arguments.hidden_size,
-            num_hidden_layers=arguments.layers,
-            num_attention_heads=4,
-            num_experts=arguments.experts,
-            num_experts_per_tok=2,
-            horizon_lengths=[1, 8, 32],
-            router_init_std=0.002,
-        ),
-        data=DataConfig(path=directory, batch_size=arguments.batch_size, num_workers=0, seed=arguments.seed),
-        training=TrainingConfig(
-            epochs=arguments.epochs,
-            learning_rate=arguments.learning_rate,
-            warmup_steps=20,
-            seed=arguments.seed,
-            log_every_steps=10**9,
-        ),
-    )
+def train_model(run: RunConfig) -> tuple[TimeMoE, float]:
+    """The config's Time-MoE trained on the dataset's training split; returns it and the seconds it took."""
     started = time.perf_counter()
     model, _ = fit(
         run,
@@ -123,92 +125,78 @@ def train_model(directory: Path, arguments: argparse.Namespace) -> tuple[TimeMoE
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="run config: model, training, detector")
     parser.add_argument("--data", type=Path, help="an existing dataset directory instead of SKAB")
+    parser.add_argument("--ucr", type=Path, help="a UCR anomaly series instead of SKAB")
     parser.add_argument("--split", default="val", choices=["val", "test"])
     parser.add_argument("--skab", type=Path, default=DEFAULT_SKAB, help="SKAB's data/ folder")
-    parser.add_argument("--segment-length", type=int, default=256)
-    parser.add_argument("--stride", type=int, default=64)
-    parser.add_argument("--normal-prefix", type=int, default=400)
-    parser.add_argument("--hidden-size", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--experts", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--learning-rate", type=float, default=3e-3)
-    parser.add_argument(
-        "--head-sets",
-        nargs="+",
-        default=["1", "1,8", "1,8,32"],
-        help="score the model once per set of horizons (comma-separated), each as its own row",
-    )
-    parser.add_argument("--channel-aggregate", choices=["mean", "max"], default="mean")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skab-protocol", choices=["prefix", "anomaly_free"], default="prefix")
+    parser.add_argument("--segment-length", type=int, default=256, help="for SKAB and UCR")
+    parser.add_argument("--stride", type=int, default=64, help="for SKAB and UCR")
+    parser.add_argument("--normal-prefix", type=int, default=400, help="for SKAB's prefix protocol")
+    parser.add_argument("--epochs", type=int, help="override the config's training.epochs")
+    parser.add_argument("--seed", type=int, help="override the config's training and data seeds")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--markdown", type=Path, help="also write the tables here as Markdown")
-    parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
+    parser.add_argument("--json", type=Path, help="also write the figures here: records as `tsmoe evaluate --json`")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
 
+    run = load_run_config(arguments.config)
+    if arguments.epochs is not None:
+        run.training.epochs = arguments.epochs
+    if arguments.seed is not None:
+        run.training.seed = run.data.seed = arguments.seed
     with tempfile.TemporaryDirectory() as temporary:
         directory = arguments.data
-        if directory is None:
+        if arguments.ucr is not None:
+            source = arguments.ucr.name
+            directory = Path(temporary) / "ucr"
+            build_ucr(arguments.ucr, directory, arguments.segment_length, arguments.stride)
+        elif directory is None:
+            source = f"SKAB, {arguments.skab_protocol} protocol"
             directory = Path(temporary) / "skab"
-            build_skab(arguments.skab, directory, arguments.segment_length, arguments.stride, arguments.normal_prefix)
+            build_skab(
+                arguments.skab,
+                directory,
+                arguments.skab_protocol,
+                arguments.segment_length,
+                arguments.stride,
+                arguments.normal_prefix,
+            )
+        else:
+            source = str(directory)
         check_dataset(directory)
         dataset = open_dataset(directory)
-        model, train_seconds = train_model(directory, arguments)
-        config = EvaluationConfig(seed=arguments.seed, channel_aggregate=arguments.channel_aggregate)
+        run.data.path = directory
+        model, train_seconds = train_model(run)
+        config = run.evaluation
         split = dataset.split(arguments.split)
-        scores, bars = {}, {}
-        for head_set in arguments.head_sets:
-            heads = [int(head) for head in head_set.split(",")]
-            scores[f"{MODEL_NAME} heads {head_set}"] = model_point_scores(
-                model,
-                dataset,
-                split,
-                config.model_copy(update={"heads": heads}),
-                progress=lambda stage, done, total, head_set=head_set: bars.setdefault(
-                    (head_set, stage), Progress(f"heads {head_set}: scoring {stage}")
-                )(done, total),
-            )
-        scores.update(score_detectors(dataset, arguments.split, config))
-        summary = pd.DataFrame(
-            [row for name, point_scores in scores.items() for row in measure(name, point_scores, split, config).rows()]
-        )
+        scores = score_detectors(dataset, arguments.split, config, model)
+        records = [
+            row for name, point_scores in scores.items() for row in measure(name, point_scores, split, config).rows()
+        ]
+        summary = pd.DataFrame(records)
         runs = per_run_auroc(scores, dataset, arguments.split) if split.label_level == "point" else None
 
-    source = "SKAB" if arguments.data is None else str(arguments.data)
+    model_config = run.model
     header = (
-        f"{source}, {arguments.split} split; Time-MoE hidden {arguments.hidden_size}, {arguments.layers} layers, "
-        f"{arguments.experts} experts, {arguments.epochs} epochs in {train_seconds:.0f} s; channels combined by "
-        f"{arguments.channel_aggregate}; "
-        f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
+        f"{source}, {arguments.split} split; config {arguments.config.name}: Time-MoE hidden "
+        f"{model_config.hidden_size}, {model_config.num_hidden_layers} layers, {model_config.num_experts} experts, "
+        f"{run.training.epochs} epochs in {train_seconds:.0f} s; {platform.processor() or platform.machine()}, "
+        f"{arguments.threads} threads, torch {torch.__version__}"
     )
     print(header)
     print(summary.to_string(index=False, float_format=lambda value: f"{value:.3f}"))
-    if runs is not None:
+    if runs is not None and len(runs) > 1:
         print("\npoint AUROC per group of runs (mean over runs):")
         print(group_means(runs).to_string(float_format=lambda value: f"{value:.3f}"))
-        print("\npoint AUROC per run:")
-        print(runs.to_string(float_format=lambda value: f"{value:.3f}"))
-    if arguments.markdown is not None:
-
-        def block(table: pd.DataFrame, index: bool = True) -> str:
-            return "```text\n" + table.to_string(index=index, float_format=lambda value: f"{value:.3f}") + "\n```"
-
-        parts = [f"{header}\n", block(summary, index=False)]
-        if runs is not None:
-            parts += [
-                "\nPoint AUROC, mean per group of runs:\n",
-                block(group_means(runs)),
-                "\nPoint AUROC per run:\n",
-                block(runs),
-            ]
-        arguments.markdown.write_text("\n".join(parts) + "\n")
     if arguments.json is not None:
         figures = {
             "header": header,
-            "summary": summary.to_dict(orient="records"),
+            "detector": MODEL_NAME,
+            "evaluation": config.model_dump(mode="json"),
+            "train_seconds": train_seconds,
+            "records": records,
             "per_run": None if runs is None else runs.to_dict(orient="index"),
         }
         arguments.json.write_text(json.dumps(figures, indent=2) + "\n")
