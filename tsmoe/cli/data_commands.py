@@ -37,6 +37,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--train-segments", type=int, default=256)
     synth.add_argument("--val-segments", type=int, default=128)
     synth.add_argument("--test-segments", type=int, default=128, help="0 writes no test split")
+    synth.add_argument(
+        "--holdout-segments", type=int, default=0, help="normal segments held out of training to measure normal scores"
+    )
     synth.add_argument("--segment-length", type=int, default=2048)
     synth.add_argument("--sampling-rate", type=float, default=1000.0, help="Hz")
     synth.add_argument(
@@ -130,6 +133,7 @@ def run_synth(args: argparse.Namespace) -> int:
         train_segments=args.train_segments,
         val_segments=args.val_segments,
         test_segments=args.test_segments,
+        holdout_segments=args.holdout_segments,
         segment_length=args.segment_length,
         sampling_rate_hz=args.sampling_rate,
         anomaly_fraction=args.anomaly_fraction,

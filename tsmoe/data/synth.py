@@ -31,7 +31,7 @@ from tsmoe.data.store import DatasetWriter
 CHANNELS = ("current_a", "current_b", "current_c")
 FAULT_KINDS = ("rotor_sidebands", "spikes", "sag", "drift", "phase_imbalance", "harmonic_distortion")
 SUPPLY_HZ = 50.0
-_SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+_SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "holdout": 3}
 _PHASE_SHIFTS = np.array([0.0, -2 * np.pi / 3, 2 * np.pi / 3])[:, None]  # [3, 1]
 
 
@@ -162,12 +162,19 @@ def _validate(train_segments: int, val_segments: int, test_segments: int, segmen
 def generate_synthetic_dataset(out: str | Path, *, train_segments: int = 256, val_segments: int = 128,
                                test_segments: int = 128, segment_length: int = 2048,
                                sampling_rate_hz: float = 1000.0, anomaly_fraction: float = 0.5, seed: int = 0,
-                               progress: Callable[[int, int], None] | None = None) -> DatasetMeta:
-    """Write the synthetic motor-current dataset to a new directory `out`; returns its metadata."""
+                               progress: Callable[[int, int], None] | None = None,
+                               holdout_segments: int = 0) -> DatasetMeta:
+    """Write the synthetic motor-current dataset to a new directory `out`; returns its metadata.
+
+    `holdout_segments` normal segments go to a `holdout` split the model never trains on, where evaluation
+    measures the statistics of normal scores."""
     _validate(train_segments, val_segments, test_segments, segment_length, sampling_rate_hz, anomaly_fraction)
-    requested: dict[SplitName, int] = {"train": train_segments, "val": val_segments, "test": test_segments}
+    requested: dict[SplitName, int] = {
+        "train": train_segments, "val": val_segments, "test": test_segments, "holdout": holdout_segments
+    }
     counts = {split: count for split, count in requested.items() if count > 0}
-    faults = {split: ([None] * count if split == "train" else _assign_faults(seed, split, count, anomaly_fraction))
+    faults = {split: ([None] * count if split in ("train", "holdout")
+                      else _assign_faults(seed, split, count, anomaly_fraction))
               for split, count in counts.items()}
     provenance = {
         "generator": "tsmoe.data.synth",
@@ -175,12 +182,12 @@ def generate_synthetic_dataset(out: str | Path, *, train_segments: int = 256, va
         "anomaly_fraction": anomaly_fraction,
         "supply_hz": SUPPLY_HZ,
         "fault_kinds": list(FAULT_KINDS),
-        "faults": {split: kinds for split, kinds in faults.items() if split != "train"},
+        "faults": {split: kinds for split, kinds in faults.items() if split not in ("train", "holdout")},
     }
     writer = DatasetWriter(out, segment_length, list(CHANNELS), sampling_rate_hz, provenance=provenance)
     total, done = sum(counts.values()), 0
     for split, count in counts.items():
-        arrays = writer.add_split(split, count, label_level=None if split == "train" else "point")
+        arrays = writer.add_split(split, count, label_level=None if split in ("train", "holdout") else "point")
         for index, fault in enumerate(faults[split]):
             segment, labels = synthesize_segment(seed, split, index, segment_length, sampling_rate_hz, fault)
             arrays.segments[index] = segment
