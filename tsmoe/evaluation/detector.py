@@ -8,7 +8,7 @@ Each component is measured against normal data the model was not fit on where th
 - cross_channel: Mahalanobis distance of a point's vector of per-channel z-scores from the reference
   vectors (covariance shrunk, so one channel or a frozen one never divides by zero);
 - density: Mahalanobis distance of a point's hidden state, per channel, from the training split's states,
-  averaged over channels.
+  combined over channels as the forecast component is (`channel_aggregate`).
 
 Every component is standardised by its mean and std over the reference points, weighted, summed, and the
 sum smoothed over `smoothing_window` points.
@@ -125,9 +125,10 @@ class ModelDetector:
             values["cross_channel"] = self.cross_channel.score(z.transpose(0, 2, 1))  # [N, L]
         if config.density_weight > 0:
             assert states is not None
-            values["density"] = np.mean(
-                [model.score(states[:, channel]) for channel, model in enumerate(self.state_models)], axis=0
+            per_channel = np.stack(
+                [model.score(states[:, channel]) for channel, model in enumerate(self.state_models)], axis=1
             )
+            values["density"] = combine_channels(per_channel, config.channel_aggregate)
             values["density"][:, 0] = np.nan  # position 0 has no forecast; keep every component alike
         return values
 
