@@ -16,13 +16,20 @@ def test_defaults_report_every_baseline_beside_the_one_step_head():
 @pytest.mark.parametrize(
     "values, field",
     [
-        ({"baselines": ["kmeans"]}, "baselines"),
+        ({"baselines": ["lstm"]}, "baselines"),
         ({"segment_quantile": 1.0}, "segment_quantile"),
         ({"heads": []}, "heads"),
         ({"moving_window": 1}, "moving_window"),
+        ({"smoothing_window": 0}, "smoothing_window"),
+        ({"density_weight": -1.0}, "density_weight"),
     ],
 )
 def test_out_of_range_settings_are_rejected_naming_the_field(values, field):
     with pytest.raises(ValidationError) as raised:
         EvaluationConfig.model_validate(values)
     assert raised.value.errors()[0]["loc"][0] == field
+
+
+def test_every_score_weight_zero_is_rejected():
+    with pytest.raises(ValidationError, match="at least one must be > 0"):
+        EvaluationConfig(forecast_weight=0.0)
