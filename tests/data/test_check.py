@@ -96,7 +96,7 @@ def test_missing_files_are_all_listed(small_dataset):
     problems = problems_of(small_dataset)
     assert len(problems) == 1 and "val.npy: missing" in problems[0] and "splits.val.segments" in problems[0]
     (small_dataset / "meta.json").unlink()
-    with pytest.raises(FileNotFoundError, match="meta.json: missing"):
+    with pytest.raises(FileNotFoundError, match=r"meta\.json: missing"):
         check_dataset(small_dataset)
 
 
@@ -116,6 +116,9 @@ def test_invalid_meta_names_the_field(small_dataset):
 
 def test_a_batch_larger_than_the_training_split_fails(small_dataset):
     check_dataset(small_dataset, batch_size=12)  # 12 training segments fill one batch
-    with pytest.raises(DatasetError, match=r"train.npy: field data.batch_size: the training split holds 12 segments, "
-                                           r"fewer than one batch of 16"):
+    with pytest.raises(
+        DatasetError,
+        match=r"train.npy: field data.batch_size: the training split holds 12 segments, "
+        r"fewer than one batch of 16",
+    ):
         check_dataset(small_dataset, batch_size=16)

@@ -61,7 +61,7 @@ def test_crops_are_normalised_slices_of_the_stored_segments(small_dataset):
     mean = np.asarray(dataset.normalization.mean)[:, None]
     std = np.asarray(dataset.normalization.std)[:, None]
     assert crops.shape == (3, 2, 8) and crops.dtype == torch.float32
-    for crop, (index, start) in zip(crops, [(5, 3), (1, 0), (5, 10)]):
+    for crop, (index, start) in zip(crops, [(5, 3), (1, 0), (5, 10)], strict=True):
         expected = (split.segments[index, :, start : start + 8] - mean) / std
         np.testing.assert_allclose(crop.numpy(), expected, rtol=1e-5, atol=1e-6)
 

@@ -5,11 +5,11 @@ import pickle
 import numpy as np
 import pytest
 
+from tests.data.conftest import SEGMENT_LENGTH, write_small_dataset
 from tsmoe.cli.main import main
 from tsmoe.data import store
 from tsmoe.data.meta import read_meta
 from tsmoe.data.store import DatasetWriter, open_dataset, update_normalization
-from tests.data.conftest import SEGMENT_LENGTH, write_small_dataset
 
 
 def test_normalization_comes_from_the_training_split_only(small_dataset):
@@ -67,7 +67,7 @@ def test_stats_are_computed_for_a_dataset_without_them(small_dataset):
     meta = read_meta(small_dataset)
     (small_dataset / "meta.json").write_text(meta.model_copy(update={"normalization": None}).model_dump_json())
     with pytest.raises(ValueError, match="tsmoe data stats"):
-        open_dataset(small_dataset).normalization
+        _ = open_dataset(small_dataset).normalization
     update_normalization(small_dataset)
     assert open_dataset(small_dataset).normalization == expected
 

@@ -68,8 +68,9 @@ def test_bad_arguments_are_named(tmp_path):
 
 
 def test_holdout_segments_are_normal_and_apart_from_training(tmp_path):
-    meta = generate_synthetic_dataset(tmp_path / "data", train_segments=2, val_segments=2, test_segments=0,
-                                      segment_length=64, holdout_segments=3)
+    meta = generate_synthetic_dataset(
+        tmp_path / "data", train_segments=2, val_segments=2, test_segments=0, segment_length=64, holdout_segments=3
+    )
     dataset = open_dataset(tmp_path / "data")
     holdout = dataset.split("holdout")
     assert meta.splits["holdout"].labels is None and len(holdout) == 3

@@ -6,9 +6,9 @@ checked before reporting, so one run of the check lists everything to fix.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -48,8 +48,10 @@ class DatasetSummary:
     def lines(self) -> list[str]:
         """A short human-readable description, one line per split."""
         meta = self.meta
-        head = (f"{len(meta.channels)} channel(s) ({', '.join(meta.channels)}), segments of {meta.segment_length} "
-                f"points at {meta.sampling_rate_hz:g} Hz")
+        head = (
+            f"{len(meta.channels)} channel(s) ({', '.join(meta.channels)}), segments of {meta.segment_length} "
+            f"points at {meta.sampling_rate_hz:g} Hz"
+        )
         lines = [head]
         for name, split in self.splits.items():
             line = f"  {name}: {split.segments} segments"
@@ -63,9 +65,12 @@ class DatasetSummary:
         return lines
 
 
-def check_dataset(directory: str | Path, crop_schedule: str | list[CropStage] | None = None,
-                  progress: Callable[[str, int, int], None] | None = None,
-                  batch_size: int | None = None) -> DatasetSummary:
+def check_dataset(
+    directory: str | Path,
+    crop_schedule: str | list[CropStage] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    batch_size: int | None = None,
+) -> DatasetSummary:
     """Check shapes, dtypes, values and labels of every split; raise DatasetError listing every problem.
 
     With `batch_size` (segments per step over all workers), also that the training split fills one batch:
@@ -76,22 +81,28 @@ def check_dataset(directory: str | Path, crop_schedule: str | list[CropStage] | 
     problems: list[str] = []
     summary = DatasetSummary(meta)
     if meta.normalization is None:
-        problems.append(f"{directory / META_FILE}: field normalization: missing; "
-                        f"`tsmoe data stats {directory}` computes it from the training split")
+        problems.append(
+            f"{directory / META_FILE}: field normalization: missing; "
+            f"`tsmoe data stats {directory}` computes it from the training split"
+        )
     if crop_schedule is not None:
         longest = max(crop_lengths(crop_schedule, meta.segment_length))
         if longest > meta.segment_length:
-            problems.append(f"{directory / META_FILE}: field segment_length: {meta.segment_length} points, but the "
-                            f"crop schedule {_schedule_name(crop_schedule)} asks for crops of {longest}")
+            problems.append(
+                f"{directory / META_FILE}: field segment_length: {meta.segment_length} points, but the "
+                f"crop schedule {_schedule_name(crop_schedule)} asks for crops of {longest}"
+            )
     for name, files in meta.splits.items():
         split_summary = _check_split(directory, name, files, meta, problems, progress)
         if split_summary is not None:
             summary.splits[name] = split_summary
     train = summary.splits.get("train")
     if batch_size is not None and train is not None and train.segments < batch_size:
-        problems.append(f"{directory / meta.splits['train'].segments}: field data.batch_size: the training split "
-                        f"holds {train.segments} segments, fewer than one batch of {batch_size} (data.batch_size "
-                        f"x workers); incomplete batches are dropped, so lower data.batch_size")
+        problems.append(
+            f"{directory / meta.splits['train'].segments}: field data.batch_size: the training split "
+            f"holds {train.segments} segments, fewer than one batch of {batch_size} (data.batch_size "
+            f"x workers); incomplete batches are dropped, so lower data.batch_size"
+        )
     if problems:
         raise DatasetError(directory, problems)
     return summary
@@ -101,8 +112,14 @@ def _schedule_name(schedule: str | list[CropStage]) -> str:
     return repr(schedule) if isinstance(schedule, str) else "in the config"
 
 
-def _check_split(directory: Path, name: str, files: SplitFiles, meta: DatasetMeta, problems: list[str],
-                 progress: Callable[[str, int, int], None] | None) -> SplitSummary | None:
+def _check_split(
+    directory: Path,
+    name: str,
+    files: SplitFiles,
+    meta: DatasetMeta,
+    problems: list[str],
+    progress: Callable[[str, int, int], None] | None,
+) -> SplitSummary | None:
     path = directory / files.segments
     try:
         segments = open_segments(path, meta, files.count)
@@ -119,8 +136,10 @@ def _check_split(directory: Path, name: str, files: SplitFiles, meta: DatasetMet
         problems.append(f"{path}: field dtype: expected float32, found {segments.dtype}")
         return None
     if segments.ndim != 3 or tuple(segments.shape[1:]) != expected:
-        problems.append(f"{path}: field shape: expected [N, {expected[0]}, {expected[1]}] (channels and "
-                        f"segment_length from {META_FILE}), found {list(segments.shape)}")
+        problems.append(
+            f"{path}: field shape: expected [N, {expected[0]}, {expected[1]}] (channels and "
+            f"segment_length from {META_FILE}), found {list(segments.shape)}"
+        )
         return None
     count = len(segments)
     if count == 0:
@@ -130,8 +149,10 @@ def _check_split(directory: Path, name: str, files: SplitFiles, meta: DatasetMet
     bad = _first_non_finite(segments, lambda done: progress and progress(name, done, count))
     if bad is not None:
         index, channel, point = bad
-        problems.append(f"{path}: field values: NaN or inf at first bad index [{index}, {channel}, {point}] "
-                        f"(segment {index}, channel {meta.channels[channel]!r}, point {point})")
+        problems.append(
+            f"{path}: field values: NaN or inf at first bad index [{index}, {channel}, {point}] "
+            f"(segment {index}, channel {meta.channels[channel]!r}, point {point})"
+        )
 
     summary = SplitSummary(segments=count)
     if files.labels is not None:
@@ -142,9 +163,11 @@ def _check_split(directory: Path, name: str, files: SplitFiles, meta: DatasetMet
             summary.runs = len(np.unique(runs))
             if meta.run_names and runs.max(initial=0) >= len(meta.run_names):
                 first = int(np.argmax(runs >= len(meta.run_names)))
-                problems.append(f"{directory / files.runs}: field values: run id {runs[first]} has no entry in "
-                                f"{META_FILE} field run_names ({len(meta.run_names)} names) "
-                                f"(first bad index {first})")
+                problems.append(
+                    f"{directory / files.runs}: field values: run id {runs[first]} has no entry in "
+                    f"{META_FILE} field run_names ({len(meta.run_names)} names) "
+                    f"(first bad index {first})"
+                )
     if files.starts is not None:
         _load_index_array(directory / files.starts, f"splits.{name}.starts", count, problems)
     return summary
@@ -162,14 +185,17 @@ def _first_non_finite(segments: np.ndarray, report: Callable[[int], object]) -> 
     return None
 
 
-def _check_labels(path: Path, field_name: str, count: int, meta: DatasetMeta, summary: SplitSummary,
-                  problems: list[str]) -> None:
+def _check_labels(
+    path: Path, field_name: str, count: int, meta: DatasetMeta, summary: SplitSummary, problems: list[str]
+) -> None:
     labels = _load_array(path, field_name, problems)
     if labels is None:
         return
     if labels.shape not in ((count,), (count, meta.segment_length)):
-        problems.append(f"{path}: field shape: labels must be [{count}] per segment or [{count}, "
-                        f"{meta.segment_length}] per point to match the segments, found {list(labels.shape)}")
+        problems.append(
+            f"{path}: field shape: labels must be [{count}] per segment or [{count}, "
+            f"{meta.segment_length}] per point to match the segments, found {list(labels.shape)}"
+        )
         return
     if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
         problems.append(f"{path}: field dtype: labels must be integers 0/1 or bool, found {labels.dtype}")
@@ -178,8 +204,9 @@ def _check_labels(path: Path, field_name: str, count: int, meta: DatasetMeta, su
     invalid = (values != 0) & (values != 1)
     if invalid.any():
         first = tuple(int(i) for i in np.argwhere(invalid)[0])
-        problems.append(f"{path}: field values: labels must be 0 or 1, found {values[first]} "
-                        f"(first bad index {list(first)})")
+        problems.append(
+            f"{path}: field values: labels must be 0 or 1, found {values[first]} (first bad index {list(first)})"
+        )
         return
     per_segment = values.max(axis=1) if values.ndim == 2 else values
     summary.label_level = "point" if values.ndim == 2 else "segment"
@@ -188,8 +215,7 @@ def _check_labels(path: Path, field_name: str, count: int, meta: DatasetMeta, su
         summary.anomalous_points = float(values.mean())
     if summary.anomalous_segments in (0, count) and (values.ndim == 1 or values.min() == values.max()):
         kind = "anomalous" if summary.anomalous_segments else "normal"
-        problems.append(f"{path}: field values: every label is {kind}; AUROC needs both normal and anomalous "
-                        f"points")
+        problems.append(f"{path}: field values: every label is {kind}; AUROC needs both normal and anomalous points")
 
 
 def _load_index_array(path: Path, field_name: str, count: int, problems: list[str]) -> np.ndarray | None:
@@ -197,8 +223,9 @@ def _load_index_array(path: Path, field_name: str, count: int, problems: list[st
     if array is None:
         return None
     if array.shape != (count,) or not np.issubdtype(array.dtype, np.integer):
-        problems.append(f"{path}: field shape: expected {count} integers (one per segment), "
-                        f"found {array.dtype} {list(array.shape)}")
+        problems.append(
+            f"{path}: field shape: expected {count} integers (one per segment), found {array.dtype} {list(array.shape)}"
+        )
         return None
     if (array < 0).any():
         first = int(np.argmax(array < 0))

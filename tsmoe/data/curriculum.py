@@ -9,6 +9,7 @@ Validation never crops: it always scores full segments.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -23,18 +24,20 @@ class CropStage(BaseModel):
     length: int | float = Field(gt=0)
 
     @model_validator(mode="after")
-    def _check_length(self) -> "CropStage":
+    def _check_length(self) -> CropStage:
         if isinstance(self.length, float) and self.length > 1:
             raise ValueError(f"a fractional length must be at most 1 (of the segment length), got {self.length}")
         if isinstance(self.length, int) and self.length < 2:
-            raise ValueError(f"an integer length counts points and must be at least 2, got {self.length}; "
-                             "write 1.0 for the full segment")
+            raise ValueError(
+                f"an integer length counts points and must be at least 2, got {self.length}; "
+                "write 1.0 for the full segment"
+            )
         return self
 
     def points(self, segment_length: int) -> int:
         """The stage's crop length in points for segments of `segment_length`."""
         if isinstance(self.length, float):
-            return max(2, int(round(self.length * segment_length)))
+            return max(2, round(self.length * segment_length))
         return self.length
 
 
@@ -43,7 +46,9 @@ NAMED_SCHEDULES: dict[str, list[CropStage]] = {
     "half_then_full": [CropStage(until=0.5, length=0.5), CropStage(until=1.0, length=1.0)],
     # The users' 512 -> 1024 -> 2048 on 2048-point segments.
     "quarter_half_full": [
-        CropStage(until=0.5, length=0.25), CropStage(until=0.8, length=0.5), CropStage(until=1.0, length=1.0)
+        CropStage(until=0.5, length=0.25),
+        CropStage(until=0.8, length=0.5),
+        CropStage(until=1.0, length=1.0),
     ],
     "quarter_then_full": [CropStage(until=0.75, length=0.25), CropStage(until=1.0, length=1.0)],
 }
@@ -58,7 +63,7 @@ def resolve_schedule(schedule: str | list[CropStage]) -> list[CropStage]:
     if not schedule:
         raise ValueError("a crop schedule needs at least one stage")
     ends = [stage.until for stage in schedule]
-    if any(later <= earlier for earlier, later in zip(ends, ends[1:])):
+    if any(later <= earlier for earlier, later in itertools.pairwise(ends)):
         raise ValueError(f"crop schedule stages must end in increasing order, got until={ends}")
     if not math.isclose(ends[-1], 1.0):
         raise ValueError(f"the last crop stage must run until 1.0 (the end of training), got {ends[-1]}")

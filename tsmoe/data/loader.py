@@ -9,7 +9,8 @@ need no padding, and every rank uses the same length at the same step.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence, cast
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -68,16 +69,29 @@ class CropBatchSampler(Sampler[list[Crop]]):
     `start_batch` skips the batches a resumed run has already trained on.
     """
 
-    def __init__(self, num_segments: int, segment_length: int, config: DataConfig, epochs: int,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        num_segments: int,
+        segment_length: int,
+        config: DataConfig,
+        epochs: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.segment_length = segment_length
         self.config = config
         self.epochs = epochs
         self.rank = rank
         # DistributedSampler handles the shuffling and the even split across ranks; batching and crops are ours.
         # It reads only the length of its dataset, so the segment indices stand in for the segments.
-        self.indices: DistributedSampler[int] = DistributedSampler(cast(Dataset[int], range(num_segments)), num_replicas=world_size, rank=rank,
-                                          shuffle=config.shuffle, seed=config.seed, drop_last=True)
+        self.indices: DistributedSampler[int] = DistributedSampler(
+            cast(Dataset[int], range(num_segments)),
+            num_replicas=world_size,
+            rank=rank,
+            shuffle=config.shuffle,
+            seed=config.seed,
+            drop_last=True,
+        )
         self.epoch = 0
         self.start_batch = 0
         if len(self) == 0:
@@ -112,11 +126,18 @@ class CropBatchSampler(Sampler[list[Crop]]):
             if batch < self.start_batch:
                 continue
             members = indices[batch * batch_size : (batch + 1) * batch_size]
-            yield [(int(index), int(start), length) for index, start in zip(members, starts)]
+            yield [(int(index), int(start), length) for index, start in zip(members, starts, strict=True)]
 
 
-def build_train_loader(split: SegmentSplit, normalization: Normalization, config: DataConfig, epochs: int,
-                       rank: int = 0, world_size: int = 1, pin_memory: bool = False) -> DataLoader:
+def build_train_loader(
+    split: SegmentSplit,
+    normalization: Normalization,
+    config: DataConfig,
+    epochs: int,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> DataLoader:
     """The training DataLoader: fixed-shape [B, C, crop] batches, worker processes kept across epochs."""
     sampler = CropBatchSampler(len(split), split.meta.segment_length, config, epochs, rank, world_size)
     workers = config.num_workers

@@ -46,7 +46,7 @@ class SplitFiles(BaseModel):
     starts: str | None = None
 
     @model_validator(mode="after")
-    def _check_suffixes(self) -> "SplitFiles":
+    def _check_suffixes(self) -> SplitFiles:
         if not self.segments.endswith((".npy", ".bin")):
             raise ValueError(f"segments must be a .npy or .bin file, got {self.segments!r}")
         for field in ("labels", "runs", "starts"):
@@ -67,10 +67,10 @@ class Normalization(BaseModel):
     std: list[float]
 
     @model_validator(mode="after")
-    def _check_values(self) -> "Normalization":
+    def _check_values(self) -> Normalization:
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean has {len(self.mean)} channels but std has {len(self.std)}")
-        for channel, (mean, std) in enumerate(zip(self.mean, self.std)):
+        for channel, (mean, std) in enumerate(zip(self.mean, self.std, strict=True)):
             if not math.isfinite(mean) or not math.isfinite(std) or std <= 0:
                 raise ValueError(f"channel {channel}: need a finite mean and a positive std, got {mean}, {std}")
         return self
@@ -92,7 +92,7 @@ class DatasetMeta(BaseModel):
     provenance: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _check_splits(self) -> "DatasetMeta":
+    def _check_splits(self) -> DatasetMeta:
         for required in ("train", "val"):
             if required not in self.splits:
                 raise ValueError(f"splits: a dataset needs a {required!r} split")

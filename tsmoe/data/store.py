@@ -192,8 +192,15 @@ class DatasetWriter:
     An existing `OUT` is never overwritten.
     """
 
-    def __init__(self, out: str | Path, segment_length: int, channels: list[str], sampling_rate_hz: float,
-                 provenance: dict[str, Any] | None = None, run_names: list[str] | None = None):
+    def __init__(
+        self,
+        out: str | Path,
+        segment_length: int,
+        channels: list[str],
+        sampling_rate_hz: float,
+        provenance: dict[str, Any] | None = None,
+        run_names: list[str] | None = None,
+    ):
         self.out = Path(out)
         if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())):
             raise FileExistsError(f"{self.out}: already exists and is not empty; choose a new output directory")
@@ -209,8 +216,14 @@ class DatasetWriter:
         self.splits: dict[str, SplitFiles] = {}
         self.arrays: dict[str, SplitArrays] = {}
 
-    def add_split(self, name: SplitName, count: int, label_level: str | None = None,
-                  with_runs: bool = False, with_starts: bool = False) -> SplitArrays:
+    def add_split(
+        self,
+        name: SplitName,
+        count: int,
+        label_level: str | None = None,
+        with_runs: bool = False,
+        with_starts: bool = False,
+    ) -> SplitArrays:
         """Create the split's arrays (zero-filled memory maps) and return them to be filled."""
         shape = (count, len(self.channels), self.segment_length)
         files = SplitFiles(segments=f"{name}.npy")

@@ -20,8 +20,8 @@ place segment by segment through the store's memory maps, never held whole.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -117,8 +117,9 @@ def _inject_fault(kind: str, currents: np.ndarray, state: dict, rng: np.random.G
     return labels
 
 
-def synthesize_segment(seed: int, split: str, index: int, length: int, rate: float,
-                       fault: str | None) -> tuple[np.ndarray, np.ndarray]:
+def synthesize_segment(
+    seed: int, split: str, index: int, length: int, rate: float, fault: str | None
+) -> tuple[np.ndarray, np.ndarray]:
     """One segment [3, L] float32 and its point labels [L]; the same arguments always give the same arrays."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_IDS[split], index]))
     state = _operating_point(rng, length, rate)
@@ -130,16 +131,22 @@ def synthesize_segment(seed: int, split: str, index: int, length: int, rate: flo
 def _assign_faults(seed: int, split: str, count: int, anomaly_fraction: float) -> list[str | None]:
     """Exactly round(fraction * count) faulty segments at random positions, fault kinds in equal shares."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_IDS[split], 2**31]))
-    anomalous = int(round(anomaly_fraction * count))
+    anomalous = round(anomaly_fraction * count)
     faults: list[str | None] = [None] * count
     kinds = [FAULT_KINDS[i % len(FAULT_KINDS)] for i in rng.permutation(anomalous)]
-    for position, kind in zip(rng.choice(count, anomalous, replace=False), kinds):
+    for position, kind in zip(rng.choice(count, anomalous, replace=False), kinds, strict=True):
         faults[int(position)] = kind
     return faults
 
 
-def _validate(train_segments: int, val_segments: int, test_segments: int, segment_length: int,
-              sampling_rate_hz: float, anomaly_fraction: float) -> None:
+def _validate(
+    train_segments: int,
+    val_segments: int,
+    test_segments: int,
+    segment_length: int,
+    sampling_rate_hz: float,
+    anomaly_fraction: float,
+) -> None:
     if train_segments < 1:
         raise ValueError(f"train_segments: need at least 1, got {train_segments}")
     if segment_length < 16:
@@ -159,23 +166,37 @@ def _validate(train_segments: int, val_segments: int, test_segments: int, segmen
             )
 
 
-def generate_synthetic_dataset(out: str | Path, *, train_segments: int = 256, val_segments: int = 128,
-                               test_segments: int = 128, segment_length: int = 2048,
-                               sampling_rate_hz: float = 1000.0, anomaly_fraction: float = 0.5, seed: int = 0,
-                               progress: Callable[[int, int], None] | None = None,
-                               holdout_segments: int = 0) -> DatasetMeta:
+def generate_synthetic_dataset(
+    out: str | Path,
+    *,
+    train_segments: int = 256,
+    val_segments: int = 128,
+    test_segments: int = 128,
+    segment_length: int = 2048,
+    sampling_rate_hz: float = 1000.0,
+    anomaly_fraction: float = 0.5,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    holdout_segments: int = 0,
+) -> DatasetMeta:
     """Write the synthetic motor-current dataset to a new directory `out`; returns its metadata.
 
     `holdout_segments` normal segments go to a `holdout` split the model never trains on, where evaluation
     measures the statistics of normal scores."""
     _validate(train_segments, val_segments, test_segments, segment_length, sampling_rate_hz, anomaly_fraction)
     requested: dict[SplitName, int] = {
-        "train": train_segments, "val": val_segments, "test": test_segments, "holdout": holdout_segments
+        "train": train_segments,
+        "val": val_segments,
+        "test": test_segments,
+        "holdout": holdout_segments,
     }
     counts = {split: count for split, count in requested.items() if count > 0}
-    faults = {split: ([None] * count if split in ("train", "holdout")
-                      else _assign_faults(seed, split, count, anomaly_fraction))
-              for split, count in counts.items()}
+    faults = {
+        split: (
+            [None] * count if split in ("train", "holdout") else _assign_faults(seed, split, count, anomaly_fraction)
+        )
+        for split, count in counts.items()
+    }
     provenance = {
         "generator": "tsmoe.data.synth",
         "seed": seed,
