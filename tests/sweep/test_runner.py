@@ -111,7 +111,14 @@ def _exposed_sockets(processes):
 
 
 def _train_workers():
-    return [process for process in _ray_processes() if process.name().startswith("ray::RayTrainWorker")]
+    workers = []
+    for process in _ray_processes():
+        try:  # a process listed a moment ago may have exited since (a trial ending, a worker restarting)
+            if process.name().startswith("ray::RayTrainWorker"):
+                workers.append(process)
+        except psutil.NoSuchProcess:
+            continue
+    return workers
 
 
 def _tune_epochs(directory):
