@@ -142,7 +142,9 @@ def test_a_local_sweep_listens_on_loopback_only_and_survives_a_killed_train_work
     # One trial of 3 long-ish epochs with one retry: its Train worker is killed with SIGKILL mid-epoch
     # twice. The first time the trial resumes from its last checkpoint; the second time no retry is
     # left and it is recorded as an error naming the signal. Every finished epoch is kept throughout.
-    data = synthetic_data(tmp_path / "data", train=384)
+    # Epochs of several seconds even on an idle machine, so the second kill lands inside epoch 3 (with 384
+    # segments an idle CPU finished epoch 3 before the kill arrived, and the trial completed).
+    data = synthetic_data(tmp_path / "data", train=1536)
     base = {"training": {"epochs": 3, "warmup_steps": 1, "log_every_steps": 1000}}
     definition = write_sweep(
         tmp_path,
