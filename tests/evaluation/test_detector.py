@@ -10,9 +10,10 @@ from tests.model.tiny import TINY
 from tsmoe.data.loader import normalized_segments
 from tsmoe.data.store import DatasetWriter, open_dataset
 from tsmoe.evaluation.config import EvaluationConfig
-from tsmoe.evaluation.detector import ModelDetector, reference_split
+from tsmoe.evaluation.detector import ModelDetector, joint_states, reference_split
+from tsmoe.evaluation.distances import NearestNeighbourDistance
 from tsmoe.evaluation.evaluate import measure
-from tsmoe.evaluation.scoring import ErrorStatistics, forecast_errors
+from tsmoe.evaluation.scoring import ErrorStatistics, forecast_errors, forecast_errors_and_states
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
 
@@ -65,9 +66,11 @@ def test_reference_is_the_holdout_split_when_present(tmp_path):
         {"error_direction": "both"},
         {"forecast_weight": 0.0, "cross_channel_weight": 1.0},
         {"forecast_weight": 0.0, "density_weight": 1.0},
+        {"forecast_weight": 0.0, "density_weight": 1.0, "density_method": "nearest_neighbours"},
+        {"forecast_weight": 0.0, "density_weight": 1.0, "density_scope": "joint"},
         {"cross_channel_weight": 2.0, "density_weight": 0.5},
     ],
-    ids=["forecast", "both_directions", "cross_channel", "density", "all"],
+    ids=["forecast", "both_directions", "cross_channel", "density", "density_neighbours", "density_joint", "all"],
 )
 def test_every_component_is_standardised_on_the_reference(tmp_path, model, weights):
     dataset = _dataset(tmp_path / "data")
@@ -88,6 +91,37 @@ def test_every_component_is_standardised_on_the_reference(tmp_path, model, weigh
     # Training data is half as noisy as the reference: its forecast errors score below normal.
     if weights == {}:
         assert np.nanmean(detector.score(dataset.split("train"))) < -0.3
+
+
+def test_joint_density_scores_channel_states_side_by_side(tmp_path, model):
+    dataset = _dataset(tmp_path / "data")
+    config = EvaluationConfig(
+        batch_size=4,
+        forecast_weight=0.0,
+        density_weight=1.0,
+        density_scope="joint",
+        density_method="nearest_neighbours",
+    )
+    detector = ModelDetector(model, dataset, config)
+    assert len(detector.state_models) == 1
+    train = torch.from_numpy(normalized_segments(dataset.split("train"), dataset.normalization, 0, 6))
+    _, train_states = forecast_errors_and_states(model, train, [1])
+    expected_model = NearestNeighbourDistance(5, 8192).fit(
+        joint_states(train_states.numpy()).reshape(-1, 2 * TINY["hidden_size"])
+    )
+    val = torch.from_numpy(normalized_segments(dataset.split("val"), dataset.normalization, 0, 4))
+    _, val_states = forecast_errors_and_states(model, val, [1])
+    raw = expected_model.score(joint_states(val_states.numpy()))
+    raw[:, 0] = np.nan
+    expected = (raw - detector.location["density"]) / detector.scale["density"]
+    np.testing.assert_allclose(detector.score(dataset.split("val")), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_joint_states_put_channels_side_by_side():
+    states = np.arange(2 * 3 * 4 * 5, dtype=float).reshape(2, 3, 4, 5)  # [N, C, L, H]
+    joint = joint_states(states)
+    assert joint.shape == (2, 4, 15)
+    np.testing.assert_array_equal(joint[1, 2], np.concatenate([states[1, channel, 2] for channel in range(3)]))
 
 
 def test_both_directions_scores_the_absolute_z(tmp_path, model):

@@ -35,6 +35,13 @@ class EvaluationConfig(BaseModel):
     forecast_weight: float = Field(1.0, ge=0)
     cross_channel_weight: float = Field(0.0, ge=0)  # Mahalanobis distance of the per-channel error z-scores
     density_weight: float = Field(0.0, ge=0)  # Mahalanobis distance of hidden states from training states
+    # How far a hidden state lies from the training states: Mahalanobis from their mean (one cloud), or the
+    # mean distance to the nearest training states (any number of operating points).
+    density_method: Literal["mahalanobis", "nearest_neighbours"] = "mahalanobis"
+    # channel: each channel's state alone, combined by channel_aggregate; joint: the channels' states side by
+    # side, so a combination of channel states never seen together in training scores even when each was.
+    density_scope: Literal["channel", "joint"] = "channel"
+    density_neighbours: int = Field(5, gt=0)
     covariance_shrinkage: float = Field(0.1, gt=0, le=1)  # of both Mahalanobis covariances
     smoothing_window: int = Field(1, ge=1)  # points in the centred mean over the model's point scores
     # A segment's score from its point scores.

@@ -25,13 +25,16 @@ from tsmoe.data.loader import normalized_segments
 from tsmoe.data.meta import Normalization
 from tsmoe.data.store import SegmentDataset, SegmentSplit
 from tsmoe.evaluation.config import EvaluationConfig
-from tsmoe.evaluation.distances import ShrunkMahalanobis
+from tsmoe.evaluation.distances import NearestNeighbourDistance, ShrunkMahalanobis
 from tsmoe.evaluation.scoring import ErrorStatistics, forecast_errors_and_states
 from tsmoe.evaluation.smoothing import smooth_points
 from tsmoe.model.timemoe import TimeMoE
 
 Progress = Callable[[str, int, int], None] | None
 MIN_STD = 1e-12
+# Training states kept for the nearest-neighbour density: enough to cover normal operation, few enough
+# that scoring every point of a split stays seconds, not minutes.
+MAX_NEIGHBOUR_STATES = 8_192
 
 
 def reference_split(dataset: SegmentDataset, config: EvaluationConfig) -> SegmentSplit:
@@ -69,6 +72,12 @@ def point_vectors(values: np.ndarray) -> np.ndarray:
     return values.transpose(0, 2, 1).reshape(-1, values.shape[1])
 
 
+def joint_states(states: np.ndarray) -> np.ndarray:
+    """Every point's channel states side by side: [N, L, C * H] from [N, C, L, H]."""
+    count, channels, length, hidden = states.shape
+    return states.transpose(0, 2, 1, 3).reshape(count, length, channels * hidden)
+
+
 class ModelDetector:
     """The model's scoring rule, fitted on a dataset's normal data; `score` gives point scores [N, L]."""
 
@@ -104,16 +113,31 @@ class ModelDetector:
                 states.append(batch_states)
         return np.concatenate(errors), np.concatenate(states) if states else None
 
-    def _fit_states(self, train: SegmentSplit) -> list[ShrunkMahalanobis]:
+    def _state_estimator(self) -> ShrunkMahalanobis | NearestNeighbourDistance:
+        config = self.config
+        if config.density_method == "nearest_neighbours":
+            return NearestNeighbourDistance(config.density_neighbours, MAX_NEIGHBOUR_STATES, config.seed)
+        return ShrunkMahalanobis(config.covariance_shrinkage, config.seed)
+
+    def _fit_states(self, train: SegmentSplit) -> list[ShrunkMahalanobis | NearestNeighbourDistance]:
+        """One estimator per channel, or one for all channels' states side by side (`density_scope: joint`)."""
         _, states = self._collect(train, min(len(train), self.config.statistics_segments))
         assert states is not None
+        if self.config.density_scope == "joint":
+            return [self._state_estimator().fit(joint_states(states).reshape(-1, states.shape[1] * states.shape[-1]))]
         hidden = states.shape[-1]
         return [
-            ShrunkMahalanobis(self.config.covariance_shrinkage, self.config.seed).fit(
-                states[:, channel].reshape(-1, hidden)
-            )
-            for channel in range(states.shape[1])
+            self._state_estimator().fit(states[:, channel].reshape(-1, hidden)) for channel in range(states.shape[1])
         ]
+
+    def _density(self, states: np.ndarray) -> np.ndarray:
+        """Point density scores [N, L] of hidden states [N, C, L, H]."""
+        if self.config.density_scope == "joint":
+            return self.state_models[0].score(joint_states(states))
+        per_channel = np.stack(
+            [model.score(states[:, channel]) for channel, model in enumerate(self.state_models)], axis=1
+        )
+        return combine_channels(per_channel, self.config.channel_aggregate)
 
     def _components(self, z: np.ndarray, states: np.ndarray | None) -> dict[str, np.ndarray]:
         config = self.config
@@ -125,10 +149,7 @@ class ModelDetector:
             values["cross_channel"] = self.cross_channel.score(z.transpose(0, 2, 1))  # [N, L]
         if config.density_weight > 0:
             assert states is not None
-            per_channel = np.stack(
-                [model.score(states[:, channel]) for channel, model in enumerate(self.state_models)], axis=1
-            )
-            values["density"] = combine_channels(per_channel, config.channel_aggregate)
+            values["density"] = self._density(states)
             values["density"][:, 0] = np.nan  # position 0 has no forecast; keep every component alike
         return values
 

@@ -1,4 +1,4 @@
-"""Mahalanobis distance from normal data, with a shrunk covariance that is never singular.
+"""Distances from normal data: Mahalanobis with a shrunk covariance, and mean distance to the nearest neighbours.
 
 Used twice by the detector: on the vector of per-channel forecast-error z-scores of a point (a correlation
 break between channels moves it off the normal cloud even when no channel errs much alone), and on the
@@ -50,3 +50,47 @@ class ShrunkMahalanobis:
         centred = np.asarray(vectors, dtype=np.float64) - self.mean
         squared = np.einsum("...i,ij,...j->...", centred, self.precision, centred)
         return np.sqrt(np.maximum(squared, 0.0))
+
+
+class NearestNeighbourDistance:
+    """Mean Euclidean distance of vectors [..., d] to their `neighbours` nearest normal vectors.
+
+    Unlike Mahalanobis, this makes no single-cloud assumption: normal operation at several distinct
+    operating points forms several clouds, and a vector between them is far from all of them. Each
+    dimension is scaled by its normal std first, so no dimension dominates by its units.
+    """
+
+    def __init__(self, neighbours: int, max_fit_vectors: int, seed: int = 0):
+        self.neighbours = neighbours
+        self.max_fit_vectors = max_fit_vectors
+        self.seed = seed
+
+    def fit(self, vectors: np.ndarray) -> NearestNeighbourDistance:
+        """Remember (a seeded sample of) normal vectors [n, d]; NaN rows are dropped."""
+        from sklearn.neighbors import NearestNeighbors  # imported on use: training workers rarely need it
+
+        vectors = np.asarray(vectors, dtype=np.float32)
+        vectors = vectors[np.isfinite(vectors).all(axis=1)]
+        if len(vectors) <= self.neighbours:
+            raise ValueError(
+                f"nearest-neighbour distance: need more than {self.neighbours} normal vectors, got {len(vectors)}"
+            )
+        if len(vectors) > self.max_fit_vectors:
+            rng = np.random.default_rng(self.seed)
+            vectors = vectors[rng.choice(len(vectors), self.max_fit_vectors, replace=False)]
+        self.mean = vectors.mean(axis=0)
+        std = vectors.std(axis=0)
+        self.scale = np.where(std > MIN_VARIANCE, std, 1.0).astype(np.float32)
+        self.index = NearestNeighbors(n_neighbors=self.neighbours).fit((vectors - self.mean) / self.scale)
+        return self
+
+    def score(self, vectors: np.ndarray) -> np.ndarray:
+        """Distances [...] of vectors [..., d]; NaN where a vector holds NaN."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        flat = vectors.reshape(-1, vectors.shape[-1])
+        finite = np.isfinite(flat).all(axis=1)
+        distances = np.full(len(flat), np.nan)
+        if finite.any():
+            found, _ = self.index.kneighbors((flat[finite] - self.mean) / self.scale)
+            distances[finite] = found.mean(axis=1)
+        return distances.reshape(vectors.shape[:-1])
