@@ -49,9 +49,26 @@ def test_epochs_reshuffle_and_a_resumed_epoch_replays_the_same_batches():
     assert list(sampler) == first[4:]
 
 
+def test_a_short_split_is_passed_over_until_an_epoch_has_its_minimum_of_batches():
+    sampler = sampler_for(num_segments=5, min_batches_per_epoch=7)  # one pass: 2 batches of 2
+    assert sampler.passes == 4 and len(sampler) == 7
+    sampler.set_epoch(0)
+    epoch = list(sampler)
+    assert len(epoch) == 7
+    members = [index for batch in epoch for index, _, _ in batch]
+    # Each pass is a permutation of all 5 segments (only the epoch's last batch is dropped), shuffled anew.
+    first_pass, second_pass = members[:5], members[5:10]
+    assert sorted(first_pass) == sorted(second_pass) == list(range(5)) and first_pass != second_pass
+    sampler.set_epoch(0, start_batch=3)
+    assert list(sampler) == epoch[3:]
+    assert len(sampler_for(num_segments=12, min_batches_per_epoch=4)) == 6  # a long split keeps its epoch
+
+
 def test_too_few_segments_for_one_batch_is_a_clear_error():
     with pytest.raises(ValueError, match="no full batch of 2 on each of 4 worker"):
         sampler_for(num_segments=7, world_size=4)
+    with pytest.raises(ValueError, match="no full batch"):
+        sampler_for(num_segments=7, world_size=4, min_batches_per_epoch=10)
 
 
 def test_crops_are_normalised_slices_of_the_stored_segments(small_dataset):

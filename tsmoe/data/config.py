@@ -22,6 +22,10 @@ class DataConfig(BaseModel):
     pin_memory: bool | None = None  # None: pin when training on a GPU
     shuffle: bool = True
     seed: int = 0
+    # An epoch is at least this many batches per worker: a small training split is passed over several
+    # times (each pass reshuffled, with fresh crops), so a model trained on a few hundred points gets as
+    # many optimizer steps as the config's epochs promise on a large one. 0: one pass, however short.
+    min_batches_per_epoch: int = Field(0, ge=0)
 
     @field_validator("crop_schedule")
     @classmethod

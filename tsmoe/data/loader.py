@@ -9,6 +9,7 @@ need no padding, and every rank uses the same length at the same step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
@@ -66,7 +67,8 @@ class CropBatchSampler(Sampler[list[Crop]]):
 
     The crop length of a batch follows `crop_length_at(schedule, progress)`, where progress counts
     batches over `epochs` epochs. Call `set_epoch` before each epoch (as with DistributedSampler);
-    `start_batch` skips the batches a resumed run has already trained on.
+    `start_batch` skips the batches a resumed run has already trained on. An epoch shorter than
+    `config.min_batches_per_epoch` batches passes over the shard several times, each pass shuffled anew.
     """
 
     def __init__(
@@ -94,11 +96,13 @@ class CropBatchSampler(Sampler[list[Crop]]):
         )
         self.epoch = 0
         self.start_batch = 0
-        if len(self) == 0:
+        one_pass = len(self.indices) // config.batch_size
+        if one_pass == 0:
             raise ValueError(
                 f"{num_segments} training segments give no full batch of {config.batch_size} on each of "
                 f"{world_size} worker(s); lower data.batch_size or add segments"
             )
+        self.passes = max(1, math.ceil(config.min_batches_per_epoch / one_pass))
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch's shuffle and crops; skip `start_batch` batches when resuming mid-epoch."""
@@ -107,8 +111,19 @@ class CropBatchSampler(Sampler[list[Crop]]):
         self.indices.set_epoch(epoch)
 
     def __len__(self) -> int:
-        # Fixed shapes: an incomplete last batch is dropped.
-        return len(self.indices) // self.config.batch_size
+        # Fixed shapes: an incomplete last batch is dropped (once per epoch, not once per pass).
+        return max(len(self.indices) // self.config.batch_size, self.config.min_batches_per_epoch)
+
+    def _epoch_indices(self) -> list[int]:
+        if self.passes == 1:
+            return list(self.indices)
+        # Each pass is its own DistributedSampler epoch, so passes differ and a resumed epoch replays them.
+        indices = []
+        for one_pass in range(self.passes):
+            self.indices.set_epoch(self.epoch * self.passes + one_pass)
+            indices.extend(self.indices)
+        self.indices.set_epoch(self.epoch)
+        return indices
 
     def crop_length(self, epoch: int, batch: int) -> int:
         """The crop length of batch `batch` of epoch `epoch`."""
@@ -116,7 +131,7 @@ class CropBatchSampler(Sampler[list[Crop]]):
         return crop_length_at(self.config.crop_schedule, self.segment_length, progress)
 
     def __iter__(self) -> Iterator[list[Crop]]:
-        indices = list(self.indices)
+        indices = self._epoch_indices()
         # Crop starts are drawn from a generator keyed by (seed, epoch, rank): the same on a resumed run.
         generator = np.random.default_rng([self.config.seed, self.epoch, self.rank])
         batch_size = self.config.batch_size
