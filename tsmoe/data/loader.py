@@ -118,7 +118,7 @@ class CropBatchSampler(Sampler[list[Crop]]):
         if self.passes == 1:
             return list(self.indices)
         # Each pass is its own DistributedSampler epoch, so passes differ and a resumed epoch replays them.
-        indices = []
+        indices: list[int] = []
         for one_pass in range(self.passes):
             self.indices.set_epoch(self.epoch * self.passes + one_pass)
             indices.extend(self.indices)

@@ -12,7 +12,6 @@ import torch
 
 from tsmoe.config import RunConfig
 from tsmoe.model.timemoe import TimeMoE
-from tsmoe.training.finetune import export_model
 from tsmoe.training.trainer import Metrics, Trainer
 
 
@@ -33,6 +32,6 @@ def fit(
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(metrics)
-    model = export_model(trainer.module)
+    model = trainer.trained_model()
     model.eval()
     return model, history

@@ -37,7 +37,7 @@ from tsmoe.data.loader import CropBatchSampler, build_train_loader
 from tsmoe.data.store import open_dataset
 from tsmoe.evaluation.evaluate import validation_metrics
 from tsmoe.model.checkpoint import save_pretrained
-from tsmoe.model.timemoe import TimeMoEOutput, total_loss
+from tsmoe.model.timemoe import TimeMoE, TimeMoEOutput, total_loss
 from tsmoe.training.balancing import selection_logits, update_expert_bias
 from tsmoe.training.finetune import base_model, build_model, export_model
 from tsmoe.training.guard import NonFiniteGuard, first_nonfinite_module
@@ -45,6 +45,7 @@ from tsmoe.training.precision import choose_precision, enable_tf32
 from tsmoe.training.routing import RoutingTally
 from tsmoe.training.strategy import DDPStrategy, Strategy, all_ranks_agree
 from tsmoe.training.throughput import EpochClock, now, peak_flops, peak_memory_mib
+from tsmoe.training.weight_average import build_weight_average
 
 # An epoch's metrics: numbers, and the precision's name ("float32", "bfloat16", "float16").
 Metrics = dict[str, Any]
@@ -115,6 +116,7 @@ class Trainer:
         self.module = build_model(run.model, training.finetune).to(self.device)
         self.model_config = base_model(self.module).config
         self.strategy = self._build_strategy()
+        self.average = build_weight_average(base_model(self.module), training.ema_decay)
         self.guard = NonFiniteGuard(training.max_consecutive_nonfinite_steps)
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken (skipped ones included)
@@ -150,6 +152,8 @@ class Trainer:
         observed either way.
         """
         update_expert_bias(base_model(self.module), self.distributed)
+        if applied and self.average is not None:
+            self.average.update(base_model(self.module))
 
     # --- one epoch --------------------------------------------------------------------------------
     def train_epoch(self) -> Metrics:
@@ -243,13 +247,18 @@ class Trainer:
         )
 
     def validate(self) -> dict[str, float]:
-        """Validation figures of the current model (full segments, training-error statistics)."""
-        model = base_model(self.module)
+        """Validation figures of the current model, or of its weight average where there is one."""
+        model = self.average.model if self.average is not None else base_model(self.module)
         model.eval()
         with self.precision.autocast():
             metrics = validation_metrics(model, self.dataset, self.run.evaluation)
-        model.train()
+        if self.average is None:
+            model.train()
         return metrics
+
+    def trained_model(self) -> TimeMoE:
+        """The model a run saves and evaluates: the weight average where there is one, adapters merged."""
+        return self.average.exported() if self.average is not None else export_model(self.module)
 
     # --- checkpoints ------------------------------------------------------------------------------
     def save_checkpoint(self, directory: str | Path) -> None:
@@ -262,10 +271,11 @@ class Trainer:
             "guard": self.guard.state_dict(),
             "history": self.history,
             "rng": rng_state(self.device),
+            "weight_average": self.average.state_dict() if self.average is not None else None,
         }
         self.strategy.save_checkpoint(directory, trainer_state, self.rank)
         if self.rank == 0:
-            save_pretrained(export_model(self.module), directory / MODEL_DIR)
+            save_pretrained(self.trained_model(), directory / MODEL_DIR)
             dump_run_config(self.run, directory / "config.yaml")
             summary = {
                 "epoch": self.epoch,
@@ -281,6 +291,8 @@ class Trainer:
         self.epoch, self.step = trainer_state["epoch"], trainer_state["step"]
         self.guard.load_state_dict(trainer_state["guard"])
         self.history = trainer_state["history"]
+        if self.average is not None and trainer_state.get("weight_average") is not None:
+            self.average.load_state_dict(trainer_state["weight_average"])
         set_rng_state(trainer_state["rng"], self.device)
 
 
