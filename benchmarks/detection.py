@@ -37,6 +37,7 @@ from tsmoe.config import RunConfig, load_run_config
 from tsmoe.data.check import check_dataset
 from tsmoe.data.from_csv import CsvLayout, csv_to_dataset
 from tsmoe.data.store import SegmentDataset, open_dataset
+from tsmoe.data.views import fit_views
 from tsmoe.evaluation.evaluate import MODEL_NAME, measure, score_detectors
 from tsmoe.evaluation.grouping import point_groups
 from tsmoe.evaluation.metrics import detection_metrics, has_both_classes
@@ -171,7 +172,8 @@ def main() -> None:
         model, train_seconds = train_model(run)
         config = run.evaluation
         split = dataset.split(arguments.split)
-        scores = score_detectors(dataset, arguments.split, config, model)
+        views = fit_views(run.data, dataset.split("train"), dataset.normalization)  # the series it trained on
+        scores = score_detectors(dataset, arguments.split, config, model, views=views)
         records = [
             row for name, point_scores in scores.items() for row in measure(name, point_scores, split, config).rows()
         ]

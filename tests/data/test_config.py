@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from tsmoe.config import parse_run_config
 from tsmoe.data.config import DataConfig
 from tsmoe.data.curriculum import CropStage
 
@@ -28,3 +29,26 @@ def test_a_schedule_is_a_known_name_or_a_list_of_stages():
 def test_bad_settings_are_rejected(values, problem):
     with pytest.raises(ValidationError, match=problem):
         DataConfig.model_validate(values)
+
+
+@pytest.mark.parametrize(
+    "values, problem",
+    [
+        ({"views": ["spectrum"]}, "must start with time"),
+        ({"views": []}, "must start with time"),
+        ({"views": ["time", "spectrum", "spectrum"]}, "lists a view twice"),
+        ({"views": ["time", "wavelet"]}, "'time' or 'spectrum'"),
+        ({"spectrum_window": 48}, "must be a power of two"),
+        ({"spectrum_window": 8, "spectrum_bands": 5}, "at most spectrum_window / 2 = 4"),
+        ({"spectrum_bands": 0}, "greater than or equal to 1"),
+    ],
+)
+def test_bad_view_settings_are_rejected(values, problem):
+    with pytest.raises(ValidationError, match=problem):
+        DataConfig.model_validate(values)
+
+
+def test_view_errors_in_a_run_config_name_the_field():
+    with pytest.raises(ValueError, match=r"run.yaml: field data.views: .*must start with time"):
+        parse_run_config({"data": {"views": ["spectrum", "time"]}}, source="run.yaml")
+    assert DataConfig(views=["time", "spectrum"]).spectral and not DataConfig().spectral

@@ -241,3 +241,30 @@ def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
     set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True), torch.device("cpu"))
     got = (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3))
     assert got[:2] == expected[:2] and torch.equal(got[2], expected[2])
+
+
+@pytest.mark.parametrize("mode", ["scratch", "lora"])
+def test_a_run_with_the_spectral_view_trains_on_every_series_and_validates(tmp_path, pretrained, mode):
+    finetune = FinetuneConfig(checkpoint=pretrained, mode="lora") if mode == "lora" else FinetuneConfig()
+    run = tiny_run(
+        synthetic_data(tmp_path / "data", train=8, val=4), epochs=1, finetune=finetune, throughput_warmup_steps=0
+    )
+    run.data.crop_schedule = "half_then_full"  # two steps: a crop of 32 points, then one of 64
+    run.data.views = ["time", "spectrum"]
+    run.data.spectrum_window, run.data.spectrum_bands = 16, 2
+    trainer = Trainer(run)
+    shapes = []
+    base_model(trainer.module).register_forward_pre_hook(lambda module, inputs: shapes.append(tuple(inputs[0].shape)))
+    metrics = trainer.train_epoch()
+    metrics.update(trainer.validate())
+    # 4 segments x 3 channels x (1 + 2 bands) series per micro-batch, inputs one point shorter than the crop;
+    # validation scores full segments with the same 9 series per segment.
+    assert shapes[:2] == [(36, 31), (36, 63)] and set(shapes[2:]) == {(4 * 9, 64)}
+    assert metrics["tokens_s"] / metrics["samples_s"] == pytest.approx(9 * (32 + 64) / 2)  # tokens: every series
+    assert np.isfinite(metrics["loss"]) and 0 <= metrics["val_auroc"] <= 1
+    # The view adds series, never parameters: the model is the plain one, and LoRA trains its adapters alone.
+    if mode == "scratch":
+        plain = TimeMoE(TimeMoEConfig(**TINY))
+        assert [name for name, _ in trainer.module.named_parameters()] == [name for name, _ in plain.named_parameters()]
+    else:
+        assert all("lora_" in name for name, value in trainer.module.named_parameters() if value.requires_grad)

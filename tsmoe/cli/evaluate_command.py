@@ -3,7 +3,8 @@
 The detector is the `evaluation` section of a run config. When MODEL sits in a run directory
 (`RUN/model`, `RUN/best_model`), `RUN/config.yaml`'s section is the default, so the figures match the
 training log; otherwise the defaults of `EvaluationConfig`. Options given on the command line override
-single fields of it, and the output says where the settings came from.
+single fields of it, and the output says where the settings came from. The same file's `data.views` says
+which series the model trained on (the spectral view adds some), and the model is scored on the same ones.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import torch
 from tsmoe.cli.progress import Progress
 from tsmoe.config import load_run_config
 from tsmoe.data.check import check_dataset
-from tsmoe.data.store import open_dataset
+from tsmoe.data.config import DataConfig
+from tsmoe.data.store import SegmentDataset, open_dataset
+from tsmoe.data.views import SeriesViews, fit_views
 from tsmoe.evaluation.config import BASELINE_NAMES, EvaluationConfig
 from tsmoe.evaluation.evaluate import evaluate_detectors
 from tsmoe.model.checkpoint import load_pretrained
@@ -77,6 +80,17 @@ def evaluation_settings(model: Path, config: Path | None) -> tuple[EvaluationCon
     return load_run_config(path).evaluation, f"the evaluation section of {path}"
 
 
+def trained_views(model: Path, config: Path | None, dataset: SegmentDataset) -> tuple[SeriesViews, str]:
+    """The views the model trained with (the data section of --config or RUN/config.yaml; the time series
+    alone without either), fitted on the dataset's training split, and a line that says which."""
+    path = config if config is not None else model.resolve().parent / RUN_CONFIG_FILE
+    data = load_run_config(path).data if path.is_file() else DataConfig()
+    views = fit_views(data, dataset.split("train"), dataset.normalization)
+    if not views.spectral:
+        return views, "views: time"
+    return views, f"views: time, spectrum ({data.spectrum_bands} bands over {data.spectrum_window} points) from {path}"
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """Check the inputs, score the split and print the table."""
     base, source = evaluation_settings(args.model, args.config)
@@ -89,7 +103,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     missing = sorted(set(config.heads) - set(model.config.horizon_lengths))
     if missing:
         raise ValueError(f"--heads {missing}: the model in {args.model} has horizons {model.config.horizon_lengths}")
+    views, views_source = trained_views(args.model, args.config, dataset)
     print(f"detector: {source}" + (f", with {', '.join(sorted(given))} from the command line" if given else ""))
+    print(views_source)
     bars: dict[str, Progress] = {}
     table = evaluate_detectors(
         dataset,
@@ -97,6 +113,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         config,
         model,
         progress=lambda stage, done, total: bars.setdefault(stage, Progress(f"scoring {stage}"))(done, total),
+        views=views,
     )
     print(f"{args.data} ({args.split} split), model {args.model}:")
     print(table.to_string(index=False, float_format=lambda value: f"{value:.3f}"))

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tsmoe.data.curriculum import CropStage, resolve_schedule
+
+ViewName = Literal["time", "spectrum"]
+DEFAULT_VIEWS: tuple[ViewName, ...] = ("time",)
 
 
 class DataConfig(BaseModel):
@@ -26,9 +30,46 @@ class DataConfig(BaseModel):
     # times (each pass reshuffled, with fresh crops), so a model trained on a few hundred points gets as
     # many optimizer steps as the config's epochs promise on a large one. 0: one pass, however short.
     min_batches_per_epoch: int = Field(0, ge=0)
+    # The series the model sees of each channel (tsmoe/data/views.py): the channel itself, and with
+    # `spectrum` also its causal short-time band powers, computed per crop on the training device.
+    views: list[ViewName] = Field(default_factory=lambda: list(DEFAULT_VIEWS))
+    spectrum_window: int = Field(64, ge=2)  # points of the trailing window each band power is measured over
+    spectrum_bands: int = Field(4, ge=1)  # equal-width frequency bands between 0 and the Nyquist frequency
 
     @field_validator("crop_schedule")
     @classmethod
     def _known_schedule(cls, schedule: str | list[CropStage]) -> str | list[CropStage]:
         resolve_schedule(schedule)
         return schedule
+
+    @field_validator("views")
+    @classmethod
+    def _time_first_once(cls, views: list[ViewName]) -> list[ViewName]:
+        # The time series comes first: the spectral series are extra series beside it, never a replacement.
+        if not views or views[0] != "time":
+            raise ValueError(f"must start with time (the channel itself), got {views}; e.g. [time, spectrum]")
+        if len(set(views)) != len(views):
+            raise ValueError(f"lists a view twice: {views}")
+        return views
+
+    @field_validator("spectrum_window")
+    @classmethod
+    def _power_of_two(cls, window: int) -> int:
+        if window & (window - 1):
+            raise ValueError(f"must be a power of two (the FFT length), got {window}")
+        return window
+
+    @model_validator(mode="after")
+    def _bands_fit_the_window(self) -> DataConfig:
+        # A window of W points has W/2 frequency bins above 0: each band needs at least one.
+        if self.spectrum_bands > self.spectrum_window // 2:
+            raise ValueError(
+                f"spectrum_bands {self.spectrum_bands}: at most spectrum_window / 2 = {self.spectrum_window // 2} "
+                "(one frequency bin per band)"
+            )
+        return self
+
+    @property
+    def spectral(self) -> bool:
+        """Whether the model sees the spectral view beside the time series."""
+        return "spectrum" in self.views

@@ -12,6 +12,9 @@ Each component is measured against normal data the model was not fit on where th
 
 Every component is standardised by its mean and std over the reference points, weighted, summed, and the
 sum smoothed over `smoothing_window` points.
+
+A model trained with the spectral view (`data.views`) is scored with it: every segment gets the same extra
+series as in training, and "channel" above means every series the model sees (C * (1 + bands) of them).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 from tsmoe.data.loader import normalized_segments
 from tsmoe.data.meta import Normalization
 from tsmoe.data.store import SegmentDataset, SegmentSplit
+from tsmoe.data.views import SeriesViews
 from tsmoe.evaluation.config import EvaluationConfig
 from tsmoe.evaluation.distances import NearestNeighbourDistance, ShrunkMahalanobis
 from tsmoe.evaluation.scoring import ErrorStatistics, forecast_errors_and_states
@@ -51,11 +55,14 @@ def _batches(
     config: EvaluationConfig,
     count: int,
     progress: Progress,
+    views: SeriesViews,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(errors [B, C, L], hidden states [B, C, L, H]) of the first `count` segments, batch by batch."""
+    """(errors [B, S, L], hidden states [B, S, L, H]) of the first `count` segments, batch by batch, over the
+    S series the views make of each segment's channels."""
+    device = next(model.parameters()).device
     for start in range(0, count, config.batch_size):
         stop = min(start + config.batch_size, count)
-        segments = torch.from_numpy(normalized_segments(split, normalization, start, stop))
+        segments = views(torch.from_numpy(normalized_segments(split, normalization, start, stop)).to(device))
         errors, states = forecast_errors_and_states(model, segments, config.heads, config.error)
         yield errors.numpy(), states.numpy()
         if progress is not None:
@@ -81,8 +88,16 @@ def joint_states(states: np.ndarray) -> np.ndarray:
 class ModelDetector:
     """The model's scoring rule, fitted on a dataset's normal data; `score` gives point scores [N, L]."""
 
-    def __init__(self, model: TimeMoE, dataset: SegmentDataset, config: EvaluationConfig, progress: Progress = None):
+    def __init__(
+        self,
+        model: TimeMoE,
+        dataset: SegmentDataset,
+        config: EvaluationConfig,
+        progress: Progress = None,
+        views: SeriesViews | None = None,
+    ):
         self.model = model
+        self.views = (views or SeriesViews()).to(next(model.parameters()).device)
         self.normalization = dataset.normalization
         self.config = config
         self.progress = progress
@@ -106,7 +121,7 @@ class ModelDetector:
     def _collect(self, split: SegmentSplit, count: int) -> tuple[np.ndarray, np.ndarray | None]:
         errors, states = [], []
         for batch_errors, batch_states in _batches(
-            self.model, split, self.normalization, self.config, count, self.progress
+            self.model, split, self.normalization, self.config, count, self.progress, self.views
         ):
             errors.append(batch_errors)
             if self.config.density_weight > 0:
@@ -168,7 +183,9 @@ class ModelDetector:
     def score(self, split: SegmentSplit) -> np.ndarray:
         """Point scores [N, L] of every segment of a split."""
         scores = []
-        for errors, states in _batches(self.model, split, self.normalization, self.config, len(split), self.progress):
+        for errors, states in _batches(
+            self.model, split, self.normalization, self.config, len(split), self.progress, self.views
+        ):
             z = self.statistics.normalize(errors)
             scores.append(self.combine(self._components(z, states if self.config.density_weight > 0 else None)))
         return np.concatenate(scores)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from tsmoe.data.loader import normalized_segments
 from tsmoe.data.store import SegmentDataset, SegmentSplit
+from tsmoe.data.views import SeriesViews
 from tsmoe.evaluation.baselines import build_baselines
 from tsmoe.evaluation.config import EvaluationConfig
 from tsmoe.evaluation.detector import ModelDetector
@@ -87,9 +88,11 @@ def model_point_scores(
     split: SegmentSplit,
     config: EvaluationConfig,
     progress: Callable[[str, int, int], None] | None = None,
+    views: SeriesViews | None = None,
 ) -> np.ndarray:
-    """The model's point scores [N, L] under the config's scoring rule (see `detector.py`)."""
-    return ModelDetector(model, dataset, config, progress).score(split)
+    """The model's point scores [N, L] under the config's scoring rule (see `detector.py`), seeing the
+    series `views` makes of each segment (those it trained on; the time series alone when None)."""
+    return ModelDetector(model, dataset, config, progress, views).score(split)
 
 
 def baseline_point_scores(
@@ -115,12 +118,14 @@ def score_detectors(
     config: EvaluationConfig,
     model: TimeMoE | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    views: SeriesViews | None = None,
 ) -> dict[str, np.ndarray]:
-    """Point scores [N, L] of the model (if given) and of each configured baseline on one split, by name."""
+    """Point scores [N, L] of the model (if given, seeing `views`) and of each configured baseline (on the
+    time series alone) on one split, by name."""
     split = dataset.split(split_name)
     scores = {}
     if model is not None:
-        scores[MODEL_NAME] = model_point_scores(model, dataset, split, config, progress)
+        scores[MODEL_NAME] = model_point_scores(model, dataset, split, config, progress, views)
     scores.update(baseline_point_scores(dataset, split, config))
     return scores
 
@@ -131,22 +136,27 @@ def evaluate_detectors(
     config: EvaluationConfig,
     model: TimeMoE | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    views: SeriesViews | None = None,
 ) -> pd.DataFrame:
     """A table of AUROC, AUPRC and best F1 for the model (if given) and each baseline on one split."""
     split = dataset.split(split_name)
-    scores = score_detectors(dataset, split_name, config, model, progress)
+    scores = score_detectors(dataset, split_name, config, model, progress, views)
     results = [measure(name, point_scores, split, config) for name, point_scores in scores.items()]
     return pd.DataFrame([row for result in results for row in result.rows()])
 
 
 def validation_metrics(
-    model: TimeMoE, dataset: SegmentDataset, config: EvaluationConfig, split_name: str = "val"
+    model: TimeMoE,
+    dataset: SegmentDataset,
+    config: EvaluationConfig,
+    split_name: str = "val",
+    views: SeriesViews | None = None,
 ) -> dict[str, float]:
     """The model's figures on a split for a training run's metrics: val_auroc (the headline), val_auprc,
     val_best_f1 at point level where the split has point labels, else at run level where its segments come
     in labelled runs (files), else at segment level, plus each level's AUROC."""
     split = dataset.split(split_name)
-    result = measure(MODEL_NAME, model_point_scores(model, dataset, split, config), split, config)
+    result = measure(MODEL_NAME, model_point_scores(model, dataset, split, config, views=views), split, config)
     metrics = {f"{split_name}_segment_auroc": result.segment.auroc}
     if result.point is not None:
         metrics[f"{split_name}_point_auroc"] = result.point.auroc

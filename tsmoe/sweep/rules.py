@@ -3,7 +3,8 @@
 The rules are the run config's own: each value, and each combination of values, is put on the base config
 and validated by `RunConfig` (the model config's shape rules, the run config's rule that scored heads exist,
 each field's bounds), so a rule added to a config is kept by every sweep without being written here again.
-The one fact a config cannot know is the dataset's segment length, which every crop must fit.
+The one fact a config cannot know is the dataset's segment length, which every crop must fit, and the
+spectral view's window with them.
 
 Values are tried in three rounds, smallest first so that an error names as few fields as it can:
 every value of every parameter alone (on the base config), every pair of parameters, and every combination
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 
 from tsmoe.config import RunConfig
 from tsmoe.data.curriculum import crop_lengths
+from tsmoe.data.views import check_spectrum_window
 from tsmoe.errors import describe_fields
 from tsmoe.sweep.distributions import show_value
 from tsmoe.sweep.field_names import with_fields
@@ -34,6 +36,8 @@ MAX_CHECKED_VALUES = 1000
 MAX_COMBINATIONS = 20_000
 
 CROP_SCHEDULE = "data.crop_schedule"
+# The fields whose values together decide whether the spectral view's window fits the shortest crop.
+SPECTRUM_FIELDS = (CROP_SCHEDULE, "data.views", "data.spectrum_window")
 
 
 def check_space(space: SearchSpace, base: RunConfig, segment_length: int) -> None:
@@ -42,6 +46,7 @@ def check_space(space: SearchSpace, base: RunConfig, segment_length: int) -> Non
     base_values = base.model_dump(mode="json")
     deferred = _check_values_alone(space, base_values)
     _check_crops(space, base_values, segment_length)
+    _check_spectrum_windows(space, base_values, segment_length)
     listed = {path: _listed(space, path, deferred) for path in space.parameters}
     reference = with_fields(base_values, {path: values[0] for path, values in listed.items()})
     for group in _groups(list(space.parameters)):
@@ -93,6 +98,23 @@ def _check_crops(space: SearchSpace, base_values: dict[str, Any], segment_length
                 f"{space.source}: field {CROP_SCHEDULE}: {show_value(schedule)} asks for crops of {longest} "
                 f"points, longer than the dataset's segment length {segment_length}"
             )
+
+
+def _check_spectrum_windows(space: SearchSpace, base_values: dict[str, Any], segment_length: int) -> None:
+    """Every spectral window the space can produce must fit the shortest crop of every schedule beside it."""
+    searched = [path for path in SPECTRUM_FIELDS if path in space.parameters]
+    if not searched:
+        return  # the base config's own window is checked with the dataset by `tsmoe train` and the trial
+    for combination in itertools.product(*(space.parameters[path].values() for path in searched)):
+        changes = dict(zip(searched, combination, strict=True))
+        try:
+            data = RunConfig.model_validate(with_fields(base_values, changes)).data
+        except ValidationError:
+            continue  # a combination the run config rejects is named by the combination rounds
+        try:
+            check_spectrum_window(data, segment_length)
+        except ValueError as error:
+            raise ValueError(f"{space.source}: {_name_combination(changes)}: {error}") from None
 
 
 def _listed(space: SearchSpace, path: str, deferred: dict[str, list[Any]]) -> list[Any]:

@@ -29,6 +29,7 @@ import yaml
 
 from tsmoe.config import RunConfig, dump_run_config
 from tsmoe.data.check import check_dataset
+from tsmoe.data.views import check_spectrum_window
 from tsmoe.training.checkpoint_files import checkpoint_problem
 from tsmoe.training.loopback import UNCHANGED, loopback_cluster
 from tsmoe.training.trainer import MODEL_DIR, SUMMARY_FILE
@@ -240,7 +241,10 @@ def run_training(
         raise ValueError(f"--workers: need at least 1, got {workers}")
     output = Path(output).resolve()
     # Everything that can be wrong with the inputs fails here, before any Ray or GPU work.
-    check_dataset(run.data.path, crop_schedule=run.data.crop_schedule, batch_size=run.data.batch_size * workers)
+    summary = check_dataset(
+        run.data.path, crop_schedule=run.data.crop_schedule, batch_size=run.data.batch_size * workers
+    )
+    check_spectrum_window(run.data, summary.meta.segment_length)
     prepare_output(run, output)
     done = _checkpoints(output)
     if done and done[-1][0]["epoch"] >= run.training.epochs:

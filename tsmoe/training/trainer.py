@@ -35,6 +35,7 @@ import torch.distributed as dist
 from tsmoe.config import RunConfig, dump_run_config
 from tsmoe.data.loader import CropBatchSampler, build_train_loader
 from tsmoe.data.store import open_dataset
+from tsmoe.data.views import fit_views
 from tsmoe.evaluation.evaluate import validation_metrics
 from tsmoe.model.checkpoint import save_pretrained
 from tsmoe.model.timemoe import TimeMoE, TimeMoEOutput, total_loss
@@ -101,6 +102,8 @@ class Trainer:
         if not isinstance(self.loader.batch_sampler, CropBatchSampler):
             raise TypeError("build_train_loader must batch with a CropBatchSampler (the trainer sets its epoch)")
         self.sampler: CropBatchSampler = self.loader.batch_sampler
+        # The same statistics on every rank (a function of the training split), so nothing here is rank-specific.
+        self.views = fit_views(run.data, self.dataset.split("train"), self.dataset.normalization).to(self.device)
         self.steps_per_epoch = len(self.loader) // training.gradient_accumulation
         if self.steps_per_epoch == 0:
             raise ValueError(
@@ -127,7 +130,7 @@ class Trainer:
         if self.training.strategy == "deepspeed":
             from tsmoe.training.deepspeed_strategy import DeepSpeedStrategy
 
-            series = self.run.data.batch_size * self.dataset.meta.num_channels
+            series = self.run.data.batch_size * self.dataset.meta.num_channels * self.views.series_per_channel()
             return DeepSpeedStrategy(
                 self.module, self.training, self.precision, series, self.world_size, self.total_steps
             )
@@ -172,6 +175,8 @@ class Trainer:
                 wait_started = now()
                 batch = next(batches)
                 waited += now() - wait_started
+                # The crop's extra views, computed on the training device; tokens below count every series.
+                batch = self.views(batch.to(self.device, non_blocking=True))
                 inputs, labels = series_batch(batch, self.device)
                 crop = batch.shape[-1]
                 with self.strategy.accumulating(last_micro_batch=micro == accumulation - 1):
@@ -251,7 +256,7 @@ class Trainer:
         model = self.average.model if self.average is not None else base_model(self.module)
         model.eval()
         with self.precision.autocast():
-            metrics = validation_metrics(model, self.dataset, self.run.evaluation)
+            metrics = validation_metrics(model, self.dataset, self.run.evaluation, views=self.views)
         if self.average is None:
             model.train()
         return metrics

@@ -1,0 +1,143 @@
+"""The spectral view: causal short-time band power, laid out beside the channels, standardised on training data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tests.data.conftest import SEGMENT_LENGTH, write_small_dataset
+from tests.model.test_device import default_device_elsewhere
+from tsmoe.data.config import DataConfig
+from tsmoe.data.loader import normalized_segments
+from tsmoe.data.store import DatasetWriter, open_dataset
+from tsmoe.data.views import SeriesViews, band_matrix, band_power, check_spectrum_window, fit_views
+
+WINDOW, BANDS = 16, 4
+
+
+def _sinusoid(bin_index: int, amplitude: float, length: int = 64, phase: float = 0.3) -> torch.Tensor:
+    points = torch.arange(length, dtype=torch.float64)
+    return amplitude * torch.cos(2 * math.pi * bin_index * points / WINDOW + phase)
+
+
+def test_bands_split_the_bins_above_zero_into_equal_groups():
+    # 16 points: bins 1..8, two per band, each averaged.
+    expected = torch.zeros(8, 4)
+    for bin_index in range(8):
+        expected[bin_index, bin_index // 2] = 0.5
+    torch.testing.assert_close(band_matrix(WINDOW, BANDS), expected)
+
+
+@pytest.mark.parametrize("bin_index, band", [(4, 1), (6, 2)])
+def test_a_sinusoid_lands_in_its_band_with_the_hand_computed_power(bin_index, band):
+    # A cosine of amplitude A at bin k0 under a periodic Hann window of W points: |X_k0| = A W / 4 and
+    # |X_k0+-1| = A W / 8; sum(w^2) = 3 W / 8, so the power is A^2 W / 6 at k0 and A^2 W / 24 beside it.
+    # Bins 2b+1 and 2b+2 form band b: the band holding k0 and k0-1 averages them, the next holds k0+1 alone.
+    amplitude = 1.5
+    power = band_power(_sinusoid(bin_index, amplitude), WINDOW, BANDS)
+    peak, side = amplitude**2 * WINDOW / 6, amplitude**2 * WINDOW / 24
+    expected = torch.zeros(BANDS, dtype=torch.float32)
+    expected[band] = (peak + side) / 2
+    expected[band + 1] = side / 2
+    # Every full window (points 15 on) holds whole periods: the same powers at every such point.
+    torch.testing.assert_close(
+        power[:, WINDOW - 1 :], expected[:, None].expand(BANDS, 64 - WINDOW + 1), atol=1e-5, rtol=1e-5
+    )
+
+
+def test_a_constant_level_has_no_band_power():
+    # The window's mean is removed first: a level (here 5) never leaks into the lowest band.
+    assert torch.allclose(band_power(torch.full((40,), 5.0), WINDOW, BANDS), torch.zeros(BANDS, 40), atol=1e-5)
+
+
+def test_points_before_a_full_window_see_the_first_point_repeated():
+    series = torch.randn(2, 30, generator=torch.Generator().manual_seed(0))
+    padded = torch.cat([series[:, :1].expand(2, WINDOW - 1), series], dim=1)
+    torch.testing.assert_close(band_power(series, WINDOW, BANDS), band_power(padded, WINDOW, BANDS)[..., WINDOW - 1 :])
+
+
+def test_a_hop_measures_every_hop_th_point():
+    series = torch.randn(3, 50, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(band_power(series, WINDOW, BANDS, hop=4), band_power(series, WINDOW, BANDS)[..., ::4])
+
+
+def _views(channels: int = 2) -> SeriesViews:
+    generator = torch.Generator().manual_seed(2)
+    return SeriesViews(WINDOW, BANDS, torch.rand(channels, BANDS, generator=generator), 1 + torch.rand(channels, BANDS))
+
+
+def test_views_put_the_channels_first_then_each_channels_standardised_bands():
+    views = _views()
+    segments = torch.randn(3, 2, 40, generator=torch.Generator().manual_seed(3))
+    series = views(segments)
+    assert series.shape == (3, 2 * (1 + BANDS), 40) and views.series_per_channel() == 1 + BANDS
+    torch.testing.assert_close(series[:, :2], segments)
+    logarithm = torch.log1p(band_power(segments[:, 1], WINDOW, BANDS))  # channel 1: [3, bands, 40]
+    expected = (logarithm[:, 3] - views.mean[1, 3]) / views.std[1, 3]
+    torch.testing.assert_close(series[:, 2 + 1 * BANDS + 3], expected)
+
+
+def test_a_future_point_never_changes_earlier_spectral_values():
+    views = _views()
+    segments = torch.randn(2, 2, 48, generator=torch.Generator().manual_seed(4))
+    changed = segments.clone()
+    changed[:, :, 30] += 10.0
+    before, after = views(segments), views(changed)
+    torch.testing.assert_close(before[..., :30], after[..., :30])
+    assert not torch.allclose(before[:, 2:, 30], after[:, 2:, 30])
+
+
+def test_the_time_view_alone_leaves_segments_as_they_are(tmp_path):
+    dataset = open_dataset(write_small_dataset(tmp_path / "data"))
+    views = fit_views(DataConfig(), dataset.split("train"), dataset.normalization)
+    segments = torch.randn(2, 2, SEGMENT_LENGTH)
+    assert views(segments) is segments and views.series_per_channel() == 1 and not views.spectral
+
+
+def test_fitted_statistics_standardise_the_training_split(tmp_path):
+    # A 4-point window measures its statistics at every point (hop = window / 4 = 1), so the training
+    # split's spectral series have mean 0 and std 1 exactly.
+    dataset = open_dataset(write_small_dataset(tmp_path / "data"))
+    config = DataConfig(views=["time", "spectrum"], spectrum_window=4, spectrum_bands=2)
+    views = fit_views(config, dataset.split("train"), dataset.normalization)
+    assert views.mean.shape == views.std.shape == (2, 2)
+    train = torch.from_numpy(normalized_segments(dataset.split("train"), dataset.normalization, 0, 12))
+    spectral = views(train)[:, 2:].double()
+    np.testing.assert_allclose(spectral.mean(dim=(0, 2)).numpy(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(spectral.std(dim=(0, 2), correction=0).numpy(), 1.0, rtol=1e-4)
+
+
+def test_a_constant_channel_gives_zero_spectral_series_not_a_division_by_zero(tmp_path):
+    writer = DatasetWriter(tmp_path / "data", 32, ["live", "frozen"], sampling_rate_hz=1.0)
+    segments = writer.add_split("train", 4).segments
+    segments[:, 0] = np.random.default_rng(0).normal(size=(4, 32))
+    segments[:, 1] = 7.0
+    writer.add_split("val", 1, label_level="segment")
+    writer.finish()
+    dataset = open_dataset(tmp_path / "data")
+    config = DataConfig(views=["time", "spectrum"], spectrum_window=8, spectrum_bands=2)
+    views = fit_views(config, dataset.split("train"), dataset.normalization)
+    torch.testing.assert_close(views.std[1], torch.ones(2))
+    series = views(torch.from_numpy(normalized_segments(dataset.split("train"), dataset.normalization, 0, 4)))
+    assert torch.isfinite(series).all() and torch.equal(series[:, 4:], torch.zeros(4, 2, 32))
+
+
+def test_the_view_is_computed_on_the_segments_device(tmp_path):
+    dataset = open_dataset(write_small_dataset(tmp_path / "data"))
+    config = DataConfig(views=["time", "spectrum"], spectrum_window=8, spectrum_bands=2)
+    segments = torch.randn(2, 2, SEGMENT_LENGTH)
+    with default_device_elsewhere():
+        views = fit_views(config, dataset.split("train"), dataset.normalization)
+        series = views(segments)
+    assert series.device == segments.device and torch.isfinite(series).all()
+
+
+def test_a_window_longer_than_the_shortest_crop_names_the_field():
+    config = DataConfig(views=["time", "spectrum"], spectrum_window=64, crop_schedule="half_then_full")
+    check_spectrum_window(config, 128)  # crops of 64 and 128 points
+    with pytest.raises(ValueError, match=r"field data.spectrum_window: 64 points, longer than the shortest crop \(32"):
+        check_spectrum_window(config, 64)
+    check_spectrum_window(config.model_copy(update={"views": ["time"]}), 64)  # no spectral view, no window
