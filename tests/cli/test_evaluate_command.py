@@ -126,3 +126,26 @@ def test_evaluate_uses_the_run_directory_config_and_says_so(tmp_path, capsys):
     assert {row["detector"] for row in json.loads(table.read_text())} == {"time-moe"}
     assert main(["evaluate", str(tmp_path / "run" / "model"), "--data", str(data), "--baselines", "pca"]) == 0
     assert "with baselines from the command line" in capsys.readouterr().out
+
+
+def test_evaluate_scores_with_the_views_the_run_trained_with(tmp_path, capsys):
+    data = tmp_path / "synthetic"
+    arguments = ["--train-segments", "2", "--val-segments", "4", "--test-segments", "0", "--segment-length", "64"]
+    main(["data", "synth", str(data), *arguments])
+    run = RunConfig(model=TimeMoEConfig(**TINY), data=DataConfig(path=data, views=["time", "spectrum"]))
+    run.data.spectrum_window, run.data.spectrum_bands = 8, 2
+    run.evaluation.baselines = []
+    (tmp_path / "run").mkdir()
+    dump_run_config(run, tmp_path / "run" / "config.yaml")
+    TimeMoE(TimeMoEConfig(**TINY)).save_pretrained(tmp_path / "run" / "model")
+    capsys.readouterr()
+    spectral, plain = tmp_path / "spectral.json", tmp_path / "plain.json"
+    assert main(["evaluate", str(tmp_path / "run" / "model"), "--data", str(data), "--json", str(spectral)]) == 0
+    assert f"views: time, spectrum (2 bands over 8 points) from {tmp_path / 'run' / 'config.yaml'}" in (
+        capsys.readouterr().out
+    )
+    # The same model scored on the time series alone (its checkpoint moved out of the run) scores otherwise.
+    (tmp_path / "run" / "model").rename(tmp_path / "model")
+    assert main(["evaluate", str(tmp_path / "model"), "--data", str(data), "--json", str(plain)]) == 0
+    assert "views: time\n" in capsys.readouterr().out
+    assert json.loads(spectral.read_text()) != json.loads(plain.read_text())

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from tests.model.tiny import TINY
+from tsmoe.data.config import DataConfig
 from tsmoe.data.loader import normalized_segments
 from tsmoe.data.store import DatasetWriter, open_dataset
+from tsmoe.data.views import fit_views
 from tsmoe.evaluation.config import EvaluationConfig
 from tsmoe.evaluation.detector import ModelDetector, joint_states, reference_split
 from tsmoe.evaluation.distances import NearestNeighbourDistance
@@ -143,3 +145,33 @@ def test_files_labelled_whole_are_measured_at_run_level(tmp_path, model):
     result = measure("detector", scores, split, EvaluationConfig())
     assert result.headline[0] == "run" and result.run.auroc == 1.0 and result.run.groups_scored == 1
     assert [row["level"] for row in result.rows()] == ["segment", "run"]
+
+
+def _spectral_views(dataset):
+    config = DataConfig(views=["time", "spectrum"], spectrum_window=4, spectrum_bands=2)
+    return fit_views(config, dataset.split("train"), dataset.normalization)
+
+
+def test_a_model_trained_with_the_spectral_view_is_scored_over_every_series(tmp_path, model):
+    dataset = _dataset(tmp_path / "data")
+    views = _spectral_views(dataset)
+    detector = ModelDetector(model, dataset, EvaluationConfig(batch_size=4), views=views)
+    assert detector.statistics.mean.shape[0] == 2 * (1 + 2)  # error statistics for each of the 6 series
+    segments = views(torch.from_numpy(normalized_segments(dataset.split("val"), dataset.normalization, 0, 4)))
+    z = detector.statistics.normalize(forecast_errors(model, segments, [1]).numpy())
+    expected = (z.mean(axis=1) - detector.location["forecast"]) / detector.scale["forecast"]
+    scores = detector.score(dataset.split("val"))
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-5)
+    time_only = ModelDetector(model, dataset, EvaluationConfig(batch_size=4)).score(dataset.split("val"))
+    assert not np.allclose(scores[:, 1:], time_only[:, 1:])
+
+
+@pytest.mark.parametrize("scope", ["channel", "joint"])
+def test_cross_channel_and_density_scores_run_over_the_spectral_series(tmp_path, model, scope):
+    dataset = _dataset(tmp_path / "data")
+    config = EvaluationConfig(batch_size=4, cross_channel_weight=1.0, density_weight=1.0, density_scope=scope)
+    detector = ModelDetector(model, dataset, config, views=_spectral_views(dataset))
+    assert detector.cross_channel.score(np.zeros((1, 1, 6))).shape == (1, 1)  # a distance over 6 series
+    assert len(detector.state_models) == (1 if scope == "joint" else 6)
+    scores = detector.score(dataset.split("val"))
+    assert scores.shape == (4, LENGTH) and np.isfinite(scores[:, 1:]).all()

@@ -118,3 +118,33 @@ def test_a_space_whose_every_combination_is_valid_loads(tmp_path, small_base):
     )
     space = load_search_space(path, small_base, 512)
     assert isinstance(space, SearchSpace) and space.source == str(path)
+
+
+def test_a_spectral_window_longer_than_the_shortest_crop_is_caught(tmp_path, small_base):
+    message = load_error(
+        tmp_path,
+        "parameters:\n  data.crop_schedule: {type: categorical, choices: [full, quarter_then_full]}\n"
+        "  data.views: {type: categorical, choices: [[time], [time, spectrum]]}\n"
+        "  data.spectrum_window: {type: categorical, choices: [64, 256]}\n",
+        small_base,
+        segment_length=512,
+    )
+    assert "field data.crop_schedule: quarter_then_full with data.views [time, spectrum] with " in message
+    assert (
+        "data.spectrum_window 256: field data.spectrum_window: 256 points, longer than the shortest crop (128"
+        in message
+    )
+
+
+def test_spectral_windows_that_fit_every_crop_load(tmp_path, small_base):
+    path = write_space(
+        tmp_path,
+        "parameters:\n  data.crop_schedule: {type: categorical, choices: [full, quarter_then_full]}\n"
+        "  data.views: {type: categorical, choices: [[time], [time, spectrum]]}\n"
+        "  data.spectrum_window: {type: categorical, choices: [64, 128]}\n"
+        "  data.spectrum_bands: {type: categorical, choices: [2, 8]}\n",
+    )
+    space = load_search_space(path, small_base, 512)
+    last_choices = {path: distribution.choices[-1] for path, distribution in space.optuna_distributions().items()}
+    config = space.apply(small_base, last_choices)
+    assert config.data.views == ["time", "spectrum"] and config.data.spectrum_window == 128
