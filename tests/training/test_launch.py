@@ -191,3 +191,13 @@ def test_joining_a_gpu_cluster_gives_no_worker_the_cpu_environment(tmp_path, mon
     assert "DS_ACCELERATOR" not in joined["job_environment"]
     assert "DS_ACCELERATOR" not in joined["worker_environment"]
     assert launch.worker_environment(False)["DS_ACCELERATOR"] == "cpu"
+
+
+def test_a_spectral_window_longer_than_the_shortest_crop_fails_before_ray(tmp_path, capsys):
+    synthetic_data(tmp_path / "data", train=4, val=2, length=64)
+    config = tmp_path / "spectral.yaml"
+    data = {"path": str(tmp_path / "data"), "crop_schedule": "half_then_full", "views": ["time", "spectrum"]}
+    config.write_text(yaml.safe_dump({"data": {**data, "spectrum_window": 64, "batch_size": 2}}))
+    assert main(["train", str(config), "--output", str(tmp_path / "run")]) == 2
+    assert "field data.spectrum_window: 64 points, longer than the shortest crop (32" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

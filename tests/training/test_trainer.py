@@ -52,8 +52,10 @@ def _ddp_rank(rank: int, run, rendezvous: str, out: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("batch_size, accumulation", [(2, 1), (1, 2)])
-def test_two_ddp_workers_match_one_process_on_the_same_global_batch(tmp_path, batch_size, accumulation):
+@pytest.mark.parametrize(
+    "batch_size, accumulation, views", [(2, 1, ["time"]), (1, 2, ["time"]), (2, 1, ["time", "spectrum"])]
+)
+def test_two_ddp_workers_match_one_process_on_the_same_global_batch(tmp_path, batch_size, accumulation, views):
     data = synthetic_data(tmp_path / "data", train=4, val=4)
     # Full crops start at 0 and no shuffle: rank r trains on segments r and r+2, the single process on all
     # four, in one micro-batch or two. The aux loss is a statistic of each rank's own tokens (as in the
@@ -61,6 +63,8 @@ def test_two_ddp_workers_match_one_process_on_the_same_global_batch(tmp_path, ba
     single = tiny_run(data, epochs=1, warmup_steps=0)
     single.model.router_aux_loss_factor = 0.0
     single.data.shuffle = False
+    # The spectral view's statistics come from the training split on every rank alike: nothing rank-specific.
+    single.data.views, single.data.spectrum_window = views, 16
     distributed = single.model_copy(deep=True)
     distributed.data.batch_size = batch_size
     distributed.training.gradient_accumulation = accumulation
