@@ -1,0 +1,65 @@
+"""`tsmoe sweep --address` on a cluster of two nodes, with a DDP trial whose two workers sit on both."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.sweep.test_definition import write_sweep
+from tests.training.test_loop import synthetic_data
+
+# Two Ray nodes on this machine, two CPUs each, and the sweep joined to them through the CLI. It runs in a
+# process of its own: the cluster's head belongs to the process that starts it, and this one must not
+# inherit Ray state from other tests, nor leave its nodes to them.
+TWO_NODE_SWEEP = """
+import sys
+from ray.cluster_utils import Cluster
+from tsmoe.cli.main import main
+
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+cluster.add_node(num_cpus=2)
+cluster.wait_for_nodes()
+try:
+    code = main(["sweep", sys.argv[1], "--address", cluster.address])
+finally:
+    cluster.shutdown()
+sys.exit(code)
+"""
+
+
+@pytest.mark.slow
+def test_a_sweep_joined_to_a_two_node_cluster_runs_a_ddp_trial_across_both_nodes(tmp_path):
+    data = synthetic_data(tmp_path / "data")
+    definition = write_sweep(
+        tmp_path,
+        data,
+        # Batches of 2 on each of 2 workers: 4 steps in the epoch of 16 segments, enough for a throughput.
+        base={
+            "data": {"path": str(data), "batch_size": 2, "num_workers": 0},
+            "training": {"epochs": 1, "warmup_steps": 1, "log_every_steps": 1000},
+        },
+        space={"training.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
+        num_trials=1,
+        # 1.5 CPUs a worker: a node of 2 holds the trial's driver and one worker, never both workers.
+        resources={"workers": 2, "cpus_per_worker": 1.5},
+        early_stopping={"scheduler": "none"},
+        storage=f"file://{tmp_path}/shared",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", TWO_NODE_SWEEP, str(definition)], capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "1 trials: 1 completed" in done.stdout
+
+    # Everything the driver read came from Tune's reports and the Train run's checkpoints in the storage.
+    directory = tmp_path / "shared" / "tiny"
+    table = pd.read_csv(directory / "trials.csv")
+    assert table["status"].tolist() == ["completed"]
+    # Rank 0 gathered every rank's Ray node id: the two workers ran on the two different nodes.
+    assert table["worker_nodes"].tolist() == [2]
+    assert table["samples_s"].gt(0).all() and table["best_val_auroc"].between(0, 1).all()
+    trial = directory / "trials" / table["trial_id"][0]
+    assert (trial / "model" / "config.json").is_file() and (trial / "metrics.jsonl").is_file()
