@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ from tests.training.test_loop import synthetic_data
 # process of its own: the cluster's head belongs to the process that starts it, and this one must not
 # inherit Ray state from other tests, nor leave its nodes to them.
 TWO_NODE_SWEEP = """
+import json
 import sys
 from ray.cluster_utils import Cluster
 from tsmoe.cli.main import main
@@ -24,6 +26,13 @@ cluster.add_node(num_cpus=2)
 cluster.wait_for_nodes()
 try:
     code = main(["sweep", sys.argv[1], "--address", cluster.address])
+    # The check a joined sweep makes first, on a path no node has: each node is named.
+    import ray
+    from tsmoe.sweep.cluster import missing_on_nodes
+
+    ray.init(address=cluster.address)
+    print("MISSING " + json.dumps(missing_on_nodes({"dataset.path": sys.argv[2]})))
+    ray.shutdown()
 finally:
     cluster.shutdown()
 sys.exit(code)
@@ -49,7 +58,10 @@ def test_a_sweep_joined_to_a_two_node_cluster_runs_a_ddp_trial_across_both_nodes
         storage=f"file://{tmp_path}/shared",
     )
     done = subprocess.run(
-        [sys.executable, "-c", TWO_NODE_SWEEP, str(definition)], capture_output=True, text=True, timeout=240
+        [sys.executable, "-c", TWO_NODE_SWEEP, str(definition), str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "1 trials: 1 completed" in done.stdout
@@ -63,3 +75,8 @@ def test_a_sweep_joined_to_a_two_node_cluster_runs_a_ddp_trial_across_both_nodes
     assert table["samples_s"].gt(0).all() and table["best_val_auroc"].between(0, 1).all()
     trial = directory / "trials" / table["trial_id"][0]
     assert (trial / "model" / "config.json").is_file() and (trial / "metrics.jsonl").is_file()
+
+    # Every node was asked whether it sees a path, and each that does not is named.
+    missing = json.loads(done.stdout.split("MISSING ", 1)[1].splitlines()[0])
+    assert len(missing) == 2 and len({line.split(" does not see ")[0] for line in missing}) == 2
+    assert all(line.endswith(f"does not see dataset.path {tmp_path / 'nowhere'}") for line in missing)

@@ -200,6 +200,14 @@ def _run_locked(
     try:
         cluster = start_ray(config, binding)
         driver_bundle = check_resources(config, cluster, str(sweep.source))
+        if config.address is not None:
+            from tsmoe.sweep.cluster import check_nodes_see
+
+            # A joined cluster may span machines: each must see the data and the storage (and the copy of
+            # the definition just written there) at the driver's paths.
+            check_nodes_see(
+                {"dataset.path": config.dataset.path, "storage": directory / STORED_SWEEP}, str(sweep.source)
+            )
         setup = TrialSetup(
             base=sweep.base,
             space=sweep.space,

@@ -179,6 +179,10 @@ def _train_seeds(stored: StoredSweep, run: RunConfig, seeds: list[int], director
         try:
             cluster = start_ray(config, binding)
             driver_bundle = check_resources(config, cluster, str(stored.directory / STORED_SWEEP))
+            if address is not None:
+                from tsmoe.sweep.cluster import check_nodes_see
+
+                check_nodes_see({"data.path": run.data.path, "storage": directory}, "--verify-seeds")
             setup = TrialSetup(
                 base=run,
                 space=space,
