@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -119,3 +120,31 @@ def test_verify_seeds_retrains_the_pick_with_distinct_seeds_and_reports_their_sp
     assert f"trial {pick} (knee) retrained with 2 new seeds ({trial_seed + 1}, {trial_seed + 2}): 2 finished" in out
     mean = summary["spreads"]["best_val_auroc"]["mean"]
     assert math.isfinite(mean) and f"{mean:.4g}" in out
+
+
+def test_the_printed_verification_marks_the_pick_on_the_front_and_names_failed_seeds():
+    from tests.sweep.test_seed_spread import FRONT, spreads
+    from tsmoe.sweep.seed_spread import leads_over_neighbours
+    from tsmoe.sweep.verify import Verification
+
+    measured = spreads(0.01, 350.0)
+    runs = pd.DataFrame(
+        [
+            {"seed": 1, "status": "completed", "reason": "", "best_val_auroc": 0.92, "samples_s": 380.0},
+            {"seed": 2, "status": "error", "reason": "training failed: boom", "best_val_auroc": math.nan},
+        ]
+    )
+    leads = leads_over_neighbours(FRONT, "middle", measured, "best_val_auroc", "samples_s")
+    directory = Path("sweep/verify_seeds_middle")
+    verification = Verification(directory, "middle", "knee", [1, 2], runs, measured, {}, leads, FRONT)
+    lines = verification.lines("samples_s").splitlines()
+    assert lines[0] == f"trial middle (knee) retrained with 2 new seeds (1, 2): 1 finished; {directory}"
+    assert [line.split() for line in lines if line.lstrip().startswith(("*", "accurate", "fast "))] == [
+        ["accurate", "0.95", "100"],
+        ["*", "middle", "0.93", "400"],
+        ["fast", "0.8", "500"],
+    ]
+    assert "seed 2 error: training failed: boom" in lines
+    assert (
+        verification.warnings == [lead.line("middle") for lead in leads[:1]] and lines[-2] == verification.warnings[0]
+    )

@@ -159,6 +159,7 @@ def _train_seeds(stored: StoredSweep, run: RunConfig, seeds: list[int], director
     import ray
     from ray import tune
 
+    from tsmoe.sweep.live_table import LiveTable
     from tsmoe.sweep.runner import STORED_SWEEP, check_resources, start_ray
     from tsmoe.sweep.space import parse_search_space
     from tsmoe.sweep.trial import TrialSetup, run_trial
@@ -201,6 +202,17 @@ def _train_seeds(stored: StoredSweep, run: RunConfig, seeds: list[int], director
                     name=TUNE_DIR,
                     storage_path=str(directory),
                     failure_config=tune.FailureConfig(max_failures=config.max_failures),
+                    # The sweep's compact table: one row per seed, its epoch and figures as they come.
+                    callbacks=[
+                        LiveTable(
+                            f"{config.name} seeds of {directory.name.removeprefix(DIRECTORY_PREFIX)}",
+                            throughput,
+                            run.training.epochs,
+                            len(seeds),
+                            concurrent,
+                            time_budget_s=None,
+                        )
+                    ],
                     verbose=0,
                 ),
             ).fit()
