@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 
 from tests.sweep.test_definition import write_sweep
+from tests.sweep.test_seed_spread import FRONT, spreads
 from tests.training.test_loop import synthetic_data
 from tsmoe.cli.main import main
 from tsmoe.config import load_run_config
-from tsmoe.sweep.verify import fresh_directory, new_seeds
+from tsmoe.sweep.seed_spread import leads_over_neighbours
+from tsmoe.sweep.verify import Verification, fresh_directory, new_seeds
 
 
 @pytest.mark.parametrize("count", ["1", "0", "-3"])
@@ -123,10 +125,6 @@ def test_verify_seeds_retrains_the_pick_with_distinct_seeds_and_reports_their_sp
 
 
 def test_the_printed_verification_marks_the_pick_on_the_front_and_names_failed_seeds():
-    from tests.sweep.test_seed_spread import FRONT, spreads
-    from tsmoe.sweep.seed_spread import leads_over_neighbours
-    from tsmoe.sweep.verify import Verification
-
     measured = spreads(0.01, 350.0)
     runs = pd.DataFrame(
         [
