@@ -154,7 +154,9 @@ def verify_pick(
     return verification
 
 
-def _train_seeds(stored: StoredSweep, run: RunConfig, seeds: list[int], directory: Path, address: str | None):
+def _train_seeds(
+    stored: StoredSweep, run: RunConfig, seeds: list[int], directory: Path, address: str | None
+) -> pd.DataFrame:
     """Run one Tune trial per seed with the sweep's trainable and resources; one row per seed."""
     import ray
     from ray import tune
