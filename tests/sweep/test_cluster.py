@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 
 import pandas as pd
 import pytest
@@ -14,7 +18,10 @@ from tests.training.test_loop import synthetic_data
 
 # Two Ray nodes on this machine, two CPUs each, and the sweep joined to them through the CLI. It runs in a
 # process of its own: the cluster's head belongs to the process that starts it, and this one must not
-# inherit Ray state from other tests, nor leave its nodes to them.
+# inherit Ray state from other tests, nor leave its nodes to them. Its own Ray temp directory (RAY_TMPDIR)
+# keeps the address file that `Cluster` writes (ray_current_cluster) from other processes on the machine: a
+# `ray.init()` without an address connects to the cluster named there, so another test's or another
+# user's local Ray would otherwise join this one while it runs.
 TWO_NODE_SWEEP = """
 import json
 import sys
@@ -57,14 +64,27 @@ def test_a_sweep_joined_to_a_two_node_cluster_runs_a_ddp_trial_across_both_nodes
         early_stopping={"scheduler": "none"},
         storage=f"file://{tmp_path}/shared",
     )
-    done = subprocess.run(
+    # Short, so that the sockets Ray puts under it stay within the 107 characters a Unix socket path allows.
+    ray_temp = tempfile.mkdtemp(prefix="tsmoe-ray-")
+    process = subprocess.Popen(
         [sys.executable, "-c", TWO_NODE_SWEEP, str(definition), str(tmp_path / "nowhere")],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=240,
+        env=os.environ | {"RAY_TMPDIR": ray_temp},
+        start_new_session=True,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "1 trials: 1 completed" in done.stdout
+    try:
+        # About a minute on an idle 2-core machine; the margin is for a machine shared with other work.
+        stdout, stderr = process.communicate(timeout=480)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the driver and the nodes it started, not only the driver
+        stdout, stderr = process.communicate()
+        pytest.fail("the two-node sweep did not finish in 480 s:\n" + stdout[-3000:] + stderr[-3000:])
+    finally:
+        shutil.rmtree(ray_temp, ignore_errors=True)
+    assert process.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    assert "1 trials: 1 completed" in stdout
 
     # Everything the driver read came from Tune's reports and the Train run's checkpoints in the storage.
     directory = tmp_path / "shared" / "tiny"
@@ -77,6 +97,6 @@ def test_a_sweep_joined_to_a_two_node_cluster_runs_a_ddp_trial_across_both_nodes
     assert (trial / "model" / "config.json").is_file() and (trial / "metrics.jsonl").is_file()
 
     # Every node was asked whether it sees a path, and each that does not is named.
-    missing = json.loads(done.stdout.split("MISSING ", 1)[1].splitlines()[0])
+    missing = json.loads(stdout.split("MISSING ", 1)[1].splitlines()[0])
     assert len(missing) == 2 and len({line.split(" does not see ")[0] for line in missing}) == 2
     assert all(line.endswith(f"does not see dataset.path {tmp_path / 'nowhere'}") for line in missing)
