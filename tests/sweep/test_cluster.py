@@ -15,6 +15,7 @@ import pytest
 
 from tests.sweep.test_definition import write_sweep
 from tests.training.test_loop import synthetic_data
+from tsmoe.training.loopback import LOCAL_ONLY_VARIABLE
 
 # Two Ray nodes on this machine, two CPUs each, and the sweep joined to them through the CLI. It runs in a
 # process of its own: the cluster's head belongs to the process that starts it, and this one must not
@@ -71,7 +72,8 @@ def test_a_sweep_joined_to_a_two_node_cluster_runs_a_ddp_trial_across_both_nodes
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=os.environ | {"RAY_TMPDIR": ray_temp},
+        # Ray's local-only switch: both nodes listen on the loopback interface, as a local sweep's node does.
+        env=os.environ | {"RAY_TMPDIR": ray_temp, LOCAL_ONLY_VARIABLE: "0"},
         start_new_session=True,
     )
     try:
