@@ -122,3 +122,21 @@ def test_the_shipped_sweeps_are_valid_with_their_base_configs_and_spaces(name):
     space = load_search_space(config.search_space, base, config.dataset.synthesize.segment_length)
     assert config.early_stopping.grace_period <= base.training.epochs
     assert "training.epochs" not in space.parameters
+
+
+def test_storage_may_be_a_file_uri_of_a_shared_path(tmp_path, data):
+    sweep = load_sweep(write_sweep(tmp_path, data, storage=f"file://{tmp_path}/shared%20sweeps"))
+    assert sweep.config.directory == tmp_path / "shared sweeps" / "tiny"
+
+
+@pytest.mark.parametrize(
+    "storage, message",
+    [
+        ("s3://bucket/sweeps", "s3:// storage is not supported, .* mount the bucket on every node"),
+        ("file://otherhost/sweeps", "a file:// URI names a path, file:///PATH; got the host 'otherhost'"),
+    ],
+)
+def test_storage_uris_other_than_local_files_are_refused_saying_what_to_do(tmp_path, data, storage, message):
+    path = write_sweep(tmp_path, data, storage=storage)
+    with pytest.raises(ValueError, match=f"{path}: field storage: .*{message}"):
+        load_sweep(path)

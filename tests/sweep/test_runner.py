@@ -23,8 +23,8 @@ from tsmoe.sweep.lock import LOCK_FILE
 from tsmoe.sweep.runner import (
     TRIAL_DRIVER,
     _check_directory,
-    _check_resources,
     _store_definition,
+    check_resources,
     pick_expert_loads,
     read_stored_sweep,
 )
@@ -62,15 +62,15 @@ def test_a_non_empty_directory_that_holds_no_sweep_is_refused(sweep):
 def test_a_trial_larger_than_the_cluster_fails_before_any_trial(sweep):
     sweep.config.resources.workers = 4
     with pytest.raises(ValueError, match=r"4 workers x 1 CPUs = 4, the cluster has 2"):
-        _check_resources(sweep.config, {"CPU": 2.0}, "sweep.yaml")
+        check_resources(sweep.config, {"CPU": 2.0}, "sweep.yaml")
     sweep.config.resources.workers, sweep.config.resources.gpus_per_worker = 1, 0.5
     with pytest.raises(ValueError, match=r"sweep\.yaml: field resources: a trial needs 0\.5 GPUs, the cluster has 0"):
-        _check_resources(sweep.config, {"CPU": 2.0}, "sweep.yaml")
+        check_resources(sweep.config, {"CPU": 2.0}, "sweep.yaml")
 
 
 def test_each_trial_driver_holds_one_of_the_sweeps_driver_slots_or_a_sliver_of_a_cpu(sweep):
-    assert _check_resources(sweep.config, {"CPU": 2.0, TRIAL_DRIVER: 2.0}) == {TRIAL_DRIVER: 1}
-    assert _check_resources(sweep.config, {"CPU": 2.0}) == {"CPU": 0.01}
+    assert check_resources(sweep.config, {"CPU": 2.0, TRIAL_DRIVER: 2.0}) == {TRIAL_DRIVER: 1}
+    assert check_resources(sweep.config, {"CPU": 2.0}) == {"CPU": 0.01}
 
 
 def test_a_sweep_into_a_directory_where_one_runs_is_refused_at_once_naming_it(tmp_path, capsys):

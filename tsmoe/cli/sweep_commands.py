@@ -56,6 +56,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--min-throughput", type=float, help="floor on the sweep's throughput objective")
     export.add_argument("--min-auroc", type=float, help="floor on the best validation AUROC")
     export.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    export.add_argument(
+        "--verify-seeds",
+        type=int,
+        metavar="N",
+        help="retrain the chosen trial with N new seeds (at least 2) as Ray trials and print the spread of "
+        "both objectives beside the front; warns when its lead over a neighbour is within that spread "
+        "(results in SWEEP/verify_seeds_TRIAL)",
+    )
+    export.add_argument("--address", help="with --verify-seeds: join this Ray cluster instead of starting a local one")
     export.set_defaults(run=run_export_command)
 
 
@@ -99,9 +108,14 @@ def run_report_command(args: argparse.Namespace) -> int:
 
 
 def run_export_command(args: argparse.Namespace) -> int:
-    """Write the chosen trial's config."""
+    """Write the chosen trial's config; with --verify-seeds, retrain it with new seeds and show the spread."""
     from tsmoe.sweep.export import export_trial
+    from tsmoe.sweep.verify import check_seed_count
 
+    if args.verify_seeds is not None:
+        check_seed_count(args.verify_seeds)  # before anything is written or Ray starts
+    elif args.address is not None:
+        raise ValueError("--address: only used by --verify-seeds, which retrains the chosen trial on that cluster")
     exported = export_trial(
         args.directory,
         args.output,
@@ -114,4 +128,14 @@ def run_export_command(args: argparse.Namespace) -> int:
     figures = ", ".join(f"{name} {value:.4g}" for name, value in origin.metrics.items())
     print(f"{exported.path}: trial {origin.trial_id} ({args.policy}): {figures}")
     print(f"train it with: tsmoe train {exported.path}")
+    if args.verify_seeds is not None:
+        from tsmoe.sweep.runner import read_stored_sweep
+        from tsmoe.sweep.verify import verify_pick
+
+        stored = read_stored_sweep(args.directory)
+        run = exported.config.model_copy(update={"origin": None})
+        verification = verify_pick(
+            stored, exported.table, exported.trial, run, args.policy, args.verify_seeds, address=args.address
+        )
+        print(verification.lines(stored.config.objectives.throughput))
     return 0

@@ -14,7 +14,7 @@
     early_stopping: {scheduler: moasha, metric: val_auroc, grace_period: 2, patience: 3, max_load_share: 0.9}
     constraints: {min_throughput: null, max_memory_mib: null}
     time_budget_s: 600
-    storage: ../runs/sweeps
+    storage: ../runs/sweeps                # or file:///mnt/shared/sweeps; shared by every node of a cluster
     seed: 0
     address: null                          # a Ray cluster to join instead of starting one
     enqueue: [../best.yaml]                # optional: run configs whose searched values are tried first
@@ -25,12 +25,13 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tsmoe.config import RunConfig, load_run_config, read_yaml
 from tsmoe.data.meta import META_FILE
@@ -165,6 +166,24 @@ class SweepConfig(BaseModel):
     # Experiment trackers fed by Ray Tune's logger callbacks (tsmoe/sweep/loggers.py).
     loggers: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)
     mlflow_tracking_uri: str | None = None  # None: SWEEP/mlruns, a local MLflow file store
+
+    @field_validator("storage", mode="before")
+    @classmethod
+    def _path_or_file_uri(cls, value: Any) -> Any:
+        """A path, or a file:// URI of one (file:///mnt/shared/sweeps). Object storage URIs are refused: the
+        sweep's own files (its Optuna study in SQLite, its lock, the results) are files the driver writes."""
+        if not isinstance(value, str) or "://" not in value:
+            return value
+        parsed = urllib.parse.urlparse(value)
+        if parsed.scheme != "file":
+            raise ValueError(
+                f"{value}: {parsed.scheme}:// storage is not supported, the sweep keeps its study (SQLite), lock "
+                f"and results as files; mount the bucket on every node (mountpoint-s3, s3fs, gcsfuse) and give "
+                f"the mount's path"
+            )
+        if parsed.netloc not in ("", "localhost"):
+            raise ValueError(f"{value}: a file:// URI names a path, file:///PATH; got the host {parsed.netloc!r}")
+        return Path(urllib.parse.unquote(parsed.path))
 
     @property
     def directory(self) -> Path:

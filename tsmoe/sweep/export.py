@@ -41,6 +41,7 @@ class Exported:
     trial: pd.Series
     config: RunConfig
     origin: SweepOrigin  # also in config.origin, typed here as always set
+    table: pd.DataFrame  # the sweep's trials, the chosen one among them
 
 
 def export_trial(
@@ -84,4 +85,4 @@ def export_trial(
     staging = out.with_name(out.name + ".partial")
     dump_run_config(run, staging)
     staging.replace(out)
-    return Exported(out, trial, run, origin)
+    return Exported(out, trial, run, origin, table)

@@ -94,7 +94,7 @@ def _check_directory(sweep: Sweep, resume: bool) -> bool:
     return restorable
 
 
-def _start_ray(config: SweepConfig, binding: Binding) -> dict:
+def start_ray(config: SweepConfig, binding: Binding) -> dict:
     """Start a local Ray with the dashboard (on the loopback interface with `binding`), or join
     config.address; print how to reach the dashboard."""
     import ray
@@ -126,7 +126,7 @@ def _start_ray(config: SweepConfig, binding: Binding) -> dict:
     return ray.cluster_resources()
 
 
-def _check_resources(config: SweepConfig, cluster: dict, source: str = "sweep") -> dict:
+def check_resources(config: SweepConfig, cluster: dict, source: str = "sweep") -> dict:
     """Fail before any trial when one trial can never fit the cluster; the trial driver's own bundle."""
     resources = config.resources
     cpus = resources.workers * resources.cpus_per_worker
@@ -198,8 +198,16 @@ def _run_locked(
     _store_definition(sweep, segment_length)
     epochs = sweep.base.training.epochs
     try:
-        cluster = _start_ray(config, binding)
-        driver_bundle = _check_resources(config, cluster, str(sweep.source))
+        cluster = start_ray(config, binding)
+        driver_bundle = check_resources(config, cluster, str(sweep.source))
+        if config.address is not None:
+            from tsmoe.sweep.cluster import check_nodes_see
+
+            # A joined cluster may span machines: each must see the data and the storage (and the copy of
+            # the definition just written there) at the driver's paths.
+            check_nodes_see(
+                {"dataset.path": config.dataset.path, "storage": directory / STORED_SWEEP}, str(sweep.source)
+            )
         setup = TrialSetup(
             base=sweep.base,
             space=sweep.space,
@@ -289,6 +297,7 @@ class StoredSweep:
     base: RunConfig
     space: SearchSpace
     epochs: int
+    segment_length: int
 
 
 def read_stored_sweep(directory: str | Path) -> StoredSweep:
@@ -303,7 +312,7 @@ def read_stored_sweep(directory: str | Path) -> StoredSweep:
     base = load_run_config(directory / STORED_BASE)
     facts = json.loads((directory / STORED_FACTS).read_text())
     space = load_search_space(directory / STORED_SPACE, base, facts["segment_length"])
-    return StoredSweep(directory, config, base, space, facts["epochs"])
+    return StoredSweep(directory, config, base, space, facts["epochs"], facts["segment_length"])
 
 
 def report(directory: str | Path, stream=None) -> SweepOutcome:

@@ -14,8 +14,11 @@ import math
 import sys
 import tempfile
 
+import ray
 import ray.train
 import ray.train.torch
+import torch
+import torch.distributed
 
 from tsmoe.config import RunConfig
 from tsmoe.training.checkpoint_files import usable_checkpoint, write_checkpoint
@@ -47,6 +50,7 @@ def train_worker(loop_config: dict) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     trainer = Trainer(run, ray.train.torch.get_device(), rank, world_size, log=_say)
+    worker_nodes = _count_worker_nodes(world_size, trainer.device)
     checkpoint = ray.train.get_checkpoint()
     offered = checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext(None)
     with offered as offered_directory:
@@ -73,6 +77,7 @@ def train_worker(loop_config: dict) -> None:
             # The quality objective of a sweep, and what early stopping and the plots read.
             metrics["best_val_auroc"] = _best_auroc([*trainer.history, metrics])
             metrics["epochs_planned"] = run.training.epochs
+            metrics["worker_nodes"] = worker_nodes
             trainer.history.append(metrics)
             _say(_epoch_line(metrics))
         with tempfile.TemporaryDirectory() as directory:
@@ -81,6 +86,21 @@ def train_worker(loop_config: dict) -> None:
             ray.train.report(
                 metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if keeps_files else None
             )
+
+
+def _count_worker_nodes(world_size: int, device: torch.device) -> int:
+    """How many Ray nodes (machines) the run's ranks are on: a DDP run may span several, and only rank 0's
+    figures reach the driver. Every rank must call it. Ray Train's node rank cannot say: it groups
+    workers by IP address, which the nodes of a one-machine test cluster share; Ray's node id tells them
+    apart."""
+    node = bytes.fromhex(ray.get_runtime_context().get_node_id())
+    if world_size == 1:
+        return 1
+    # A tensor on the run's own device, so that NCCL can gather it as well as gloo.
+    mine = torch.tensor(list(node), dtype=torch.uint8, device=device)
+    gathered = [torch.empty_like(mine) for _ in range(world_size)]
+    torch.distributed.all_gather(gathered, mine)
+    return len({bytes(tensor.cpu().tolist()) for tensor in gathered})
 
 
 def _best_auroc(history: list[Metrics]) -> float:
