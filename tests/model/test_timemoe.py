@@ -618,7 +618,8 @@ def test_the_joint_forward_loss_is_the_sum_of_its_parts(forecast):
     assert output.reconstruction is not None and output.reconstruction_loss is not None
     assert_close(output.reconstruction_loss, huber(output.reconstruction, x)[hidden].mean(), **EXACT)
     layers = TINY["num_hidden_layers"]
-    assert len(output.router_logits) == (2 if forecast else 1) * layers
+    # Each layer's logits hold the tokens of both passes (3 series of 16 points each).
+    assert [logits.shape[0] for logits in output.router_logits] == [(2 if forecast else 1) * 3 * 16] * layers
     # One aux loss over the tokens of both passes, not one per pass.
     aux = load_balancing_loss(output.router_logits, TINY["num_experts_per_tok"])
     assert_close(output.aux_loss, aux, **EXACT)

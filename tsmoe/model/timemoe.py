@@ -327,9 +327,9 @@ class TimeMoEOutput:
     loss: torch.Tensor | None = None  # mean head loss + router_aux_loss_factor * aux_loss
     head_losses: dict[int, torch.Tensor] = field(default_factory=dict)  # horizon -> Huber loss
     # Only with a reconstruction mask: every point's value read back by the bidirectional pass, [B, L], and
-    # the Huber loss over the hidden points. router_logits then hold both passes' (forecast pass first), and
-    # aux_loss and loss count both passes' tokens once. Without a forecast pass, predictions is empty and
-    # last_hidden_state is the reconstruction pass's.
+    # the Huber loss over the hidden points. Each layer's router_logits then hold both passes' tokens (forecast
+    # pass first, [2 * B*L, E]), and aux_loss and loss count every token of both passes once. Without a
+    # forecast pass, predictions is empty and last_hidden_state is the reconstruction pass's.
     reconstruction: torch.Tensor | None = None
     reconstruction_loss: torch.Tensor | None = None
 
@@ -484,14 +484,19 @@ class TimeMoE(nn.Module):
         reconstruction = self.reconstruction_head(hidden).squeeze(-1)  # [N, L]
         scored = hidden_points if real_points is None else hidden_points & real_points.bool()
         reconstruction_loss = masked_huber_loss(reconstruction, series, scored)
+        passes = 1
         if output is None:
-            output = TimeMoEOutput({}, [], None, _from_series(hidden, channels))
-        output.router_logits = output.router_logits + router_logits
+            output = TimeMoEOutput({}, router_logits, None, _from_series(hidden, channels))
+        elif router_logits:
+            passes = 2
+            output.router_logits = [torch.cat(pair) for pair in zip(output.router_logits, router_logits, strict=True)]
         output.aux_loss = None
         if output.router_logits:
             real_tokens = None
             if self.config.aux_loss_real_tokens_only:
                 real_tokens = real_points if real_points is not None else _forecast_loss_tokens(loss_masks, channels)
+            if real_tokens is not None:
+                real_tokens = real_tokens.repeat(passes, 1)  # the tokens of each pass, in the logits' order
             output.aux_loss = load_balancing_loss(output.router_logits, self.config.num_experts_per_tok, real_tokens)
         output.reconstruction = _from_series(reconstruction, channels)
         output.reconstruction_loss = reconstruction_loss
