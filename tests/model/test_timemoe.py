@@ -630,3 +630,21 @@ def test_the_joint_forward_loss_is_the_sum_of_its_parts(forecast):
         assert_close(output.predictions[8], alone.predictions[8], **EXACT)
     else:
         assert output.predictions == {}
+
+
+def test_both_attention_kernels_reconstruct_alike_and_padding_stays_out():
+    x = series(2, 16)
+    hidden = _hidden(x.shape, 3, 7)
+    eager = tiny_model(reconstruction_head=True, attention_implementation="eager")
+    sdpa = tiny_model(reconstruction_head=True, attention_implementation="sdpa")
+    assert_close(sdpa.reconstruct(x, hidden), eager.reconstruct(x, hidden), **FLOAT32_ROUNDING)
+    # Right padding: what the padded points hold never reaches the real points' reconstruction.
+    real = torch.ones(2, 16)
+    real[:, 12:] = 0
+    changed = x.clone()
+    changed[:, 12:] = 50.0
+    assert_close(
+        eager.reconstruct(changed, hidden, attention_mask=real)[:, :12],
+        eager.reconstruct(x, hidden, attention_mask=real)[:, :12],
+        **EXACT,
+    )
