@@ -170,7 +170,7 @@ def main() -> None:
         dataset = open_dataset(directory)
         run.data.path = directory
         model, train_seconds = train_model(run)
-        config = run.evaluation
+        config = run.detector_settings()
         split = dataset.split(arguments.split)
         views = fit_views(run.data, dataset.split("train"), dataset.normalization)  # the series it trained on
         scores = score_detectors(dataset, arguments.split, config, model, views=views)

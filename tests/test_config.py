@@ -1,7 +1,7 @@
 import pytest
 
 from tests.model.tiny import TINY
-from tsmoe.config import RunConfig, dump_run_config, load_run_config
+from tsmoe.config import RunConfig, dump_run_config, load_run_config, parse_run_config
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
 
@@ -61,3 +61,65 @@ def test_a_fine_tuning_config_takes_the_model_shape_from_its_checkpoint(tmp_path
     path.write_text("training: {finetune: {checkpoint: missing, mode: lora}}\n")
     with pytest.raises(ValueError, match=r"finetune.yaml: field training.finetune.checkpoint: .*missing"):
         load_run_config(path)
+
+
+# --- the training objective and what it lets the detector use ---------------------------------------------
+def test_the_model_follows_the_objective_and_its_masks():
+    run = parse_run_config({"training": {"loss": "both", "mask_ratio": 0.3, "mask_span": 4}})
+    model = run.model
+    assert (model.reconstruction_head, model.reconstruction_mask_ratio, model.reconstruction_mask_span) == (
+        True,
+        0.3,
+        4,
+    )
+    # A sweep that turns the loss back to forecast on a dumped config gets the plain model, whatever the dump said.
+    back = parse_run_config(run.model_dump(mode="json") | {"training": {"loss": "forecast"}})
+    assert back.model.reconstruction_head is False
+    assert not parse_run_config({}).model.reconstruction_head
+
+
+def test_a_given_model_config_is_not_changed_in_place():
+    model = TimeMoEConfig(**TINY)
+    run = RunConfig(model=model, training={"loss": "masked_reconstruction"}, evaluation=_reconstruction_only())
+    assert run.model.reconstruction_head and not model.reconstruction_head
+
+
+def _reconstruction_only() -> dict:
+    return {"forecast_weight": 0.0, "reconstruction_weight": 1.0}
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"training": {"loss": "masked_reconstruction"}}, r"masked_reconstruction trains no forecast head"),
+        (
+            {
+                "training": {"loss": "masked_reconstruction"},
+                "evaluation": _reconstruction_only() | {"cross_channel_weight": 1.0},
+            },
+            r"evaluation\.cross_channel_weight to 0",
+        ),
+        (
+            {"evaluation": _reconstruction_only()},
+            r"training\.loss forecast trains no reconstruction path.*evaluation\.forecast_weight",
+        ),
+        ({"training": {"loss": "reconstruction"}}, r"field training\.loss"),
+        ({"training": {"mask_ratio": 0.0}}, r"field training\.mask_ratio"),
+        ({"training": {"mask_ratio": 1.0}}, r"field training\.mask_ratio"),
+        ({"training": {"mask_span": 0}}, r"field training\.mask_span"),
+    ],
+    ids=["forecast-weight", "cross-channel-weight", "nothing-to-score", "loss", "ratio-zero", "ratio-one", "span"],
+)
+def test_objective_errors_name_the_fields(values, message):
+    with pytest.raises(ValueError, match=message):
+        parse_run_config(values)
+
+
+def test_the_detector_leaves_out_a_reconstruction_weight_the_objective_cannot_use():
+    # A sweep draws training.loss and evaluation.reconstruction_weight independently: forecast with a weight is a
+    # valid run whose detector has no reconstruction component.
+    forecast = parse_run_config({"evaluation": {"reconstruction_weight": 0.5}})
+    assert forecast.evaluation.reconstruction_weight == 0.5
+    assert forecast.detector_settings().reconstruction_weight == 0.0
+    both = parse_run_config({"training": {"loss": "both"}, "evaluation": {"reconstruction_weight": 0.5}})
+    assert both.detector_settings().reconstruction_weight == 0.5

@@ -56,6 +56,46 @@ class RunConfig(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _reconstruction_follows_the_objective(self) -> RunConfig:
+        """The model's reconstruction path is set from training.loss, mask_ratio and mask_span (any value given
+        for those model fields is replaced: a sweep that changes the loss must change the model with it), and
+        the detector may only use what the objective trains."""
+        training, evaluation = self.training, self.evaluation
+        derived = {
+            "reconstruction_head": training.loss != "forecast",
+            "reconstruction_mask_ratio": training.mask_ratio,
+            "reconstruction_mask_span": training.mask_span,
+        }
+        if any(getattr(self.model, name) != value for name, value in derived.items()):
+            # Assigning revalidates the run config once more, which then finds nothing to change.
+            self.model = self.model.model_copy(update=derived)
+        if (
+            training.loss == "masked_reconstruction"
+            and evaluation.forecast_weight + evaluation.cross_channel_weight > 0
+        ):
+            raise ValueError(
+                "training.loss masked_reconstruction trains no forecast head: set evaluation.forecast_weight and "
+                "evaluation.cross_channel_weight to 0 (score with evaluation.reconstruction_weight)"
+            )
+        if (
+            training.loss == "forecast"
+            and evaluation.forecast_weight + evaluation.cross_channel_weight + (evaluation.density_weight) <= 0
+        ):
+            raise ValueError(
+                "training.loss forecast trains no reconstruction path, so evaluation.reconstruction_weight scores "
+                "nothing: one of evaluation.forecast_weight, cross_channel_weight and density_weight must be > 0"
+            )
+        return self
+
+    def detector_settings(self) -> EvaluationConfig:
+        """The evaluation section as this run's model can apply it: with training.loss forecast the model has no
+        reconstruction path, so reconstruction_weight is left out (a sweep draws it and the loss independently,
+        and every combination it draws must be a valid run)."""
+        if self.training.loss == "forecast" and self.evaluation.reconstruction_weight > 0:
+            return self.evaluation.model_copy(update={"reconstruction_weight": 0.0})
+        return self.evaluation
+
 
 def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read a YAML run config; relative data paths are taken from the file's directory."""

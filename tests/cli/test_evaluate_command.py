@@ -149,3 +149,34 @@ def test_evaluate_scores_with_the_views_the_run_trained_with(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "model"), "--data", str(data), "--json", str(plain)]) == 0
     assert "views: time\n" in capsys.readouterr().out
     assert json.loads(spectral.read_text()) != json.loads(plain.read_text())
+
+
+def test_evaluate_with_a_reconstruction_weight_needs_a_model_with_the_reconstruction_path(tmp_path, capsys):
+    data = tmp_path / "synthetic"
+    main(
+        [
+            "data",
+            "synth",
+            str(data),
+            "--train-segments",
+            "2",
+            "--val-segments",
+            "2",
+            "--test-segments",
+            "0",
+            "--segment-length",
+            "64",
+        ]
+    )
+    TimeMoE(TimeMoEConfig(**TINY)).save_pretrained(tmp_path / "model")
+    capsys.readouterr()
+    arguments = ["evaluate", str(tmp_path / "model"), "--data", str(data), "--baselines"]
+    assert main([*arguments, "--reconstruction-weight", "1"]) == 2
+    assert "evaluation.reconstruction_weight is 1.0 but the model has no reconstruction path" in capsys.readouterr().err
+    # A run directory whose loss was forecast: its config's weight is left out, as its training validated.
+    run = RunConfig(model=TimeMoEConfig(**TINY), data=DataConfig(path=data))
+    run.evaluation.reconstruction_weight = 0.5
+    (tmp_path / "run").mkdir()
+    dump_run_config(run, tmp_path / "run" / "config.yaml")
+    TimeMoE(TimeMoEConfig(**TINY)).save_pretrained(tmp_path / "run" / "model")
+    assert main(["evaluate", str(tmp_path / "run" / "model"), "--data", str(data), "--baselines"]) == 0

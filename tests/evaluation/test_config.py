@@ -22,6 +22,7 @@ def test_defaults_report_every_baseline_beside_the_one_step_head():
         ({"moving_window": 1}, "moving_window"),
         ({"smoothing_window": 0}, "smoothing_window"),
         ({"density_weight": -1.0}, "density_weight"),
+        ({"reconstruction_weight": -0.5}, "reconstruction_weight"),
     ],
 )
 def test_out_of_range_settings_are_rejected_naming_the_field(values, field):
@@ -33,3 +34,7 @@ def test_out_of_range_settings_are_rejected_naming_the_field(values, field):
 def test_every_score_weight_zero_is_rejected():
     with pytest.raises(ValidationError, match="at least one must be > 0"):
         EvaluationConfig(forecast_weight=0.0)
+
+
+def test_the_reconstruction_component_alone_is_a_valid_score():
+    assert EvaluationConfig(forecast_weight=0.0, reconstruction_weight=1.0).reconstruction_weight == 1.0

@@ -15,7 +15,12 @@ from tsmoe.evaluation.config import EvaluationConfig
 from tsmoe.evaluation.detector import ModelDetector, joint_states, reference_split
 from tsmoe.evaluation.distances import NearestNeighbourDistance
 from tsmoe.evaluation.evaluate import measure
-from tsmoe.evaluation.scoring import ErrorStatistics, forecast_errors, forecast_errors_and_states
+from tsmoe.evaluation.scoring import (
+    ErrorStatistics,
+    forecast_errors,
+    forecast_errors_and_states,
+    reconstruction_errors,
+)
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
 
@@ -175,3 +180,45 @@ def test_cross_channel_and_density_scores_run_over_the_spectral_series(tmp_path,
     assert len(detector.state_models) == (1 if scope == "joint" else 6)
     scores = detector.score(dataset.split("val"))
     assert scores.shape == (4, LENGTH) and np.isfinite(scores[:, 1:]).all()
+
+
+@pytest.fixture
+def reconstruction_model():
+    torch.manual_seed(0)
+    config = TimeMoEConfig(**TINY, reconstruction_head=True, reconstruction_mask_ratio=0.25, reconstruction_mask_span=2)
+    return TimeMoE(config).eval()
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [{"forecast_weight": 0.0, "reconstruction_weight": 1.0}, {"reconstruction_weight": 0.5}],
+    ids=["reconstruction", "with_forecast"],
+)
+def test_the_reconstruction_component_is_standardised_on_the_reference(tmp_path, reconstruction_model, weights):
+    dataset = _dataset(tmp_path / "data")
+    detector = ModelDetector(reconstruction_model, dataset, EvaluationConfig(batch_size=4, **weights))
+    scores = detector.score(dataset.split("holdout"))
+    assert scores.shape == (6, LENGTH) and np.isnan(scores[:, 0]).all() and np.isfinite(scores[:, 1:]).all()
+    if "forecast_weight" in weights:
+        assert np.nanmean(scores) == pytest.approx(0.0, abs=1e-5)
+        assert np.nanstd(scores) == pytest.approx(1.0, rel=1e-4)
+
+
+def test_the_reconstruction_score_is_the_channel_z_of_each_hidden_points_error(tmp_path, reconstruction_model):
+    dataset = _dataset(tmp_path / "data")
+    config = EvaluationConfig(batch_size=4, forecast_weight=0.0, reconstruction_weight=1.0, channel_aggregate="max")
+    detector = ModelDetector(reconstruction_model, dataset, config)
+    holdout = torch.from_numpy(normalized_segments(dataset.split("holdout"), dataset.normalization, 0, 6))
+    reference = reconstruction_errors(reconstruction_model, holdout).numpy().astype(np.float64)
+    mean, std = reference.mean(axis=(0, 2)), reference.std(axis=(0, 2))
+    val = torch.from_numpy(normalized_segments(dataset.split("val"), dataset.normalization, 0, 4))
+    raw = ((reconstruction_errors(reconstruction_model, val).numpy() - mean[:, None]) / std[:, None]).max(axis=1)
+    raw[:, 0] = np.nan
+    expected = (raw - detector.location["reconstruction"]) / detector.scale["reconstruction"]
+    np.testing.assert_allclose(detector.score(dataset.split("val")), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_reconstruction_weight_for_a_model_without_the_path_is_refused_naming_the_field(tmp_path, model):
+    dataset = _dataset(tmp_path / "data")
+    with pytest.raises(ValueError, match=r"evaluation\.reconstruction_weight is 1\.0 .*no reconstruction path"):
+        ModelDetector(model, dataset, EvaluationConfig(reconstruction_weight=1.0))

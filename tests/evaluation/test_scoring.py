@@ -7,10 +7,12 @@ from tests.model.tiny import TINY
 from tsmoe.data.store import open_dataset
 from tsmoe.evaluation.config import EvaluationConfig
 from tsmoe.evaluation.scoring import (
+    ChannelStatistics,
     ErrorStatistics,
     channel_scores,
     context_buckets,
     forecast_errors,
+    reconstruction_errors,
     training_error_statistics,
 )
 from tsmoe.model.config import TimeMoEConfig
@@ -97,3 +99,43 @@ def test_normalize_uses_the_bucket_of_each_position():
     statistics = ErrorStatistics(mean=np.array([[0.0, 1.0, 2.0]]), std=np.array([[1.0, 2.0, 4.0]]))
     errors = np.array([[[5.0, 5.0, 5.0, 5.0, 6.0]]])
     np.testing.assert_allclose(statistics.normalize(errors), [[[5.0, 5.0, 2.0, 2.0, 1.0]]])
+
+
+def test_every_point_is_scored_by_the_pass_that_hid_it(monkeypatch):
+    torch.manual_seed(0)
+    model = TimeMoE(
+        TimeMoEConfig(**TINY, reconstruction_head=True, reconstruction_mask_ratio=0.3, reconstruction_mask_span=2)
+    ).eval()
+    segments = torch.randint(-3, 4, (2, 3, 11)).float()  # whole numbers: the differences below are exact
+    calls = []
+
+    def reconstruct(series, hidden_points):
+        # A stand-in reconstruction that errs by (pass + 1) where the pass hides, and by 100 where it does not:
+        # only the hidden points' errors may reach the score.
+        calls.append(hidden_points[0].clone())
+        return series + torch.where(hidden_points, float(len(calls)), 100.0)
+
+    monkeypatch.setattr(model, "reconstruct", reconstruct)
+    errors = reconstruction_errors(model, segments)
+    # ceil(1 / 0.3) = 4 passes of spans of 2: pass p hides t with (t // 2) % 4 == p.
+    assert len(calls) == 4
+    assert torch.equal(torch.stack(calls).sum(dim=0), torch.ones(11, dtype=torch.long))
+    expected_pass = (torch.arange(11) // 2) % 4
+    assert torch.equal(errors, ((expected_pass + 1.0) ** 2).expand(2, 3, 11))
+    calls.clear()
+    absolute = reconstruction_errors(model, segments, error="absolute")
+    assert torch.equal(absolute, (expected_pass + 1.0).expand(2, 3, 11))
+
+
+def test_reconstruction_errors_need_the_reconstruction_path(tiny_model):
+    with pytest.raises(ValueError, match="no reconstruction path"):
+        reconstruction_errors(tiny_model, torch.zeros(1, 1, 8))
+
+
+def test_channel_statistics_z_score_each_channel_over_every_position():
+    errors = np.array([[[1.0, 3.0], [5.0, 5.0]], [[1.0, 3.0], [5.0, 5.0]]])  # [N=2, C=2, L=2]
+    statistics = ChannelStatistics.from_errors(errors)
+    np.testing.assert_allclose(statistics.mean, [2.0, 5.0])
+    # The second channel has no spread: it keeps std 1 and is centred, never divided by zero.
+    np.testing.assert_allclose(statistics.std, [1.0, 1.0])
+    np.testing.assert_allclose(statistics.normalize(np.array([[[4.0, 0.0], [6.0, 5.0]]])), [[[2.0, -2.0], [1.0, 0.0]]])

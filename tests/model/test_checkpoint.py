@@ -219,3 +219,23 @@ def test_save_into_an_existing_directory_keeps_other_files_and_leaves_no_tempora
     assert (tmp_path / "eval" / "scores.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "eval", "model.safetensors", "notes.txt"]
     assert_same_predictions(model, TimeMoE.from_pretrained(tmp_path))
+
+
+def test_a_reference_checkpoint_loads_into_a_model_with_the_reconstruction_path(tmp_path):
+    plain = tiny_model()
+    plain.save_pretrained(tmp_path)
+    extended = TimeMoE.from_pretrained(tmp_path, reconstruction_head=True)
+    for name, tensor in plain.state_dict().items():
+        assert torch.equal(extended.state_dict()[name], tensor), name
+    # The path the checkpoint lacks starts from its init: small, not zero.
+    assert 0 < extended.mask_embedding.abs().max() < 0.2
+
+
+def test_a_checkpoint_with_the_reconstruction_path_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = TimeMoE(TimeMoEConfig(**TINY, reconstruction_head=True, reconstruction_mask_span=4))
+    model.save_pretrained(tmp_path)
+    loaded = TimeMoE.from_pretrained(tmp_path)
+    assert loaded.config.reconstruction_head and loaded.config.reconstruction_mask_span == 4
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name

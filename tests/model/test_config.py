@@ -59,8 +59,14 @@ def test_preset_overrides_replace_fields():
 
 @pytest.mark.parametrize(
     "overrides",
-    [dict(), dict(use_dense=True), dict(num_key_value_heads=2), dict(num_experts=6, num_experts_per_tok=3)],
-    ids=["moe", "dense", "grouped-query", "six-experts-top3"],
+    [
+        dict(),
+        dict(use_dense=True),
+        dict(num_key_value_heads=2),
+        dict(num_experts=6, num_experts_per_tok=3),
+        dict(reconstruction_head=True),
+    ],
+    ids=["moe", "dense", "grouped-query", "six-experts-top3", "reconstruction"],
 )
 def test_parameter_counts_total_equals_a_built_models_parameter_count(overrides):
     config = TimeMoEConfig(**{**TINY, **overrides})

@@ -12,7 +12,7 @@ from torch.testing import assert_close
 from tests.model.tiny import TINY
 from tsmoe.model import TimeMoE, TimeMoEConfig
 from tsmoe.model.experts import grouped_experts, loop_experts
-from tsmoe.model.timemoe import load_balancing_loss
+from tsmoe.model.timemoe import load_balancing_loss, masked_huber_loss, total_loss
 
 EXACT = dict(rtol=1e-10, atol=1e-10)
 # RoPE angles and the eager softmax are computed in float32 even for float64 models (as the
@@ -538,3 +538,113 @@ def test_mismatched_shapes_are_rejected_naming_the_argument(x_shape, argument, s
 def test_input_of_the_wrong_rank_is_rejected():
     with pytest.raises(ValueError, match=r"x must be \[batch, length\] or \[batch, length, channels\]"):
         tiny_model()(series(16))
+
+
+# --- masked reconstruction (the tsmoe extension) ----------------------------------------------------
+def _hidden(shape, start: int, stop: int) -> torch.Tensor:
+    mask = torch.zeros(shape, dtype=torch.bool)
+    mask[:, start:stop] = True
+    return mask
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_reconstruction_sees_later_points_while_the_forecast_stays_causal(attention):
+    model = tiny_model(reconstruction_head=True, attention_implementation=attention)
+    x = series(2, 16)
+    later = x.clone()
+    later[:, 12] += 3.0
+    hidden = _hidden(x.shape, 4, 8)
+    # A point after the gap changes the gap's reconstruction: attention looks both ways.
+    assert (model.reconstruct(later, hidden)[:, 4:8] - model.reconstruct(x, hidden)[:, 4:8]).abs().min() > 1e-6
+    # The forecast pass of the same model still sees only the past.
+    with torch.no_grad():
+        assert_close(model(later).predictions[8][:, :12], model(x).predictions[8][:, :12], **EXACT)
+
+
+def test_a_hidden_points_value_never_reaches_the_reconstruction():
+    model = tiny_model(reconstruction_head=True)
+    x = series(2, 16)
+    changed = x.clone()
+    changed[:, 5] = 100.0
+    hidden = _hidden(x.shape, 4, 8)
+    assert torch.equal(model.reconstruct(changed, hidden), model.reconstruct(x, hidden))
+
+
+def test_the_reconstruction_path_adds_two_keys_and_leaves_the_reference_init_alone():
+    torch.manual_seed(0)
+    plain = TimeMoE(TimeMoEConfig(**TINY)).to(torch.float64).eval()
+    torch.manual_seed(0)
+    extended = TimeMoE(TimeMoEConfig(**TINY, reconstruction_head=True)).to(torch.float64).eval()
+    plain_state, extended_state = plain.state_dict(), extended.state_dict()
+    assert sorted(set(extended_state) - set(plain_state)) == ["mask_embedding", "reconstruction_head.out_layer.weight"]
+    assert extended_state["mask_embedding"].shape == (TINY["hidden_size"],)
+    for name, tensor in plain_state.items():
+        assert torch.equal(extended_state[name], tensor), name
+    x = series(2, 12)
+    assert_close(extended(x).predictions[4], plain(x).predictions[4], **EXACT)
+
+
+def test_a_model_without_the_reconstruction_path_refuses_to_reconstruct():
+    with pytest.raises(ValueError, match="reconstruction_head is false"):
+        tiny_model().reconstruct(series(1, 8), torch.ones(1, 8, dtype=torch.bool))
+
+
+def test_masked_huber_loss_counts_the_hidden_points_only():
+    reconstruction = torch.tensor([[0.0, 1.0, 5.0, 2.0]])
+    hidden = torch.tensor([[False, True, True, False]])
+    # Huber(delta 2) of the hidden errors 1 and 5: 0.5 * 1 and 2 * (5 - 1); the visible 2.0 counts for nothing.
+    assert masked_huber_loss(reconstruction, torch.zeros(1, 4), hidden).item() == pytest.approx((0.5 + 8.0) / 2)
+
+
+def test_total_loss_sums_the_objectives_and_adds_the_aux_loss_once():
+    heads = {1: torch.tensor(1.0), 8: torch.tensor(3.0)}
+    aux = torch.tensor(2.0)
+    assert total_loss(heads, aux, 0.1).item() == pytest.approx(2.2)
+    assert total_loss(heads, aux, 0.1, torch.tensor(0.5)).item() == pytest.approx(2.7)
+    assert total_loss({}, aux, 0.1, torch.tensor(0.5)).item() == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="head losses, a reconstruction loss"):
+        total_loss({}, aux, 0.1)
+
+
+@pytest.mark.parametrize("forecast", [True, False], ids=["both", "reconstruction-only"])
+def test_the_joint_forward_loss_is_the_sum_of_its_parts(forecast):
+    model = tiny_model(reconstruction_head=True)
+    x = series(3, 16, seed=2)
+    labels = series(3, 16, seed=3)
+    hidden = _hidden(x.shape, 2, 10)
+    with torch.no_grad():
+        output = model(x, labels=labels if forecast else None, reconstruction_mask=hidden, forecast=forecast)
+        alone = model(x, labels=labels)
+    assert output.reconstruction is not None and output.reconstruction_loss is not None
+    assert_close(output.reconstruction_loss, huber(output.reconstruction, x)[hidden].mean(), **EXACT)
+    layers = TINY["num_hidden_layers"]
+    # Each layer's logits hold the tokens of both passes (3 series of 16 points each).
+    assert [logits.shape[0] for logits in output.router_logits] == [(2 if forecast else 1) * 3 * 16] * layers
+    # One aux loss over the tokens of both passes, not one per pass.
+    aux = load_balancing_loss(output.router_logits, TINY["num_experts_per_tok"])
+    assert_close(output.aux_loss, aux, **EXACT)
+    forecast_part = torch.stack(list(alone.head_losses.values())).mean() if forecast else 0.0
+    expected = forecast_part + output.reconstruction_loss + model.config.router_aux_loss_factor * aux
+    assert_close(output.loss, expected, **EXACT)
+    if forecast:
+        assert_close(output.predictions[8], alone.predictions[8], **EXACT)
+    else:
+        assert output.predictions == {}
+
+
+def test_both_attention_kernels_reconstruct_alike_and_padding_stays_out():
+    x = series(2, 16)
+    hidden = _hidden(x.shape, 3, 7)
+    eager = tiny_model(reconstruction_head=True, attention_implementation="eager")
+    sdpa = tiny_model(reconstruction_head=True, attention_implementation="sdpa")
+    assert_close(sdpa.reconstruct(x, hidden), eager.reconstruct(x, hidden), **FLOAT32_ROUNDING)
+    # Right padding: what the padded points hold never reaches the real points' reconstruction.
+    real = torch.ones(2, 16)
+    real[:, 12:] = 0
+    changed = x.clone()
+    changed[:, 12:] = 50.0
+    assert_close(
+        eager.reconstruct(changed, hidden, attention_mask=real)[:, :12],
+        eager.reconstruct(x, hidden, attention_mask=real)[:, :12],
+        **EXACT,
+    )

@@ -98,3 +98,16 @@ def test_sampled_trials_apply_to_valid_configs():
         assert config.model.num_experts_per_tok <= config.model.num_experts
         assert config.training.learning_rate == trial.params["training.learning_rate"]
         study.tell(trial, config.training.learning_rate)
+
+
+def test_a_trials_objective_sets_its_models_reconstruction_path():
+    # The base's dump says reconstruction_head: false; a trial drawing loss both must still get the path.
+    base = RunConfig()
+    space = load_search_space(SEARCH_SPACES / "default.yaml", base, 2048)
+    params = {path: distribution.values()[-1] for path, distribution in space.parameters.items()}
+    params = {path: json.dumps(value) if isinstance(value, list) else value for path, value in params.items()}
+    both = space.apply(base, params | {"training.loss": "both", "training.mask_ratio": 0.5})
+    assert both.model.reconstruction_head and both.model.reconstruction_mask_ratio == 0.5
+    forecast = space.apply(base, params | {"training.loss": "forecast"})
+    assert not forecast.model.reconstruction_head
+    assert forecast.detector_settings().reconstruction_weight == 0.0 < both.detector_settings().reconstruction_weight

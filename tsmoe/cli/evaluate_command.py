@@ -35,6 +35,7 @@ OVERRIDES = (
     "forecast_weight",
     "cross_channel_weight",
     "density_weight",
+    "reconstruction_weight",
     "smoothing_window",
     "segment_aggregate",
     "segment_quantile",
@@ -58,6 +59,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--forecast-weight", type=float)
     evaluate.add_argument("--cross-channel-weight", type=float)
     evaluate.add_argument("--density-weight", type=float)
+    evaluate.add_argument("--reconstruction-weight", type=float, help="needs a model trained with reconstruction")
     evaluate.add_argument("--smoothing-window", type=int)
     evaluate.add_argument("--segment-aggregate", choices=["max", "mean", "quantile"])
     evaluate.add_argument("--segment-quantile", type=float)
@@ -77,7 +79,8 @@ def evaluation_settings(model: Path, config: Path | None) -> tuple[EvaluationCon
     path = config if config is not None else model.resolve().parent / RUN_CONFIG_FILE
     if config is None and not path.is_file():
         return EvaluationConfig(), "the default evaluation settings"
-    return load_run_config(path).evaluation, f"the evaluation section of {path}"
+    # As the run's training validated with it: a weight its objective cannot use is left out.
+    return load_run_config(path).detector_settings(), f"the evaluation section of {path}"
 
 
 def trained_views(model: Path, config: Path | None, dataset: SegmentDataset) -> tuple[SeriesViews, str]:

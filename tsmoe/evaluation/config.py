@@ -13,10 +13,11 @@ BASELINE_NAMES: tuple[BaselineName, ...] = ("moving_variance", "first_difference
 class EvaluationConfig(BaseModel):
     """Settings for scoring points and segments with the model, and for the baselines beside them.
 
-    A point's score is a weighted sum of up to three components, each standardised by its mean and std on
+    A point's score is a weighted sum of up to four components, each standardised by its mean and std on
     the reference normal data (the dataset's `holdout` split, which the model never trained on, or the
     training split where there is none): forecast error, the cross-channel distance of the error vector,
-    and the density of the model's hidden state. It is then smoothed over `smoothing_window` points.
+    the density of the model's hidden state, and the masked-reconstruction error (models trained with a
+    reconstruction objective only). It is then smoothed over `smoothing_window` points.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -35,6 +36,9 @@ class EvaluationConfig(BaseModel):
     forecast_weight: float = Field(1.0, ge=0)
     cross_channel_weight: float = Field(0.0, ge=0)  # Mahalanobis distance of the per-channel error z-scores
     density_weight: float = Field(0.0, ge=0)  # Mahalanobis distance of hidden states from training states
+    # Each point's error reconstructed while hidden (training.loss masked_reconstruction or both), z-scored per
+    # channel against the reference split's reconstruction errors.
+    reconstruction_weight: float = Field(0.0, ge=0)
     # How far a hidden state lies from the training states: Mahalanobis from their mean (one cloud), or the
     # mean distance to the nearest training states (any number of operating points).
     density_method: Literal["mahalanobis", "nearest_neighbours"] = "mahalanobis"
@@ -59,6 +63,9 @@ class EvaluationConfig(BaseModel):
 
     @model_validator(mode="after")
     def _some_component(self) -> EvaluationConfig:
-        if self.forecast_weight + self.cross_channel_weight + self.density_weight <= 0:
-            raise ValueError("forecast_weight, cross_channel_weight and density_weight: at least one must be > 0")
+        if self.forecast_weight + self.cross_channel_weight + self.density_weight + self.reconstruction_weight <= 0:
+            raise ValueError(
+                "forecast_weight, cross_channel_weight, density_weight and reconstruction_weight: "
+                "at least one must be > 0"
+            )
         return self

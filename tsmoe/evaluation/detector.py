@@ -8,7 +8,9 @@ Each component is measured against normal data the model was not fit on where th
 - cross_channel: Mahalanobis distance of a point's vector of per-channel z-scores from the reference
   vectors (covariance shrunk, so one channel or a frozen one never divides by zero);
 - density: Mahalanobis distance of a point's hidden state, per channel, from the training split's states,
-  combined over channels as the forecast component is (`channel_aggregate`).
+  combined over channels as the forecast component is (`channel_aggregate`);
+- reconstruction: each point's error from the masked-reconstruction pass that hid it (models with the
+  reconstruction path only), z-scored per channel by the reference errors, combined by `channel_aggregate`.
 
 Every component is standardised by its mean and std over the reference points, weighted, summed, and the
 sum smoothed over `smoothing_window` points.
@@ -20,6 +22,7 @@ series as in training, and "channel" above means every series the model sees (C 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -30,7 +33,12 @@ from tsmoe.data.store import SegmentDataset, SegmentSplit
 from tsmoe.data.views import SeriesViews
 from tsmoe.evaluation.config import EvaluationConfig
 from tsmoe.evaluation.distances import NearestNeighbourDistance, ShrunkMahalanobis
-from tsmoe.evaluation.scoring import ErrorStatistics, forecast_errors_and_states
+from tsmoe.evaluation.scoring import (
+    ChannelStatistics,
+    ErrorStatistics,
+    forecast_errors_and_states,
+    reconstruction_errors,
+)
 from tsmoe.evaluation.smoothing import smooth_points
 from tsmoe.model.timemoe import TimeMoE
 
@@ -39,6 +47,15 @@ MIN_STD = 1e-12
 # Training states kept for the nearest-neighbour density: enough to cover normal operation, few enough
 # that scoring every point of a split stays seconds, not minutes.
 MAX_NEIGHBOUR_STATES = 8_192
+
+
+class Batch(NamedTuple):
+    """One batch of segments as the components see it, over the S series the views make: forecast errors
+    [B, S, L], hidden states [B, S, L, H], and reconstruction errors [B, S, L] when that component is on."""
+
+    errors: np.ndarray
+    states: np.ndarray
+    reconstruction: np.ndarray | None
 
 
 def reference_split(dataset: SegmentDataset, config: EvaluationConfig) -> SegmentSplit:
@@ -56,15 +73,18 @@ def _batches(
     count: int,
     progress: Progress,
     views: SeriesViews,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(errors [B, S, L], hidden states [B, S, L, H]) of the first `count` segments, batch by batch, over the
-    S series the views make of each segment's channels."""
+) -> Iterator[Batch]:
+    """The first `count` segments, batch by batch, over the S series the views make of each segment's channels
+    (reconstruction errors only with reconstruction_weight > 0)."""
     device = next(model.parameters()).device
     for start in range(0, count, config.batch_size):
         stop = min(start + config.batch_size, count)
         segments = views(torch.from_numpy(normalized_segments(split, normalization, start, stop)).to(device))
         errors, states = forecast_errors_and_states(model, segments, config.heads, config.error)
-        yield errors.numpy(), states.numpy()
+        reconstruction = None
+        if config.reconstruction_weight > 0:
+            reconstruction = reconstruction_errors(model, segments, config.error).numpy()
+        yield Batch(errors.numpy(), states.numpy(), reconstruction)
         if progress is not None:
             progress(split.name, stop, count)
 
@@ -101,32 +121,45 @@ class ModelDetector:
         self.normalization = dataset.normalization
         self.config = config
         self.progress = progress
+        if config.reconstruction_weight > 0 and not model.config.reconstruction_head:
+            raise ValueError(
+                f"evaluation.reconstruction_weight is {config.reconstruction_weight} but the model has no "
+                "reconstruction path (it was trained with training.loss forecast): set it to 0, or train with "
+                "training.loss masked_reconstruction or both"
+            )
         model.eval()
         if config.density_weight > 0:
             self.state_models = self._fit_states(dataset.split("train"))
         reference = reference_split(dataset, config)
         count = min(len(reference), config.statistics_segments)
-        errors, states = self._collect(reference, count)
+        errors, states, reconstruction = self._collect(reference, count)
         self.statistics = ErrorStatistics.from_errors(errors)
         z = self.statistics.normalize(errors)
+        if reconstruction is not None:
+            self.reconstruction_statistics = ChannelStatistics.from_errors(reconstruction)
         if config.cross_channel_weight > 0:
             self.cross_channel = ShrunkMahalanobis(config.covariance_shrinkage, config.seed).fit(
                 point_vectors(z[:, :, 1:])
             )
-        components = self._components(z, states)
+        components = self._components(z, states, reconstruction)
         self.location = {name: float(np.nanmean(values)) for name, values in components.items()}
         spread = {name: float(np.nanstd(values)) for name, values in components.items()}
         self.scale = {name: value if value > MIN_STD else 1.0 for name, value in spread.items()}
 
-    def _collect(self, split: SegmentSplit, count: int) -> tuple[np.ndarray, np.ndarray | None]:
-        errors, states = [], []
-        for batch_errors, batch_states in _batches(
-            self.model, split, self.normalization, self.config, count, self.progress, self.views
-        ):
-            errors.append(batch_errors)
+    def _collect(self, split: SegmentSplit, count: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Forecast errors, hidden states (density only) and reconstruction errors (reconstruction only)."""
+        errors, states, reconstruction = [], [], []
+        for batch in _batches(self.model, split, self.normalization, self.config, count, self.progress, self.views):
+            errors.append(batch.errors)
             if self.config.density_weight > 0:
-                states.append(batch_states)
-        return np.concatenate(errors), np.concatenate(states) if states else None
+                states.append(batch.states)
+            if batch.reconstruction is not None:
+                reconstruction.append(batch.reconstruction)
+        return (
+            np.concatenate(errors),
+            np.concatenate(states) if states else None,
+            np.concatenate(reconstruction) if reconstruction else None,
+        )
 
     def _state_estimator(self) -> ShrunkMahalanobis | NearestNeighbourDistance:
         config = self.config
@@ -136,7 +169,7 @@ class ModelDetector:
 
     def _fit_states(self, train: SegmentSplit) -> list[ShrunkMahalanobis | NearestNeighbourDistance]:
         """One estimator per channel, or one for all channels' states side by side (`density_scope: joint`)."""
-        _, states = self._collect(train, min(len(train), self.config.statistics_segments))
+        _, states, _ = self._collect(train, min(len(train), self.config.statistics_segments))
         assert states is not None
         if self.config.density_scope == "joint":
             return [self._state_estimator().fit(joint_states(states).reshape(-1, states.shape[1] * states.shape[-1]))]
@@ -154,7 +187,9 @@ class ModelDetector:
         )
         return combine_channels(per_channel, self.config.channel_aggregate)
 
-    def _components(self, z: np.ndarray, states: np.ndarray | None) -> dict[str, np.ndarray]:
+    def _components(
+        self, z: np.ndarray, states: np.ndarray | None, reconstruction: np.ndarray | None
+    ) -> dict[str, np.ndarray]:
         config = self.config
         values = {}
         if config.forecast_weight > 0:
@@ -166,6 +201,11 @@ class ModelDetector:
             assert states is not None
             values["density"] = self._density(states)
             values["density"][:, 0] = np.nan  # position 0 has no forecast; keep every component alike
+        if config.reconstruction_weight > 0:
+            assert reconstruction is not None
+            normalized = self.reconstruction_statistics.normalize(reconstruction)
+            values["reconstruction"] = combine_channels(normalized, config.channel_aggregate)
+            values["reconstruction"][:, 0] = np.nan  # alike the others, although position 0 was reconstructed
         return values
 
     def combine(self, components: dict[str, np.ndarray]) -> np.ndarray:
@@ -174,6 +214,7 @@ class ModelDetector:
             "forecast": self.config.forecast_weight,
             "cross_channel": self.config.cross_channel_weight,
             "density": self.config.density_weight,
+            "reconstruction": self.config.reconstruction_weight,
         }
         total = sum(
             weights[name] * (values - self.location[name]) / self.scale[name] for name, values in components.items()
@@ -183,9 +224,10 @@ class ModelDetector:
     def score(self, split: SegmentSplit) -> np.ndarray:
         """Point scores [N, L] of every segment of a split."""
         scores = []
-        for errors, states in _batches(
+        for batch in _batches(
             self.model, split, self.normalization, self.config, len(split), self.progress, self.views
         ):
-            z = self.statistics.normalize(errors)
-            scores.append(self.combine(self._components(z, states if self.config.density_weight > 0 else None)))
+            z = self.statistics.normalize(batch.errors)
+            states = batch.states if self.config.density_weight > 0 else None
+            scores.append(self.combine(self._components(z, states, batch.reconstruction)))
         return np.concatenate(scores)

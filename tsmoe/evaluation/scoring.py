@@ -23,6 +23,7 @@ from tsmoe.data.loader import normalized_segments
 from tsmoe.data.meta import Normalization
 from tsmoe.data.store import SegmentSplit, safe_std
 from tsmoe.evaluation.config import EvaluationConfig
+from tsmoe.model.masking import scoring_masks, scoring_passes
 from tsmoe.model.timemoe import TimeMoE
 
 
@@ -70,6 +71,43 @@ def forecast_errors_and_states(
     total[:, 0] = float("nan")
     states = output.last_hidden_state.float().reshape(batch, channels, length, -1)
     return total.reshape(batch, channels, length).cpu(), states.cpu()
+
+
+@torch.inference_mode()
+def reconstruction_errors(model: TimeMoE, segments: torch.Tensor, error: str = "squared") -> torch.Tensor:
+    """Per-point reconstruction error [B, C, L] of normalised segments [B, C, L], each point's from the pass
+    that hid it: ceil(1 / ratio) passes of the model's training span and ratio hide every point exactly once."""
+    config = model.config
+    if not config.reconstruction_head:
+        raise ValueError("the model has no reconstruction path (model.reconstruction_head is false)")
+    batch, channels, length = segments.shape
+    parameter = next(model.parameters())
+    series = segments.reshape(batch * channels, length).to(device=parameter.device, dtype=parameter.dtype)
+    masks = scoring_masks(length, config.reconstruction_mask_span, scoring_passes(config.reconstruction_mask_ratio))
+    total = torch.zeros_like(series, dtype=torch.float32)
+    for hidden in masks.to(series.device):
+        hidden_points = hidden.expand_as(series)
+        difference = model.reconstruct(series, hidden_points).float() - series.float()
+        total += torch.where(hidden_points, difference.square() if error == "squared" else difference.abs(), 0.0)
+    return total.reshape(batch, channels, length).cpu()
+
+
+@dataclass
+class ChannelStatistics:
+    """Mean and std of reference errors per channel, [C] each (reconstruction errors: every position alike)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def from_errors(cls, errors: np.ndarray) -> ChannelStatistics:
+        """Statistics of errors [N, C, L] of normal segments; a channel without spread keeps std 1."""
+        values = errors.astype(np.float64)
+        return cls(mean=values.mean(axis=(0, 2)), std=safe_std(values.std(axis=(0, 2))))
+
+    def normalize(self, errors: np.ndarray) -> np.ndarray:
+        """z-scores [N, C, L] of errors [N, C, L]."""
+        return (errors - self.mean[None, :, None]) / self.std[None, :, None]
 
 
 @dataclass

@@ -27,6 +27,8 @@ SAFETENSORS_INDEX_FILE = "model.safetensors.index.json"
 TORCH_FILE = "pytorch_model.bin"
 
 _PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+# Parameters of the masked-reconstruction path (only with reconstruction_head), which reference checkpoints lack.
+RECONSTRUCTION_PREFIXES = ("mask_embedding", "reconstruction_head.")
 _REFERENCE_EXPERT_KEY = re.compile(r"^(.*\.ffn_layer\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
 _STACKED_EXPERT_KEY = re.compile(r"^(.*\.ffn_layer\.experts)\.(gate_proj|up_proj|down_proj)$")
 
@@ -91,6 +93,10 @@ def build_from_reference(
     for name in expected:
         if name.endswith(".expert_bias") and name not in tensors:
             tensors[name] = torch.zeros_like(expected[name])
+        # The reconstruction path is ours too: fine-tuning a checkpoint without one (a reference checkpoint) with a
+        # reconstruction loss starts its mask embedding and head from their fresh initial values.
+        if name.startswith(RECONSTRUCTION_PREFIXES) and name not in tensors:
+            tensors[name] = expected[name]
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:

@@ -132,6 +132,15 @@ class TimeMoEConfig(BaseModel):
     # differences choose. "none": the reference's router.
     router_input_norm: Literal["none", "batch"] = "none"
 
+    # --- the masked-reconstruction path (docs/detection.md); off, the model is exactly the reference's ---
+    # A learned mask embedding and a reconstruction head (hidden -> 1) beside the forecast heads, used by a
+    # second, bidirectional pass over the same blocks. In a run config it follows training.loss (set there).
+    reconstruction_head: bool = False
+    # The masks it was trained with (copied from training.mask_ratio and mask_span by the run config): the
+    # reconstruction score hides spans of this length, ceil(1 / ratio) passes so every point is hidden once.
+    reconstruction_mask_ratio: float = Field(0.25, gt=0, lt=1)
+    reconstruction_mask_span: int = Field(8, ge=1)
+
     @model_validator(mode="after")
     def _check_shapes(self) -> TimeMoEConfig:
         if self.hidden_size % self.num_attention_heads:
@@ -215,6 +224,8 @@ class TimeMoEConfig(BaseModel):
             ffn_active = router + self.num_experts_per_tok * expert + shared
         embedding = 2 * hidden
         heads = hidden * sum(self.horizon_lengths)
+        if self.reconstruction_head:
+            heads += 2 * hidden  # the mask embedding and the reconstruction head
         outside_layers = embedding + hidden + heads
         total = outside_layers + layers * (attention + norms + ffn_total)
         active = outside_layers + layers * (attention + norms + ffn_active)

@@ -3,6 +3,11 @@
 Read top to bottom: input embedding, RMSNorm, rotary embedding, attention, SwiGLU expert, sparse MoE
 layer, decoder layer, the model with its forecast heads and losses, then `generate`.
 
+One extension is not the reference's and exists only when `reconstruction_head` is set: a masked-reconstruction
+pass over the same blocks (a mask embedding replaces the hidden points' inputs, attention sees both sides, a
+reconstruction head reads each point's value back). Without it the parameters and every computation are the
+reference's; see docs/design.md section 2.
+
 Every definition follows the public reference implementation (Time-MoE, ICLR 2025) so that its
 checkpoints load and give the same numbers; see docs/design.md section 2. One token per time point
 (no patching). Inputs are [B, L] for one channel or [B, L, C] for C channels, which are run
@@ -321,10 +326,19 @@ class TimeMoEOutput:
     last_hidden_state: torch.Tensor  # [B, L, H] after the final norm
     loss: torch.Tensor | None = None  # mean head loss + router_aux_loss_factor * aux_loss
     head_losses: dict[int, torch.Tensor] = field(default_factory=dict)  # horizon -> Huber loss
+    # Only with a reconstruction mask: every point's value read back by the bidirectional pass, [B, L], and
+    # the Huber loss over the hidden points. Each layer's router_logits then hold both passes' tokens (forecast
+    # pass first, [2 * B*L, E]), and aux_loss and loss count every token of both passes once. Without a
+    # forecast pass, predictions is empty and last_hidden_state is the reconstruction pass's.
+    reconstruction: torch.Tensor | None = None
+    reconstruction_loss: torch.Tensor | None = None
 
 
 class TimeMoE(nn.Module):
     """Time-MoE with one forecast head per horizon; see the module docstring."""
+
+    mask_embedding: nn.Parameter  # [H], only with reconstruction_head
+    reconstruction_head: OutputHead  # hidden -> 1, only with reconstruction_head
 
     def __init__(self, config: TimeMoEConfig):
         super().__init__()
@@ -332,6 +346,11 @@ class TimeMoE(nn.Module):
         self.model = Backbone(config)
         self.lm_heads = nn.ModuleList(OutputHead(config, horizon) for horizon in config.horizon_lengths)
         self.apply(self._init_weights)
+        if config.reconstruction_head:
+            # Built once the reference's modules are initialised, so that a seed still gives those their values.
+            self.mask_embedding = nn.Parameter(torch.empty(config.hidden_size).normal_(0.0, config.initializer_range))
+            self.reconstruction_head = OutputHead(config, 1)
+            self.reconstruction_head.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -367,8 +386,16 @@ class TimeMoE(nn.Module):
         labels: torch.Tensor | None = None,  # same shape as x; labels[:, t] is the value after x[:, t]
         loss_masks: torch.Tensor | None = None,  # [B, L] or like labels; 0 excludes a target
         attention_mask: torch.Tensor | None = None,  # [B, L]; 0 marks padding
+        reconstruction_mask: torch.Tensor | None = None,  # [B, L] or like x; True hides a point (bool)
+        forecast: bool = True,  # False: the reconstruction pass alone (needs reconstruction_mask)
     ) -> TimeMoEOutput:
-        """Predict every horizon at every position; with labels, also the training loss."""
+        """Predict every horizon at every position; with labels, also the training loss.
+
+        With `reconstruction_mask`, also the masked-reconstruction pass (`_with_reconstruction`); one forward
+        call runs both, so DDP sees every parameter the step uses.
+        """
+        if reconstruction_mask is not None or not forecast:
+            return self._with_reconstruction(x, labels, loss_masks, attention_mask, reconstruction_mask, forecast)
         _check_shapes(x, labels=labels, loss_masks=loss_masks, attention_mask=attention_mask)
         channels = x.shape[2] if x.dim() == 3 else None
         series = _to_series(x)  # [N, L]
@@ -402,13 +429,22 @@ class TimeMoE(nn.Module):
             )
         return output
 
-    def _backbone(self, series, attention_mask, cache: KVCache | None = None):
-        """[N, L] values -> final hidden states [N, L, H] and per-layer router logits."""
+    def _backbone(self, series, attention_mask, cache: KVCache | None = None, hidden_points=None):
+        """[N, L] values -> final hidden states [N, L, H] and per-layer router logits.
+
+        With `hidden_points` ([N, L] bool), the reconstruction pass: those points enter as the mask embedding
+        and attention is bidirectional (an explicit all-keys mask, which every attention kernel honours).
+        """
         start = 0 if cache is None else cache.length
         hidden = self.model.embed_layer(series.unsqueeze(-1))
+        if hidden_points is not None:
+            hidden = torch.where(hidden_points.unsqueeze(-1), self.mask_embedding.to(hidden.dtype), hidden)
         positions = torch.arange(start, start + series.shape[1], device=series.device)
         cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, hidden.dtype)
-        mask = _attention_mask(attention_mask, series.shape[1], start, series.device)
+        if hidden_points is None:
+            mask = _attention_mask(attention_mask, series.shape[1], start, series.device)
+        else:
+            mask = _bidirectional_mask(attention_mask, series.shape[1], series.device)
         router_logits = []
         for layer in self.model.layers:
             if self.config.activation_checkpointing and self.training and torch.is_grad_enabled():
@@ -418,6 +454,71 @@ class TimeMoE(nn.Module):
             if logits is not None:
                 router_logits.append(logits)
         return self.model.norm(hidden), router_logits
+
+    # --- masked reconstruction (not in the reference; only with reconstruction_head) -----------
+    def _with_reconstruction(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None,
+        loss_masks: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        reconstruction_mask: torch.Tensor | None,
+        forecast: bool,
+    ) -> TimeMoEOutput:
+        """The forecast pass (unless `forecast` is False) and the reconstruction pass, with their joint loss."""
+        if not self.config.reconstruction_head:
+            raise ValueError(
+                "this model has no reconstruction path (model.reconstruction_head is false; a run config sets it "
+                "when training.loss is masked_reconstruction or both)"
+            )
+        if reconstruction_mask is None:
+            raise ValueError("forecast=False runs the reconstruction pass alone: give a reconstruction_mask")
+        _check_shapes(x, attention_mask=attention_mask, reconstruction_mask=reconstruction_mask)
+        channels = x.shape[2] if x.dim() == 3 else None
+        output = self.forward(x, labels, loss_masks, attention_mask) if forecast else None
+        series = _to_series(x)
+        hidden_points = _to_series(_broadcast_channels(reconstruction_mask, channels)).bool()
+        real_points = None if attention_mask is None else _to_series(_broadcast_channels(attention_mask, channels))
+        # The hidden values never enter the pass: zeroed before the embedding, whose output is replaced anyway.
+        hidden, router_logits = self._backbone(series.masked_fill(hidden_points, 0.0), real_points, None, hidden_points)
+        reconstruction = self.reconstruction_head(hidden).squeeze(-1)  # [N, L]
+        scored = hidden_points if real_points is None else hidden_points & real_points.bool()
+        reconstruction_loss = masked_huber_loss(reconstruction, series, scored)
+        passes = 1
+        if output is None:
+            output = TimeMoEOutput({}, router_logits, None, _from_series(hidden, channels))
+        elif router_logits:
+            passes = 2
+            output.router_logits = [torch.cat(pair) for pair in zip(output.router_logits, router_logits, strict=True)]
+        output.aux_loss = None
+        if output.router_logits:
+            real_tokens = None
+            if self.config.aux_loss_real_tokens_only:
+                real_tokens = real_points if real_points is not None else _forecast_loss_tokens(loss_masks, channels)
+            if real_tokens is not None:
+                real_tokens = real_tokens.repeat(passes, 1)  # the tokens of each pass, in the logits' order
+            output.aux_loss = load_balancing_loss(output.router_logits, self.config.num_experts_per_tok, real_tokens)
+        output.reconstruction = _from_series(reconstruction, channels)
+        output.reconstruction_loss = reconstruction_loss
+        output.loss = total_loss(
+            output.head_losses,
+            output.aux_loss if self.config.apply_aux_loss else None,
+            self.config.router_aux_loss_factor,
+            reconstruction_loss,
+        )
+        return output
+
+    @torch.no_grad()
+    def reconstruct(
+        self, x: torch.Tensor, hidden_points: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Every point's value read back by the bidirectional pass with `hidden_points` (True = hidden) masked:
+        [B, L] or [B, L, C] like x. Only a hidden point's value is a reconstruction; the others saw themselves."""
+        reconstruction = self.forward(
+            x, attention_mask=attention_mask, reconstruction_mask=hidden_points, forecast=False
+        )
+        assert reconstruction.reconstruction is not None
+        return reconstruction.reconstruction
 
     # --- forecasting -------------------------------------------------------------------------
     @torch.no_grad()
@@ -460,12 +561,33 @@ def forecast_loss(prediction: torch.Tensor, labels: torch.Tensor, loss_masks: to
     return (losses * masks).sum() / masks.sum()
 
 
-def total_loss(head_losses: dict[int, torch.Tensor], aux_loss: torch.Tensor | None, aux_factor: float) -> torch.Tensor:
-    """The training loss: the mean of the horizons' losses plus `aux_factor` x the aux loss (when there is one).
+def masked_huber_loss(reconstruction: torch.Tensor, values: torch.Tensor, hidden_points: torch.Tensor) -> torch.Tensor:
+    """Huber (delta 2, as the forecast heads') of reconstructions [N, L] against values [N, L], over the hidden
+    points only: sum(loss * hidden) / sum(hidden)."""
+    losses = F.huber_loss(reconstruction, values.to(reconstruction.dtype), reduction="none", delta=HUBER_DELTA)
+    weights = hidden_points.to(losses.dtype)
+    return (losses * weights).sum() / weights.sum()
+
+
+def total_loss(
+    head_losses: dict[int, torch.Tensor],
+    aux_loss: torch.Tensor | None,
+    aux_factor: float,
+    reconstruction_loss: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The training loss: the mean of the horizons' losses, plus the masked-reconstruction loss (when there is
+    one), plus `aux_factor` x the aux loss (when there is one). Either objective may be absent, not both.
 
     The model's forward uses it with `router_aux_loss_factor`; the trainer with its warmed-up factor.
     """
-    loss = torch.stack(list(head_losses.values())).mean()
+    objectives = []
+    if head_losses:
+        objectives.append(torch.stack(list(head_losses.values())).mean())
+    if reconstruction_loss is not None:
+        objectives.append(reconstruction_loss)
+    if not objectives:
+        raise ValueError("total_loss needs forecast head losses, a reconstruction loss or both")
+    loss = objectives[0] if len(objectives) == 1 else objectives[0] + objectives[1]
     if aux_loss is not None:
         loss = loss + aux_factor * aux_loss
     return loss
@@ -530,6 +652,21 @@ def _broadcast_channels(mask: torch.Tensor, channels: int | None) -> torch.Tenso
     """A [B, L] mask applies to every channel of a [B, L, C] input."""
     if channels is not None and mask.dim() == 2:
         return mask.unsqueeze(-1).expand(*mask.shape, channels)
+    return mask
+
+
+def _forecast_loss_tokens(loss_masks: torch.Tensor | None, channels: int | None) -> torch.Tensor | None:
+    """The forward's fallback for real tokens: loss masks as series [N, L], or None."""
+    return None if loss_masks is None else _to_series(_broadcast_channels(loss_masks, channels))
+
+
+def _bidirectional_mask(attention_mask: torch.Tensor | None, length: int, device: torch.device) -> torch.Tensor:
+    """Boolean mask of the reconstruction pass: every query sees every key, [1, 1, L, L], or [N, 1, L, L] with
+    padding keys hidden (a padding query keeps its own key, as in `_attention_mask`)."""
+    mask = torch.ones(1, 1, length, length, dtype=torch.bool, device=device)
+    if attention_mask is not None:
+        own_key = torch.eye(length, dtype=torch.bool, device=device)
+        mask = mask & (attention_mask.bool()[:, None, None, :] | own_key)
     return mask
 
 

@@ -69,6 +69,12 @@ class TrainingConfig(BaseModel):
     throughput_warmup_steps: int = Field(2, ge=0)  # first-epoch steps left out of the throughput figures
     keep_checkpoints: int = Field(2, gt=0)  # the best by validation AUROC are kept, and always the latest
     seed: int = 0
+    # The objective (docs/detection.md): forecast every horizon (the reference's); reconstruct hidden spans
+    # from both sides with the same blocks (masked_reconstruction); or both, their losses summed.
+    loss: Literal["forecast", "masked_reconstruction", "both"] = "forecast"
+    # The share of each series the reconstruction objective hides, in spans of mask_span points.
+    mask_ratio: float = Field(0.25, gt=0, lt=1)
+    mask_span: int = Field(8, ge=1)
 
     @model_validator(mode="after")
     def _average_of_full_weights(self) -> TrainingConfig:

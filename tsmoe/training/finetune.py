@@ -7,6 +7,11 @@ From scratch, or from a local pretrained checkpoint in the reference format. Fin
   experts included, is frozen. The exported model has the adapters merged, in the reference format;
 - frozen_experts: the routed and shared experts are frozen, the rest trains;
 - router_only: only the MoE routers (and nothing else) train.
+
+With a reconstruction objective (`training.loss` masked_reconstruction or both) the mask embedding and the
+reconstruction head are new to any reference checkpoint; they train in full and lora modes (under lora they
+are small, 2 x hidden, and start from their init when the checkpoint has none). With masked_reconstruction
+alone the forecast heads get no gradient, so they are frozen: DDP would otherwise wait for them.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import TYPE_CHECKING, TypeGuard
 
 import torch
 
-from tsmoe.model.checkpoint import load_pretrained
+from tsmoe.model.checkpoint import RECONSTRUCTION_PREFIXES, load_pretrained
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
 from tsmoe.training.config import FinetuneConfig
@@ -30,14 +35,19 @@ _EXPERT_PARTS = (".ffn_layer.experts.", ".ffn_layer.shared_expert.", ".ffn_layer
 _ROUTER_PART = ".ffn_layer.gate."
 
 
-def build_model(model_config: TimeMoEConfig, finetune: FinetuneConfig) -> torch.nn.Module:
-    """A fresh model, or the pretrained one with its fine-tuning mode applied."""
+def build_model(model_config: TimeMoEConfig, finetune: FinetuneConfig, loss: str = "forecast") -> torch.nn.Module:
+    """A fresh model, or the pretrained one with its fine-tuning mode applied; `loss` is training.loss."""
     if finetune.checkpoint is None:
-        return TimeMoE(model_config)
-    # The run's model fields (from the checkpoint's config.json plus any the run overrides) build the model
-    # the pretrained weights load into; a shape that does not match them fails with the names that differ.
-    model = load_pretrained(finetune.checkpoint, **model_config.model_dump())
-    return apply_finetune_mode(model, finetune)
+        model = TimeMoE(model_config)
+        module: torch.nn.Module = model
+    else:
+        # The run's model fields (from the checkpoint's config.json plus any the run overrides) build the model
+        # the pretrained weights load into; a shape that does not match them fails with the names that differ.
+        model = load_pretrained(finetune.checkpoint, **model_config.model_dump())
+        module = apply_finetune_mode(model, finetune)
+    if loss == "masked_reconstruction":
+        model.lm_heads.requires_grad_(False)
+    return module
 
 
 def apply_finetune_mode(model: TimeMoE, finetune: FinetuneConfig) -> torch.nn.Module:
@@ -51,7 +61,11 @@ def apply_finetune_mode(model: TimeMoE, finetune: FinetuneConfig) -> torch.nn.Mo
             lora_dropout=finetune.lora_dropout,
             target_modules=LORA_TARGETS,
         )
-        return get_peft_model(model, adapters)
+        wrapped = get_peft_model(model, adapters)
+        for name, parameter in model.named_parameters():
+            if name.startswith(RECONSTRUCTION_PREFIXES):
+                parameter.requires_grad_(True)  # new to the checkpoint: trained in full beside the adapters
+        return wrapped
     for name, parameter in model.named_parameters():
         if finetune.mode == "frozen_experts":
             parameter.requires_grad_(not any(part in f".{name}" for part in _EXPERT_PARTS))

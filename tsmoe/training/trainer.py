@@ -4,8 +4,8 @@
 (`loop.fit`, tests, benchmarks). One optimizer step:
 
     for each of `gradient_accumulation` micro-batches:
-        forward all heads under the precision's autocast
-        loss = `total_loss` (mean head loss + aux factor, warming up from 0, x aux loss)
+        forward all heads (and, with a reconstruction objective, the masked pass) under the precision's autocast
+        loss = `total_loss` (mean head loss and/or reconstruction loss + aux factor, warming up from 0, x aux loss)
         all ranks agree whether the loss is finite; if so, backward (gradients synchronised on the last)
         the micro-batch's routing is added to the epoch's routing tally
     unscale, clip; a non-finite loss or gradient skips the update and is counted by the guard
@@ -33,11 +33,13 @@ import torch
 import torch.distributed as dist
 
 from tsmoe.config import RunConfig, dump_run_config
+from tsmoe.data.curriculum import crop_lengths
 from tsmoe.data.loader import CropBatchSampler, build_train_loader
 from tsmoe.data.store import open_dataset
 from tsmoe.data.views import fit_views
 from tsmoe.evaluation.evaluate import validation_metrics
 from tsmoe.model.checkpoint import save_pretrained
+from tsmoe.model.masking import span_mask, training_generator
 from tsmoe.model.timemoe import TimeMoE, TimeMoEOutput, total_loss
 from tsmoe.training.balancing import selection_logits, update_expert_bias
 from tsmoe.training.finetune import base_model, build_model, export_model
@@ -112,11 +114,13 @@ class Trainer:
                 f"data.batch_size"
             )
         self.total_steps = self.steps_per_epoch * training.epochs
+        if training.loss != "forecast":
+            _check_mask_fits(run, self.dataset.meta.segment_length)
 
         self.precision = choose_precision(self.device, training.precision)
         if self.device.type == "cuda":
             enable_tf32()
-        self.module = build_model(run.model, training.finetune).to(self.device)
+        self.module = build_model(run.model, training.finetune, training.loss).to(self.device)
         self.model_config = base_model(self.module).config
         self.strategy = self._build_strategy()
         self.average = build_weight_average(base_model(self.module), training.ema_decay)
@@ -137,15 +141,33 @@ class Trainer:
         return DDPStrategy(self.module, self.training, self.precision, self.device, self.world_size, self.total_steps)
 
     # --- one step ---------------------------------------------------------------------------------
-    def _loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, TimeMoEOutput]:
+    def _loss(self, inputs: torch.Tensor, labels: torch.Tensor, micro: int) -> tuple[torch.Tensor, TimeMoEOutput]:
+        objective = self.training.loss
         with self.precision.autocast():
-            output: TimeMoEOutput = self.strategy.model(inputs, labels=labels, loss_masks=torch.ones_like(labels))
+            if objective == "forecast":
+                output: TimeMoEOutput = self.strategy.model(inputs, labels=labels, loss_masks=torch.ones_like(labels))
+            else:
+                forecast = objective == "both"
+                output = self.strategy.model(
+                    inputs,
+                    labels=labels if forecast else None,
+                    loss_masks=torch.ones_like(labels) if forecast else None,
+                    reconstruction_mask=self._reconstruction_mask(inputs, micro),
+                    forecast=forecast,
+                )
         aux_loss = output.aux_loss.float() if output.aux_loss is not None and self.model_config.apply_aux_loss else None
         factor = aux_loss_factor(
             self.step, self.model_config.router_aux_loss_factor, self.training.aux_loss_warmup_steps
         )
         head_losses = {horizon: value.float() for horizon, value in output.head_losses.items()}
-        return total_loss(head_losses, aux_loss, factor), output
+        reconstruction_loss = None if output.reconstruction_loss is None else output.reconstruction_loss.float()
+        return total_loss(head_losses, aux_loss, factor, reconstruction_loss), output
+
+    def _reconstruction_mask(self, inputs: torch.Tensor, micro: int) -> torch.Tensor:
+        """The points the reconstruction pass hides in this micro-batch: the same on a rerun or resume."""
+        generator = training_generator(self.training.seed, self.rank, self.step, micro)
+        mask = span_mask(inputs.shape[0], inputs.shape[1], self.training.mask_ratio, self.training.mask_span, generator)
+        return mask.to(self.device, non_blocking=True)
 
     def after_optimizer_step(self, applied: bool) -> None:
         """Hook point right after every optimizer step (skipped ones included; `applied` says which).
@@ -166,6 +188,7 @@ class Trainer:
         self.sampler.set_epoch(self.epoch)
         clock = EpochClock(warmup_steps=self.training.throughput_warmup_steps if self.epoch == 0 else 0)
         losses: list[float] = []
+        reconstruction_losses: list[float] = []
         nonfinite_before, crop = self.guard.total, 0
         routing = RoutingTally(self.model_config.num_experts_per_tok)
         batches = iter(self.loader)
@@ -180,11 +203,13 @@ class Trainer:
                 inputs, labels = series_batch(batch, self.device)
                 crop = batch.shape[-1]
                 with self.strategy.accumulating(last_micro_batch=micro == accumulation - 1):
-                    loss, output = self._loss(inputs, labels)
+                    loss, output = self._loss(inputs, labels, micro)
                     finite = all_ranks_agree(bool(torch.isfinite(loss.detach())), self.device)
                     if finite:
                         self.strategy.backward(loss)
                         losses.append(loss.item())
+                        if output.reconstruction_loss is not None:
+                            reconstruction_losses.append(output.reconstruction_loss.item())
                     else:
                         self.strategy.skip_backward()
                     losses_finite = losses_finite and finite
@@ -226,6 +251,11 @@ class Trainer:
             "peak_memory_mib": peak_memory_mib(self.device),
             **figures,
         }
+        if self.training.loss != "forecast":
+            # The reconstruction objective's own share of the loss (its Huber loss over the hidden points).
+            metrics["reconstruction_loss"] = (
+                float(np.mean(reconstruction_losses)) if reconstruction_losses else math.nan
+            )
         if routing.counts is not None:
             if self.distributed:
                 routing.all_reduce(self.device)  # every rank has counted: rank 0 reports the global figures
@@ -256,7 +286,7 @@ class Trainer:
         model = self.average.model if self.average is not None else base_model(self.module)
         model.eval()
         with self.precision.autocast():
-            metrics = validation_metrics(model, self.dataset, self.run.evaluation, views=self.views)
+            metrics = validation_metrics(model, self.dataset, self.run.detector_settings(), views=self.views)
         if self.average is None:
             model.train()
         return metrics
@@ -299,6 +329,16 @@ class Trainer:
         if self.average is not None and trainer_state.get("weight_average") is not None:
             self.average.load_state_dict(trainer_state["weight_average"])
         set_rng_state(trainer_state["rng"], self.device)
+
+
+def _check_mask_fits(run: RunConfig, segment_length: int) -> None:
+    """Every crop's inputs must hide a span and keep a point visible; the error names the fields to change."""
+    shortest = min(crop_lengths(run.data.crop_schedule, segment_length)) - 1  # inputs are a crop minus one point
+    if shortest < run.training.mask_span + 1:
+        raise ValueError(
+            f"training.mask_span {run.training.mask_span}: the shortest crop of data.crop_schedule gives "
+            f"{shortest} input points, too few to hide one span and keep a point visible; lower mask_span"
+        )
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
