@@ -191,6 +191,8 @@ def test_joining_a_gpu_cluster_gives_no_worker_the_cpu_environment(tmp_path, mon
     assert "DS_ACCELERATOR" not in joined["job_environment"]
     assert "DS_ACCELERATOR" not in joined["worker_environment"]
     assert launch.worker_environment(False)["DS_ACCELERATOR"] == "cpu"
+    # A joined cluster may drain nodes: Train's preemption watcher stays as Ray has it.
+    assert "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER" not in joined["job_environment"]
 
 
 def test_a_spectral_window_longer_than_the_shortest_crop_fails_before_ray(tmp_path, capsys):
@@ -201,3 +203,32 @@ def test_a_spectral_window_longer_than_the_shortest_crop_fails_before_ray(tmp_pa
     assert main(["train", str(config), "--output", str(tmp_path / "run")]) == 2
     assert "field data.spectrum_window: 64 points, longer than the shortest crop (32" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_cluster_started_for_the_run_has_no_preemption_watcher(tmp_path, monkeypatch):
+    import ray
+
+    from tsmoe.training import launch
+
+    data = synthetic_data(tmp_path / "data", train=4, val=4, length=32)
+    run = load_run_config(_write_config(tmp_path / "tiny.yaml", data))
+    started = {}
+
+    def fake_init(**kwargs):
+        started["job_environment"] = kwargs["runtime_env"]["env_vars"]
+
+    def fake_trainer(run, output, workers, use_gpu, cpus_per_worker):
+        # What the Train controller reads, in the process that calls fit().
+        started["driver"] = os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
+        raise _StopBeforeTraining
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", fake_init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(launch, "build_torch_trainer", fake_trainer)
+    monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "1")  # undone after the test
+    with pytest.raises(_StopBeforeTraining):
+        launch.run_training(run, tmp_path / "run")
+    assert started["job_environment"]["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
+    assert started["driver"] == "0"

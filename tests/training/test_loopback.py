@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 
 import psutil
 import pytest
@@ -12,6 +14,7 @@ from ray._private import ray_constants
 
 from tsmoe.training.loopback import (
     LOCAL_ONLY_VARIABLE,
+    PROCESS_GROUP_VARIABLE,
     is_loopback,
     keep_process_group_on_loopback,
     loopback_cluster,
@@ -65,6 +68,7 @@ def test_a_process_group_on_a_loopback_master_listens_on_loopback_only(monkeypat
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(_free_port()))
     monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    monkeypatch.setenv(PROCESS_GROUP_VARIABLE, "1")  # as in a Ray Train worker
     keep_process_group_on_loopback()
     keep_process_group_on_loopback()  # a second call (a reused worker process) wraps nothing twice
     assert dist.init_process_group.keeps_loopback
@@ -82,3 +86,17 @@ def test_a_process_group_on_a_loopback_master_listens_on_loopback_only(monkeypat
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def test_the_setup_hook_leaves_processes_that_create_no_process_group_without_torch():
+    # Every process of the cluster runs the hook; only Train's workers may pay for importing torch.
+    probe = (
+        "import sys; from tsmoe.training.loopback import keep_process_group_on_loopback as hook; hook(); "
+        "print(sorted(name for name in ('torch', 'torch.distributed') if name in sys.modules))"
+    )
+    environment = {name: value for name, value in os.environ.items() if name != PROCESS_GROUP_VARIABLE}
+    bare = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, check=True)
+    environment[PROCESS_GROUP_VARIABLE] = "1"
+    worker = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, check=True)
+    assert bare.stdout.split() == ["[]"]
+    assert worker.stdout.strip() == "['torch', 'torch.distributed']"

@@ -41,8 +41,8 @@ from tsmoe.sweep.pareto import (
 )
 from tsmoe.sweep.stopping import COLLAPSE, EPOCH, EPOCHS_PLANNED, StopLedger
 from tsmoe.sweep.trial import TRIALS_DIR
+from tsmoe.training.checkpoint_files import SUMMARY_FILE
 from tsmoe.training.launch import latest_checkpoint
-from tsmoe.training.trainer import SUMMARY_FILE
 
 TRIALS_CSV, TRIALS_PARQUET, PARETO_CSV = "trials.csv", "trials.parquet", "pareto.csv"
 EXPERT_LOADS_PLOT = "expert_loads.png"  # the per-expert loads of the knee trial, drawn by `tsmoe report`

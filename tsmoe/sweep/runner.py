@@ -101,10 +101,10 @@ def start_ray(config: SweepConfig, binding: Binding) -> dict:
 
     from tsmoe.training.launch import worker_environment
 
-    environment = worker_environment(use_gpu=config.resources.gpus_per_worker > 0)
+    local = config.address is None
+    environment = worker_environment(use_gpu=config.resources.gpus_per_worker > 0, local_cluster=local)
     # The Train controller reads these in the driver and in trial processes.
     os.environ.update({key: value for key, value in environment.items() if key.startswith("RAY_")})
-    local = config.address is None
     context = ray.init(
         address=config.address,
         include_dashboard=True if local else None,

@@ -22,8 +22,10 @@ from typing import Protocol
 from tsmoe.data.store import DiskFullError
 
 MANIFEST_FILE = "manifest.json"
+SUMMARY_FILE = "trainer_state.json"  # epoch and metrics, readable without torch
+MODEL_DIR = "model"  # the model in the reference format, adapters merged
 # What every tsmoe checkpoint holds, whatever the strategy (written by rank 0).
-REQUIRED_FILES = ("trainer_state.json", "model/config.json")
+REQUIRED_FILES = (SUMMARY_FILE, f"{MODEL_DIR}/config.json")
 
 
 class CheckpointWriter(Protocol):

@@ -30,9 +30,8 @@ import yaml
 from tsmoe.config import RunConfig, dump_run_config
 from tsmoe.data.check import check_dataset
 from tsmoe.data.views import check_spectrum_window
-from tsmoe.training.checkpoint_files import checkpoint_problem
-from tsmoe.training.loopback import UNCHANGED, loopback_cluster
-from tsmoe.training.trainer import MODEL_DIR, SUMMARY_FILE
+from tsmoe.training.checkpoint_files import MODEL_DIR, SUMMARY_FILE, checkpoint_problem
+from tsmoe.training.loopback import PROCESS_GROUP_VARIABLE, UNCHANGED, loopback_cluster
 
 RUN_NAME = "train"
 CONFIG_FILE = "config.yaml"
@@ -88,15 +87,20 @@ def failure_summary(text: str) -> str:
     return errors[-1] if errors else (lines[-1] if lines else "unknown error")
 
 
-def worker_environment(use_gpu: bool | None) -> dict[str, str]:
+def worker_environment(use_gpu: bool | None, local_cluster: bool = False) -> dict[str, str]:
     """Environment variables for every Ray worker of a run; `use_gpu=None` (not known yet) leaves out the
-    device-dependent ones."""
+    device-dependent ones, and `local_cluster` (a cluster tsmoe starts on this machine) adds what only
+    suits one."""
     environment = dict(MALLOC_ENVIRONMENT)
     if use_gpu is False:
         environment["DS_ACCELERATOR"] = "cpu"  # DeepSpeed reads it at import
     # Train waits this long between worker health checks before a report returns; the default 2 s
     # adds up to seconds per epoch on short runs.
     environment["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"
+    if local_cluster:
+        # Train's preemption watcher, one more process per run started while the workers set up, looks for
+        # drained nodes; the one node of a local cluster is never drained.
+        environment["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
     return environment
 
 
@@ -225,7 +229,8 @@ def build_torch_trainer(
                 checkpoint_score_attribute="val_auroc",
                 checkpoint_score_order="max",
             ),
-            worker_runtime_env={"env_vars": environment},
+            # The loopback setup hook patches torch.distributed in these processes only.
+            worker_runtime_env={"env_vars": environment | {PROCESS_GROUP_VARIABLE: "1"}},
             # Ray Train's own INFO lines (one per checkpoint and report) drown the run's progress lines.
             logging_config=LoggingConfig(log_level="WARNING"),
             callbacks=callbacks or [],
@@ -259,7 +264,7 @@ def run_training(
     use_gpu: bool | None = torch.cuda.is_available()
     if address is not None:
         use_gpu = bool(ray.cluster_resources().get("GPU")) if ray.is_initialized() else None
-    environment = worker_environment(use_gpu)
+    environment = worker_environment(use_gpu, local_cluster=address is None)
     os.environ.update({key: value for key, value in environment.items() if key.startswith("RAY_")})
     started_ray = not ray.is_initialized()
     # A cluster this run starts for itself listens on the loopback interface only; a joined one is as it is.

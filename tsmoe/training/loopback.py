@@ -9,7 +9,11 @@ address is the loopback address, and every server binds there. Processes that Ra
 variable. Two kinds of server are not Ray's: the sockets of gloo and NCCL (told the loopback interface by
 GLOO_SOCKET_IFNAME and NCCL_SOCKET_IFNAME), and the TCPStore that rank 0 of a DDP process group hosts,
 which torch binds to every interface whatever the master address; a Ray worker setup hook hands it a
-socket bound to the master address instead when that address is a loopback one.
+socket bound to the master address instead when that address is a loopback one. The hook runs in every
+process of the cluster, but only Ray Train's workers create process groups: it patches torch in the
+processes whose environment holds PROCESS_GROUP_VARIABLE (`build_torch_trainer` gives it to the workers)
+and returns at once in the others (trial drivers, Train's controller and helper actors), which would
+otherwise import torch for it, seconds of CPU each on a small machine.
 
 A cluster joined with `--address` is left as its owner started it.
 """
@@ -31,6 +35,8 @@ LOOPBACK_ADDRESS = "127.0.0.1"
 # Ray reads this once, at import, into ray._private.ray_constants.ENABLE_RAY_CLUSTER.
 LOCAL_ONLY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 WORKER_SETUP_HOOK = f"{__name__}.keep_process_group_on_loopback"
+# Set to "1" in the environment of the processes that create a DDP process group (Ray Train's workers).
+PROCESS_GROUP_VARIABLE = "TSMOE_PROCESS_GROUP_WORKER"
 
 
 @dataclass(frozen=True)
@@ -114,8 +120,11 @@ def loopback_store(address: str, port: int, rank: int, world_size: int, timeout:
 
 
 def keep_process_group_on_loopback() -> None:
-    """Ray worker setup hook: an `env://` process group whose MASTER_ADDR is a loopback address gets its
-    store from `loopback_store`; any other process group is set up as torch does."""
+    """Ray worker setup hook: in a process that creates a process group (PROCESS_GROUP_VARIABLE set), an
+    `env://` process group whose MASTER_ADDR is a loopback address gets its store from `loopback_store`;
+    any other process group is set up as torch does. Other processes are left as they are."""
+    if os.environ.get(PROCESS_GROUP_VARIABLE) != "1":
+        return
     import torch.distributed as dist
 
     original = dist.init_process_group

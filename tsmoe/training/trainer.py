@@ -42,6 +42,7 @@ from tsmoe.model.checkpoint import save_pretrained
 from tsmoe.model.masking import span_mask, training_generator
 from tsmoe.model.timemoe import TimeMoE, TimeMoEOutput, total_loss
 from tsmoe.training.balancing import selection_logits, update_expert_bias
+from tsmoe.training.checkpoint_files import MODEL_DIR, SUMMARY_FILE
 from tsmoe.training.finetune import base_model, build_model, export_model
 from tsmoe.training.guard import NonFiniteGuard, first_nonfinite_module
 from tsmoe.training.precision import choose_precision, enable_tf32
@@ -52,9 +53,6 @@ from tsmoe.training.weight_average import build_weight_average
 
 # An epoch's metrics: numbers, and the precision's name ("float32", "bfloat16", "float16").
 Metrics = dict[str, Any]
-
-SUMMARY_FILE = "trainer_state.json"  # epoch and metrics, readable without torch
-MODEL_DIR = "model"  # the model in the reference format, adapters merged
 
 
 def series_batch(batch: torch.Tensor, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:

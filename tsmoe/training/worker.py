@@ -13,6 +13,7 @@ import logging
 import math
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
 import ray
 import ray.train
@@ -23,7 +24,9 @@ import torch.distributed
 from tsmoe.config import RunConfig
 from tsmoe.training.checkpoint_files import usable_checkpoint, write_checkpoint
 from tsmoe.training.throughput import now
-from tsmoe.training.trainer import Metrics, Trainer
+
+if TYPE_CHECKING:
+    from tsmoe.training.trainer import Metrics
 
 
 def _say(line: str) -> None:
@@ -45,6 +48,10 @@ def _quiet_report_lines() -> None:
 def train_worker(loop_config: dict) -> None:
     """Ray Train's `train_loop_per_worker`: `loop_config["run"]` is the validated RunConfig, and
     `loop_config["resume_from"]` a checkpoint directory to continue from when Ray has none."""
+    # Imported here: the process that builds the TorchTrainer (a sweep's trial driver) imports this module
+    # only to name this function, and the trainer brings scikit-learn and SciPy, a second of CPU, with it.
+    from tsmoe.training.trainer import Trainer
+
     run: RunConfig = loop_config["run"]
     _quiet_report_lines()
     context = ray.train.get_context()
