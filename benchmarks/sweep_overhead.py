@@ -41,12 +41,24 @@ class TrialClock(Callback):
         self.ended[trial.trial_id] = time.perf_counter()
 
 
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it (what `lscpu` shows), or the platform's word for it."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("definition", nargs="?", type=Path, default=Path("sweeps/quickstart.yaml"))
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
+    # The machine may be shared: its load before and after goes with the figures.
+    load_before = os.getloadavg()
     launched = time.perf_counter()
     sweep = load_sweep(args.definition)
     with tempfile.TemporaryDirectory() as storage:
@@ -77,6 +89,8 @@ def main() -> None:
     figures = {
         "definition": str(args.definition),
         "device": f"{platform.machine()} CPU, {os.cpu_count()} cores",
+        "cpu_model": cpu_model(),
+        "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()},
         "trials": len(table),
         "workers_per_trial": sweep.config.resources.workers,
         "max_concurrent_trials": sweep.config.max_concurrent_trials,
