@@ -232,3 +232,16 @@ def test_a_cluster_started_for_the_run_has_no_preemption_watcher(tmp_path, monke
         launch.run_training(run, tmp_path / "run")
     assert started["job_environment"]["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
     assert started["driver"] == "0"
+
+
+def test_only_the_train_workers_environment_asks_the_setup_hook_to_patch_torch(tmp_path):
+    from tsmoe.training.launch import build_torch_trainer, worker_environment
+    from tsmoe.training.loopback import PROCESS_GROUP_VARIABLE
+
+    data = synthetic_data(tmp_path / "data", train=4, val=4, length=32)
+    run = load_run_config(_write_config(tmp_path / "tiny.yaml", data))
+    trainer = build_torch_trainer(run, tmp_path / "run", workers=2, use_gpu=False, cpus_per_worker=1)
+    workers = trainer.run_config.worker_runtime_env["env_vars"]
+    assert workers[PROCESS_GROUP_VARIABLE] == "1"
+    # The job-wide environment (trial drivers, Train's controller and helper actors) leaves it out.
+    assert PROCESS_GROUP_VARIABLE not in worker_environment(use_gpu=False, local_cluster=True)
