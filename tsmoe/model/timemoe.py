@@ -116,9 +116,10 @@ def sdpa_pays(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether `scaled_dot_product_attention` beats the plain matmul-softmax-matmul path here.
 
     On GPUs its flash and memory-efficient kernels win at every dtype. On CPUs its flash kernel wins in
-    float32 (causal blocks skipped, no [L, L] scores) but in bfloat16 it loses to two oneDNN bfloat16
-    matmuls around a float32 softmax: measured side by side in `benchmarks/train_step.py
-    --attention-kernel` (docs/performance.md), the flash kernel took about a quarter of a bfloat16 step.
+    float32 (causal blocks skipped, no [L, L] scores); in bfloat16 a profile put about a quarter of the step
+    in it, and two oneDNN bfloat16 matmuls around a bfloat16 softmax (`Attention._matmul_attention`) are
+    used instead. `benchmarks/train_step.py --attention-kernel auto sdpa` times this rule against forcing
+    SDPA (docs/performance.md).
     """
     return device.type != "cpu" or dtype not in (torch.bfloat16, torch.float16)
 
