@@ -519,6 +519,20 @@ def test_expert_kernels_agree_under_bfloat16_autocast():
     assert_gradients_close(grouped_grads, loop_grads, rtol=5e-2, atol=5e-3)
 
 
+def test_fused_projections_equal_the_three_linears_and_leave_watched_linears_to_run_themselves():
+    model = tiny_model(attention_implementation="sdpa")
+    x = series(2, 24)
+    with torch.no_grad():
+        fused = model(x)
+        calls = []
+        handle = model.model.layers[0].self_attn.q_proj.register_forward_hook(lambda *_: calls.append(1))
+        watched = model(x)
+        handle.remove()
+    assert calls == [1]  # the hooked layer ran its own linears (a guard's hook, a LoRA layer, would see them)
+    for horizon in (1, 4, 8):
+        assert_close(fused.predictions[horizon], watched.predictions[horizon], **EXACT)
+
+
 @pytest.mark.parametrize("with_mask", [False, True], ids=["causal", "left-padded"])
 def test_fast_attention_in_bfloat16_rounds_as_the_reference_eager_attention(with_mask):
     generator = torch.Generator().manual_seed(5)

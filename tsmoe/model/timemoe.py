@@ -132,6 +132,11 @@ def _matmul_input(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _plain_linear(module: nn.Module) -> bool:
+    """A bare nn.Linear with no forward hooks: its call may be replaced by a matmul of its weights."""
+    return type(module) is nn.Linear and not (module._forward_hooks or module._forward_pre_hooks)
+
+
 class Attention(nn.Module):
     """Causal multi-head attention with RoPE; q/k/v linears carry a bias, the output does not."""
 
@@ -156,9 +161,10 @@ class Attention(nn.Module):
         n, length, _ = x.shape
         if self.config.attention_implementation == "sdpa":
             x = _matmul_input(x)  # the fast layout: one cast for q, k and v
-        q = self.q_proj(x).view(n, length, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(n, length, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(n, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k, v = self._projections(x)
+        q = q.view(n, length, self.heads, self.head_dim).transpose(1, 2)
+        k = k.view(n, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(n, length, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             cached_keys, cached_values = cache.keys[self.layer_index], cache.values[self.layer_index]
@@ -176,6 +182,20 @@ class Attention(nn.Module):
         else:
             out = self._matmul_attention(q, k, v, mask)
         return self.o_proj(out.transpose(1, 2).reshape(n, length, self.heads * self.head_dim))
+
+    def _projections(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """q, k and v of x, [N, L, heads * D] and [N, L, kv_heads * D] twice.
+
+        The fast layout runs the three linears as one matmul over their stacked weights: x is read once, and
+        backward takes one input-gradient matmul instead of three and two adds. Linears that something else
+        wraps or watches (peft's LoRA layers, the non-finite guard's forward hooks) are called as themselves.
+        """
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        if self.config.attention_implementation == "sdpa" and all(map(_plain_linear, projections)):
+            weight = torch.cat([projection.weight for projection in projections])
+            bias = torch.cat([projection.bias for projection in projections])
+            return F.linear(x, weight, bias).split([projection.out_features for projection in projections], -1)
+        return tuple(projection(x) for projection in projections)
 
     @staticmethod
     def _eager(q, k, v, mask):
