@@ -5,7 +5,8 @@ and precision asked for. Several layouts or precisions are timed in ONE process,
 round-robin, so that a shared or throttled machine slows them alike and their ratio holds.
 `--implementation reference` runs the reference's layout (eager attention, a Python loop over experts,
 foreach AdamW); `fast` runs tsmoe's (attention kernel chosen per device and dtype, grouped experts, fused
-AdamW). `--dtype best` is what `training.precision: auto` picks on the device. Example:
+AdamW). `--dtype best` is what `training.precision: auto` picks on the device. `--matmul-ceiling` reads
+`benchmarks/matmul_ceiling.py`'s JSON and adds each case's share of its dtype's measured matmul ceiling. Example:
 
     python benchmarks/train_step.py --implementation reference fast --dtype float32 best \\
         --hidden 256 --layers 4 --heads 4 --experts 8 --top-k 2 --intermediate 1024 --ctx 512 --batch 8
@@ -73,6 +74,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--peak-tflops", type=float, help="the device's dense peak for --dtype, for model FLOP utilisation (MFU)"
+    )
+    parser.add_argument(
+        "--matmul-ceiling",
+        type=Path,
+        help="a benchmarks/matmul_ceiling.py JSON of this device: also report each case's share of its dtype's ceiling",
     )
     parser.add_argument("--json", type=Path, help="also write the figures (a list, one entry per case) to this file")
     return parser.parse_args(argv)
@@ -152,7 +158,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for _ in range(args.steps):
         for case in cases:  # round-robin: a slow spell of a shared machine hits every case alike
             case.times.append(case.step())
-    results = [report(args, device, case, best) for case in cases]
+    ceilings = json.loads(args.matmul_ceiling.read_text()) if args.matmul_ceiling else {}
+    results = [report(args, device, case, best, ceilings) for case in cases]
     if len(cases) > 1:
         print_ratios(results)
     if args.json:
@@ -161,8 +168,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return results
 
 
-def report(args: argparse.Namespace, device: torch.device, case: Case, best: str) -> dict:
-    """The figures of one case, printed as one line."""
+def report(args: argparse.Namespace, device: torch.device, case: Case, best: str, ceilings: dict) -> dict:
+    """The figures of one case, printed as one line; with a measured matmul ceiling, the step's share of it."""
     step_s = statistics.median(case.times)
     total, active = case.config.parameter_counts()
     result = {
@@ -197,6 +204,11 @@ def report(args: argparse.Namespace, device: torch.device, case: Case, best: str
     result["model_tflops_s"] = result["tokens_s"] * case.config.training_flops_per_token(args.ctx) / 1e12
     result["mfu"] = result["model_tflops_s"] / args.peak_tflops if args.peak_tflops else None
     mfu = f", MFU {result['mfu']:.1%}" if result["mfu"] is not None else ""
+    ceiling = ceilings.get(case.dtype_name, {}).get("ceiling_gflop_s")
+    result["matmul_ceiling_gflop_s"] = ceiling
+    result["matmul_ceiling_share"] = result["model_tflops_s"] * 1000 / ceiling if ceiling else None
+    if result["matmul_ceiling_share"] is not None:
+        mfu += f", {result['matmul_ceiling_share']:.0%} of the {ceiling:,.0f} GFLOP/s matmul ceiling"
     print(
         f"{case.implementation:>9} {case.dtype_name} attention {case.attention} {device}: "
         f"{result['tokens_s']:,.0f} tokens/s, "

@@ -12,7 +12,7 @@ from torch.testing import assert_close
 from tests.model.tiny import TINY
 from tsmoe.model import TimeMoE, TimeMoEConfig
 from tsmoe.model.experts import grouped_experts, loop_experts
-from tsmoe.model.timemoe import load_balancing_loss, masked_huber_loss, total_loss
+from tsmoe.model.timemoe import Attention, RMSNorm, load_balancing_loss, masked_huber_loss, total_loss
 
 EXACT = dict(rtol=1e-10, atol=1e-10)
 # RoPE angles and the eager softmax are computed in float32 even for float64 models (as the
@@ -517,6 +517,71 @@ def test_expert_kernels_agree_under_bfloat16_autocast():
     assert torch.isfinite(grouped.loss)
     assert_close(grouped.loss, loop.loss, rtol=2e-2, atol=2e-2)
     assert_gradients_close(grouped_grads, loop_grads, rtol=5e-2, atol=5e-3)
+
+
+def test_fused_projections_equal_the_three_linears_and_leave_watched_linears_to_run_themselves():
+    model = tiny_model(attention_implementation="sdpa")
+    x = series(2, 24)
+    with torch.no_grad():
+        fused = model(x)
+        calls = []
+        handle = model.model.layers[0].self_attn.q_proj.register_forward_hook(lambda *_: calls.append(1))
+        watched = model(x)
+        handle.remove()
+    assert calls == [1]  # the hooked layer ran its own linears (a guard's hook, a LoRA layer, would see them)
+    for horizon in (1, 4, 8):
+        assert_close(fused.predictions[horizon], watched.predictions[horizon], **EXACT)
+
+
+@pytest.mark.parametrize("with_mask", [False, True], ids=["causal", "left-padded"])
+def test_fast_attention_in_bfloat16_rounds_as_the_reference_eager_attention(with_mask):
+    generator = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 3, 24, 16, generator=generator).to(torch.bfloat16) for _ in range(3))
+    mask = None
+    if with_mask:
+        padding = torch.ones(2, 24, dtype=torch.bool)
+        padding[1, :7] = False
+        own_key = torch.eye(24, dtype=torch.bool)
+        mask = torch.ones(24, 24, dtype=torch.bool).tril()[None, None] & (padding[:, None, None, :] | own_key)
+    fast = Attention._matmul_attention(q, k, v, mask)
+    reference = Attention._eager(q, k, v, mask)
+    assert fast.dtype == torch.bfloat16
+    # Both round the same float32 softmax to bfloat16 once: at most a unit in the last place apart.
+    assert_close(fast.float(), reference.float(), rtol=2**-7, atol=1e-3)
+
+
+def test_norm_feeding_a_matmul_returns_autocast_dtype_and_the_plain_norm_otherwise():
+    norm = RMSNorm(32, 1e-6)
+    with torch.no_grad():
+        norm.weight.normal_(1.0, 0.2)
+    x = series(4, 32, dtype=torch.float32).to(torch.bfloat16)
+    plain = norm(x)
+    assert plain.dtype == torch.float32  # a bfloat16 input scaled by the float32 weight, as the reference does
+    assert_close(norm(x, matmul_input=True), plain, **EXACT)  # without autocast, nothing changes
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = norm(x, matmul_input=True)
+    assert fused.dtype == torch.bfloat16
+    assert_close(fused.float(), plain, rtol=2**-7, atol=1e-3)
+
+
+@pytest.mark.parametrize("with_mask", [False, True], ids=["causal", "left-padded"])
+def test_fast_layout_follows_the_reference_layout_under_bfloat16_autocast(with_mask):
+    x, labels = series(3, 32, dtype=torch.float32), series(3, 32, seed=2, dtype=torch.float32)
+    attention_mask = None
+    if with_mask:
+        attention_mask = torch.ones(3, 32)
+        attention_mask[0, :5] = 0
+    results = {}
+    for layout, attention, experts in (("reference", "eager", "loop"), ("fast", "sdpa", "grouped")):
+        model = tiny_model(dtype=torch.float32, attention_implementation=attention, expert_implementation=experts)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            results[layout] = run_with_gradients(model, x, labels, attention_mask=attention_mask)
+    (reference, reference_grads), (fast, fast_grads) = results["reference"], results["fast"]
+    assert torch.isfinite(fast.loss)
+    assert_close(fast.loss, reference.loss, rtol=2e-2, atol=2e-2)
+    for horizon in (1, 4, 8):
+        assert_close(fast.predictions[horizon], reference.predictions[horizon], rtol=5e-2, atol=5e-2)
+    assert_gradients_close(fast_grads, reference_grads, rtol=5e-2, atol=5e-3)
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ GPUs, float32 on other CPUs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,10 @@ import torch
 from tests.training.test_loop import synthetic_data
 from tsmoe.config import load_run_config
 from tsmoe.training import precision as precision_module
+from tsmoe.training.launch import METRICS_FILE, RUN_NAME, collect_outputs
 from tsmoe.training.loop import fit
 from tsmoe.training.precision import choose_precision
+from tsmoe.training.trainer import Trainer
 
 QUICKSTART = Path(__file__).parents[2] / "configs" / "quickstart.yaml"
 
@@ -102,3 +105,22 @@ def test_a_bfloat16_cpu_run_follows_the_float32_run_over_the_quickstart_schedule
     # epoch allows for that and for routing flips near ties, and is 30x what was measured here (0.03%).
     np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=0.01)
     assert not np.array_equal(losses["bfloat16"], losses["float32"])  # the two runs did differ in precision
+
+
+@pytest.mark.parametrize("native_bfloat16, expected", [(True, "bfloat16"), (False, "float32")])
+def test_the_quickstart_run_records_the_precision_auto_picked_in_its_metrics(
+    tmp_path, monkeypatch, native_bfloat16, expected
+):
+    # What `tsmoe train configs/quickstart.yaml` writes, in one process: the quickstart config (precision auto)
+    # on a small dataset, one epoch, its checkpoint, then metrics.jsonl collected from it as the launcher does.
+    _cpu_with(monkeypatch, onednn_bfloat16=native_bfloat16, avx512_bfloat16=native_bfloat16, amx=False)
+    run = load_run_config(QUICKSTART)
+    assert run.training.precision == "auto"
+    run.data.path, run.data.num_workers = synthetic_data(tmp_path / "data", train=4, val=4, length=32), 0
+    run.training.epochs = 1
+    trainer = Trainer(run)
+    trainer.history.append(trainer.train_epoch())
+    trainer.save_checkpoint(tmp_path / "run" / RUN_NAME / "checkpoint_000000")
+    collect_outputs(tmp_path / "run")
+    lines = (tmp_path / "run" / METRICS_FILE).read_text().splitlines()
+    assert [json.loads(line)["precision"] for line in lines] == [expected]

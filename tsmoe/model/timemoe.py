@@ -59,7 +59,13 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(size))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, matmul_input: bool = False) -> torch.Tensor:
+        """Normalise x; with `matmul_input` under autocast, return it in autocast's dtype for the linears that
+        read it, from one fused float32 kernel and one cast (the reference rounds the normalised value to x's
+        dtype, scales it by the float32 weight, and each linear casts the float32 product again)."""
+        if matmul_input and torch.is_autocast_enabled(x.device.type):
+            normalised = F.rms_norm(x.float(), (x.shape[-1],), self.weight, self.eps)
+            return normalised.to(torch.get_autocast_dtype(x.device.type))
         wide = x.float()
         wide = wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * wide.to(x.dtype)
@@ -110,9 +116,10 @@ def sdpa_pays(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether `scaled_dot_product_attention` beats the plain matmul-softmax-matmul path here.
 
     On GPUs its flash and memory-efficient kernels win at every dtype. On CPUs its flash kernel wins in
-    float32 (causal blocks skipped, no [L, L] scores) but in bfloat16 it loses to two oneDNN bfloat16
-    matmuls around a float32 softmax: measured side by side in `benchmarks/train_step.py
-    --attention-kernel` (docs/performance.md), the flash kernel took about a quarter of a bfloat16 step.
+    float32 (causal blocks skipped, no [L, L] scores); in bfloat16 a profile put about a quarter of the step
+    in it, and two oneDNN bfloat16 matmuls around a bfloat16 softmax (`Attention._matmul_attention`) are
+    used instead. `benchmarks/train_step.py --attention-kernel auto sdpa` times this rule against forcing
+    SDPA (docs/performance.md).
     """
     return device.type != "cpu" or dtype not in (torch.bfloat16, torch.float16)
 
@@ -123,6 +130,11 @@ def _matmul_input(x: torch.Tensor) -> torch.Tensor:
     if torch.is_autocast_enabled(x.device.type) and x.is_floating_point():
         return x.to(torch.get_autocast_dtype(x.device.type))
     return x
+
+
+def _plain_linear(module: nn.Module) -> bool:
+    """A bare nn.Linear with no forward hooks: its call may be replaced by a matmul of its weights."""
+    return type(module) is nn.Linear and not (module._forward_hooks or module._forward_pre_hooks)
 
 
 class Attention(nn.Module):
@@ -149,9 +161,10 @@ class Attention(nn.Module):
         n, length, _ = x.shape
         if self.config.attention_implementation == "sdpa":
             x = _matmul_input(x)  # the fast layout: one cast for q, k and v
-        q = self.q_proj(x).view(n, length, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(n, length, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(n, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k, v = self._projections(x)
+        q = q.view(n, length, self.heads, self.head_dim).transpose(1, 2)
+        k = k.view(n, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(n, length, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             cached_keys, cached_values = cache.keys[self.layer_index], cache.values[self.layer_index]
@@ -162,11 +175,27 @@ class Attention(nn.Module):
         if self.kv_heads != self.heads:
             k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
             v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
-        if self.config.attention_implementation == "sdpa" and sdpa_pays(q.device, q.dtype):
+        if self.config.attention_implementation == "eager":
+            out = self._eager(q, k, v, mask)
+        elif sdpa_pays(q.device, q.dtype):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         else:
-            out = self._eager(q, k, v, mask)
+            out = self._matmul_attention(q, k, v, mask)
         return self.o_proj(out.transpose(1, 2).reshape(n, length, self.heads * self.head_dim))
+
+    def _projections(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """q, k and v of x, [N, L, heads * D] and [N, L, kv_heads * D] twice.
+
+        The fast layout runs the three linears as one matmul over their stacked weights: x is read once, and
+        backward takes one input-gradient matmul instead of three and two adds. Linears that something else
+        wraps or watches (peft's LoRA layers, the non-finite guard's forward hooks) are called as themselves.
+        """
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        if self.config.attention_implementation == "sdpa" and all(map(_plain_linear, projections)):
+            weight = torch.cat([projection.weight for projection in projections])
+            bias = torch.cat([projection.bias for projection in projections])
+            return F.linear(x, weight, bias).split([projection.out_features for projection in projections], -1)
+        return tuple(projection(x) for projection in projections)
 
     @staticmethod
     def _eager(q, k, v, mask):
@@ -176,6 +205,24 @@ class Attention(nn.Module):
             mask = torch.ones(length, keys, dtype=torch.bool, device=q.device).tril(keys - length)
         scores = scores.masked_fill(~mask, float("-inf"))
         return F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype) @ v
+
+    @staticmethod
+    def _matmul_attention(q, k, v, mask):
+        """The fast layout's attention where SDPA does not pay (half types on CPUs): the reference's matmul,
+        mask and softmax, kept in q's dtype.
+
+        The CPU softmax kernel accumulates a bfloat16 row in float32 and rounds its output once, as the
+        reference's float32 softmax followed by a cast does, without two casts of the [N, heads, L, S] scores
+        each way. The scale goes on q ([L, D], not [L, S]; exact where head_dim is a power of 4), and the
+        mask is filled in place into the fresh scores.
+        """
+        scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)  # [N, heads, L, S]
+        if mask is None:
+            length, keys = scores.shape[-2:]
+            hidden = torch.ones(length, keys, dtype=torch.bool, device=q.device).triu(keys - length + 1)
+        else:
+            hidden = ~mask
+        return F.softmax(scores.masked_fill_(hidden, float("-inf")), dim=-1) @ v
 
 
 class SwiGLU(nn.Module):
@@ -284,10 +331,13 @@ class DecoderLayer(nn.Module):
         # The grouped layout casts the feed-forward input once under autocast: the router, the shared expert,
         # its gate and the routed experts all read the same bfloat16 copy, which autocast would make 4 times.
         self.cast_ffn_input_once = config.expert_implementation == "grouped"
+        # Likewise the fast attention reads q, k and v's input in autocast's dtype, straight from its norm.
+        self.cast_attention_input_once = config.attention_implementation == "sdpa"
 
     def forward(self, x, cos, sin, mask, cache=None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
-        ffn_input = self.post_attention_layernorm(x)
+        attention_input = self.input_layernorm(x, matmul_input=self.cast_attention_input_once)
+        x = x + self.self_attn(attention_input, cos, sin, mask, cache)
+        ffn_input = self.post_attention_layernorm(x, matmul_input=self.cast_ffn_input_once)
         ffn_out = self.ffn_layer(_matmul_input(ffn_input) if self.cast_ffn_input_once else ffn_input)
         if isinstance(ffn_out, tuple):
             ffn_out, router_logits = ffn_out
