@@ -76,6 +76,17 @@ def test_a_dominated_trial_stops_and_the_ledger_names_its_pareto_rank(tmp_path):
     assert "top 2 of 4 trials" in reasons["d"]
 
 
+def test_a_trial_cut_from_a_wide_front_is_told_it_lost_on_crowding(tmp_path):
+    ledger = StopLedger(tmp_path)
+    moasha = MOASHA(ledger, OBJECTIVES, max_t=4, grace_period=1, reduction_factor=2)
+    # All four on one front; (0.89, 110) and (0.85, 200) are the crowded middle ones (see the test above).
+    for name, auroc, speed in (("a", 0.9, 100.0), ("b", 0.8, 300.0), ("c", 0.85, 200.0), ("d", 0.89, 110.0)):
+        moasha.on_trial_result(None, _trial(name), _result(1, auroc, speed))
+    reason = ledger.reasons()["d"]
+    assert reason.startswith("moasha: Pareto rank 1 of 1 at epoch 1")
+    assert "its front holds 4 of them" in reason and "crowding distance 1" in reason
+
+
 def test_a_trial_is_judged_once_per_rung_and_never_at_its_last_epoch(tmp_path):
     moasha = MOASHA(StopLedger(tmp_path), OBJECTIVES, max_t=4, grace_period=1, reduction_factor=2)
     assert moasha.milestones == [1, 2]

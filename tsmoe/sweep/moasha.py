@@ -182,12 +182,18 @@ class MOASHA(FIFOScheduler):
         figures = ", ".join(
             f"{name} {value:.4g}" for name, value in zip(self.objectives, points[position], strict=True)
         )
-        self.ledger.record(
-            trial_id,
-            epoch,
+        reason = (
             f"moasha: Pareto rank {ranks[position]} of {ranks.max()} at epoch {epoch} ({figures}); "
-            f"the top {keep} of {len(trial_ids)} trials at this rung go on",
+            f"the top {keep} of {len(trial_ids)} trials at this rung go on"
         )
+        if ranks[position] == ranks[last_kept]:
+            # Its front is wider than the places left: say why it lost to trials it does not trail.
+            front = int((ranks == ranks[position]).sum())
+            reason += (
+                f"; its front holds {front} of them and it lies where the front is most crowded "
+                f"(crowding distance {crowding[position]:.3g}), so trials that spread the front further went on"
+            )
+        self.ledger.record(trial_id, epoch, reason)
         return TrialScheduler.STOP
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
