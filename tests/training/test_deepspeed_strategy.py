@@ -7,7 +7,6 @@ each spawns its two ranks once and runs every trainer it compares inside them.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -16,9 +15,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as multiprocessing
 
+from tests.training.probes import parameters, poison_gradient, poison_router
 from tests.training.test_loop import synthetic_data, tiny_run
 from tsmoe.config import RunConfig
-from tsmoe.training.finetune import base_model
 from tsmoe.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
@@ -36,35 +35,6 @@ def _with_strategy(run: RunConfig, strategy: str, stage: int = 2) -> RunConfig:
     return run
 
 
-def _parameters(trainer: Trainer) -> dict[str, torch.Tensor]:
-    return {name: parameter.detach().clone() for name, parameter in base_model(trainer.module).named_parameters()}
-
-
-def _poison_loss(trainer: Trainer, calls: set[int]) -> None:
-    """Make layer 1's router logits (and so the loss) NaN on the given forward calls, counted from 0."""
-    count = {"calls": 0}
-
-    def hook(module, args, output):
-        call = count["calls"]
-        count["calls"] += 1
-        return torch.full_like(output, math.nan) if call in calls else output
-
-    base_model(trainer.module).model.layers[1].ffn_layer.gate.register_forward_hook(hook)
-
-
-def _poison_gradient(trainer: Trainer, calls: set[int]) -> None:
-    """Make one weight's gradient NaN on the given backward calls (counted from 0): the loss stays finite."""
-    count = {"calls": 0}
-    weight = base_model(trainer.module).model.layers[0].self_attn.q_proj.weight
-
-    def hook(gradient):
-        call = count["calls"]
-        count["calls"] += 1
-        return torch.full_like(gradient, math.nan) if call in calls else gradient
-
-    weight.register_hook(hook)
-
-
 def _train(trainer: Trainer, epochs: int) -> dict:
     history = [trainer.train_epoch() for _ in range(epochs)]
     return {
@@ -72,7 +42,7 @@ def _train(trainer: Trainer, epochs: int) -> dict:
         "nan_steps": [metrics["nan_steps"] for metrics in history],
         "learning_rate": trainer.learning_rate(),
         "step": trainer.step,
-        "parameters": _parameters(trainer),
+        "parameters": parameters(trainer),
     }
 
 
@@ -117,7 +87,7 @@ def _nonfinite_steps(rank: int, tmp_path: str, run: RunConfig) -> None:
         for poison in ("loss", "gradient"):
             trainer = Trainer(_with_strategy(run, strategy), rank=rank, world_size=2)
             if rank == 0:  # one rank's NaN must make both ranks skip the step
-                (_poison_loss if poison == "loss" else _poison_gradient)(trainer, calls={1})
+                (poison_router if poison == "loss" else poison_gradient)(trainer, calls={1})
             results[strategy, poison] = _train(trainer, epochs=2)
         results[strategy, "clean"] = _train(Trainer(_with_strategy(run, strategy), rank=rank, world_size=2), epochs=2)
     torch.save(results, Path(tmp_path) / f"results{rank}.pt")

@@ -15,6 +15,7 @@ import torch.multiprocessing as multiprocessing
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
 from tests.model.tiny import TINY
+from tests.training.probes import parameters, poison_gradient, poison_router
 from tests.training.test_loop import synthetic_data, tiny_run
 from tsmoe.config import RunConfig, load_run_config
 from tsmoe.data.loader import normalized_segments
@@ -26,10 +27,6 @@ from tsmoe.training.finetune import base_model
 from tsmoe.training.guard import NonFiniteTrainingError
 from tsmoe.training.strategy import STATE_FILE
 from tsmoe.training.trainer import SUMMARY_FILE, Trainer, aux_loss_factor, rng_state, set_rng_state
-
-
-def _parameters(trainer: Trainer) -> dict[str, torch.Tensor]:
-    return {name: parameter.detach().clone() for name, parameter in base_model(trainer.module).named_parameters()}
 
 
 def test_aux_loss_factor_warms_up_linearly():
@@ -49,7 +46,7 @@ def _ddp_rank(rank: int, run, rendezvous: str, out: str) -> None:
     trainer.strategy.ddp_model.register_comm_hook(None, counting_allreduce)
     trainer.train_epoch()
     if rank == 0:
-        torch.save({"parameters": _parameters(trainer), "reductions": len(reductions)}, out)
+        torch.save({"parameters": parameters(trainer), "reductions": len(reductions)}, out)
     dist.destroy_process_group()
 
 
@@ -74,9 +71,9 @@ def test_two_ddp_workers_match_one_process_on_the_same_global_batch(tmp_path, ba
         _ddp_rank, args=(distributed, str(tmp_path / "rendezvous"), str(tmp_path / "ddp.pt")), nprocs=2
     )
     trainer = Trainer(single, "cpu")
-    initial = _parameters(trainer)
+    initial = parameters(trainer)
     trainer.train_epoch()
-    expected, got = _parameters(trainer), torch.load(tmp_path / "ddp.pt")
+    expected, got = parameters(trainer), torch.load(tmp_path / "ddp.pt")
     assert trainer.step == 1
     for name in expected:
         assert not torch.equal(expected[name], initial[name]) or "shared_expert_gate" in name, name
@@ -101,27 +98,15 @@ def test_a_resumed_run_ends_with_the_same_parameters(tmp_path):
     assert resumed.epoch == 1 and resumed.step == first.step and resumed.history == [{"epoch": 1}]
     for _ in range(2):
         resumed.train_epoch()
-    expected, got = _parameters(uninterrupted), _parameters(resumed)
+    expected, got = parameters(uninterrupted), parameters(resumed)
     for name in expected:
         assert torch.equal(got[name], expected[name]), name
     assert (tmp_path / "checkpoint" / "model" / "config.json").is_file()
 
 
-def _poison_router(trainer: Trainer, calls: set[int]) -> None:
-    """Make layer 1's router logits NaN on the given forward calls (counted from 0)."""
-    count = {"calls": 0}
-
-    def hook(module, args, output):
-        call = count["calls"]
-        count["calls"] += 1
-        return torch.full_like(output, math.nan) if call in calls else output
-
-    base_model(trainer.module).model.layers[1].ffn_layer.gate.register_forward_hook(hook)
-
-
 def test_one_nan_step_is_skipped_and_counted(tmp_path):
     trainer = Trainer(tiny_run(synthetic_data(tmp_path / "data"), epochs=1))
-    _poison_router(trainer, calls={1})
+    poison_router(trainer, calls={1})
     metrics = trainer.train_epoch()
     assert metrics["nan_steps"] == 1 and trainer.step == 4
     assert math.isfinite(metrics["loss"])  # the NaN is left out of the mean, never logged as 0
@@ -129,7 +114,7 @@ def test_one_nan_step_is_skipped_and_counted(tmp_path):
 
 def test_a_persistent_nan_stops_the_run_naming_the_router(tmp_path):
     trainer = Trainer(tiny_run(synthetic_data(tmp_path / "data"), epochs=1, max_consecutive_nonfinite_steps=2))
-    _poison_router(trainer, calls=set(range(100)))
+    poison_router(trainer, calls=set(range(100)))
     with pytest.raises(
         NonFiniteTrainingError,
         match=r"2 optimizer steps in a row.*model\.layers\.1\.ffn_layer\.gate "
@@ -154,9 +139,9 @@ def test_lora_trains_only_adapter_weights(tmp_path, pretrained):
     assert trainable and all("lora_" in name for name in trainable)
     assert any("embed_layer.emb_layer.lora_A" in name for name in trainable)
     assert not any("experts" in name for name in trainable)
-    before = _parameters(trainer)
+    before = parameters(trainer)
     trainer.train_epoch()
-    after = _parameters(trainer)
+    after = parameters(trainer)
     changed = {name for name in before if not torch.equal(before[name], after[name])}
     assert changed and all("lora_" in name for name in changed)
 
@@ -168,9 +153,9 @@ def test_frozen_experts_leave_expert_weights_unchanged(tmp_path, pretrained):
         finetune=FinetuneConfig(checkpoint=pretrained, mode="frozen_experts"),
     )
     trainer = Trainer(run)
-    before = _parameters(trainer)
+    before = parameters(trainer)
     trainer.train_epoch()
-    after = _parameters(trainer)
+    after = parameters(trainer)
     experts = [name for name in before if ".ffn_layer.experts." in name or ".shared_expert" in name]
     assert experts and all(torch.equal(before[name], after[name]) for name in experts)
     assert not torch.equal(
@@ -196,30 +181,18 @@ def test_a_compiled_model_trains_like_the_eager_one(tmp_path):
     assert metrics["loss"] == pytest.approx(eager["loss"], rel=1e-4)
 
 
-def _poison_gradient(trainer: Trainer, calls: set[int]) -> None:
-    """Make one weight's gradient NaN on the given backward calls (counted from 0); the loss stays finite."""
-    count = {"calls": 0}
-
-    def hook(gradient):
-        call = count["calls"]
-        count["calls"] += 1
-        return torch.full_like(gradient, math.nan) if call in calls else gradient
-
-    base_model(trainer.module).model.layers[0].self_attn.q_proj.weight.register_hook(hook)
-
-
 def test_a_nonfinite_gradient_is_skipped_counted_and_the_schedule_still_advances(tmp_path):
     run = tiny_run(synthetic_data(tmp_path / "data"), epochs=1)
     clean = Trainer(run)
     clean.train_epoch()
     trainer = Trainer(run)
-    _poison_gradient(trainer, calls={1})
+    poison_gradient(trainer, calls={1})
     metrics = trainer.train_epoch()
     assert metrics["nan_steps"] == 1 and math.isfinite(metrics["loss"]) and trainer.step == 4
     assert metrics["learning_rate"] == clean.learning_rate()
     weight = "model.layers.0.self_attn.q_proj.weight"
-    assert torch.isfinite(_parameters(trainer)[weight]).all()
-    assert not torch.equal(_parameters(trainer)[weight], _parameters(clean)[weight])
+    assert torch.isfinite(parameters(trainer)[weight]).all()
+    assert not torch.equal(parameters(trainer)[weight], parameters(clean)[weight])
 
 
 def test_a_checkpoint_loads_with_weights_only_and_records_the_precision(tmp_path):
@@ -320,9 +293,9 @@ def test_both_objectives_lower_the_reconstruction_loss(tmp_path):
 def test_masked_reconstruction_trains_its_path_and_freezes_the_forecast_heads(tmp_path):
     trainer = Trainer(_objective_run(synthetic_data(tmp_path / "data"), "masked_reconstruction", epochs=1))
     assert base_model(trainer.module).config.reconstruction_head
-    before = _parameters(trainer)
+    before = parameters(trainer)
     metrics = trainer.train_epoch()
-    after = _parameters(trainer)
+    after = parameters(trainer)
     assert metrics["nan_steps"] == 0 and math.isfinite(metrics["reconstruction_loss"])
     changed = {name for name in before if not torch.equal(before[name], after[name])}
     assert {"mask_embedding", "reconstruction_head.out_layer.weight"} <= changed
@@ -361,9 +334,9 @@ def test_lora_with_reconstruction_trains_adapters_and_the_new_path(tmp_path, pre
         "mask_embedding",
         "reconstruction_head.out_layer.weight",
     ]
-    before = _parameters(trainer)
+    before = parameters(trainer)
     trainer.train_epoch()
-    after = _parameters(trainer)
+    after = parameters(trainer)
     changed = {name for name in before if not torch.equal(before[name], after[name])}
     assert {"mask_embedding", "reconstruction_head.out_layer.weight"} <= changed
     assert not any(".ffn_layer." in name or name.startswith("lm_heads.") for name in changed)
