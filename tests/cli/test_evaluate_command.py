@@ -15,26 +15,15 @@ from tsmoe.training.config import TrainingConfig
 from tsmoe.training.loop import fit
 
 
+def synthesize(data, train: int, val: int, test: int, length: int) -> int:
+    """`tsmoe data synth` into `data` with these split sizes and segment length; its exit code."""
+    arguments = ["--train-segments", train, "--val-segments", val, "--test-segments", test, "--segment-length", length]
+    return main(["data", "synth", str(data), *map(str, arguments)])
+
+
 def test_evaluate_prints_the_model_beside_every_baseline(tmp_path, capsys):
     data = tmp_path / "synthetic"
-    assert (
-        main(
-            [
-                "data",
-                "synth",
-                str(data),
-                "--train-segments",
-                "8",
-                "--val-segments",
-                "8",
-                "--test-segments",
-                "4",
-                "--segment-length",
-                "128",
-            ]
-        )
-        == 0
-    )
+    assert synthesize(data, train=8, val=8, test=4, length=128) == 0
     run = RunConfig(
         model=TimeMoEConfig(**TINY),
         data=DataConfig(path=data, batch_size=4, num_workers=0),
@@ -73,21 +62,7 @@ def test_evaluate_prints_the_model_beside_every_baseline(tmp_path, capsys):
 
 def test_evaluate_with_a_head_the_model_lacks_fails_before_scoring(tmp_path, capsys):
     data = tmp_path / "synthetic"
-    main(
-        [
-            "data",
-            "synth",
-            str(data),
-            "--train-segments",
-            "2",
-            "--val-segments",
-            "2",
-            "--test-segments",
-            "0",
-            "--segment-length",
-            "64",
-        ]
-    )
+    synthesize(data, train=2, val=2, test=0, length=64)
     TimeMoE(TimeMoEConfig(**TINY)).save_pretrained(tmp_path / "model")
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "model"), "--data", str(data), "--heads", "3"]) == 2
@@ -96,21 +71,7 @@ def test_evaluate_with_a_head_the_model_lacks_fails_before_scoring(tmp_path, cap
 
 def test_evaluate_uses_the_run_directory_config_and_says_so(tmp_path, capsys):
     data = tmp_path / "synthetic"
-    main(
-        [
-            "data",
-            "synth",
-            str(data),
-            "--train-segments",
-            "2",
-            "--val-segments",
-            "4",
-            "--test-segments",
-            "0",
-            "--segment-length",
-            "64",
-        ]
-    )
+    synthesize(data, train=2, val=4, test=0, length=64)
     run = RunConfig(model=TimeMoEConfig(**TINY), data=DataConfig(path=data))
     run.evaluation.smoothing_window = 5
     run.evaluation.baselines = []
@@ -130,8 +91,7 @@ def test_evaluate_uses_the_run_directory_config_and_says_so(tmp_path, capsys):
 
 def test_evaluate_scores_with_the_views_the_run_trained_with(tmp_path, capsys):
     data = tmp_path / "synthetic"
-    arguments = ["--train-segments", "2", "--val-segments", "4", "--test-segments", "0", "--segment-length", "64"]
-    main(["data", "synth", str(data), *arguments])
+    synthesize(data, train=2, val=4, test=0, length=64)
     run = RunConfig(model=TimeMoEConfig(**TINY), data=DataConfig(path=data, views=["time", "spectrum"]))
     run.data.spectrum_window, run.data.spectrum_bands = 8, 2
     run.evaluation.baselines = []
@@ -153,21 +113,7 @@ def test_evaluate_scores_with_the_views_the_run_trained_with(tmp_path, capsys):
 
 def test_evaluate_with_a_reconstruction_weight_needs_a_model_with_the_reconstruction_path(tmp_path, capsys):
     data = tmp_path / "synthetic"
-    main(
-        [
-            "data",
-            "synth",
-            str(data),
-            "--train-segments",
-            "2",
-            "--val-segments",
-            "2",
-            "--test-segments",
-            "0",
-            "--segment-length",
-            "64",
-        ]
-    )
+    synthesize(data, train=2, val=2, test=0, length=64)
     TimeMoE(TimeMoEConfig(**TINY)).save_pretrained(tmp_path / "model")
     capsys.readouterr()
     arguments = ["evaluate", str(tmp_path / "model"), "--data", str(data), "--baselines"]
