@@ -68,7 +68,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the fast layout's attention: auto (the per-device, per-dtype rule), or forced, to measure the rule",
     )
     parser.add_argument("--activation-checkpointing", action="store_true")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument(
+        "--compile",
+        nargs="*",
+        choices=["eager", "compiled"],
+        default=["eager"],
+        help="eager, compiled (torch.compile) or both, as cases side by side; --compile alone: compiled",
+    )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
@@ -95,10 +101,16 @@ class Case:
     """One layout at one precision: its model, optimizer, step function and step times."""
 
     def __init__(
-        self, args: argparse.Namespace, device: torch.device, implementation: str, dtype_name: str, attention: str
+        self,
+        args: argparse.Namespace,
+        device: torch.device,
+        implementation: str,
+        dtype_name: str,
+        attention: str,
+        mode: str = "eager",
     ):
         torch.manual_seed(args.seed)
-        self.implementation, self.dtype_name, self.attention = implementation, dtype_name, attention
+        self.implementation, self.dtype_name, self.attention, self.mode = implementation, dtype_name, attention, mode
         self.config = TimeMoEConfig(
             hidden_size=args.hidden,
             num_hidden_layers=args.layers,
@@ -110,7 +122,7 @@ class Case:
             **IMPLEMENTATIONS[implementation],
         )
         self.model = TimeMoE(self.config).to(device).train()
-        self.step_model = torch.compile(self.model) if args.compile else self.model
+        self.step_model = torch.compile(self.model) if mode == "compiled" else self.model
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=implementation == "fast")
         dtype = DTYPES[dtype_name]
         self.autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
@@ -143,8 +155,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         torch.backends.cudnn.allow_tf32 = True
     best = choose_precision(device).name
     dtypes = list(dict.fromkeys(best if name == "best" else name for name in args.dtype))
+    modes = args.compile or ["compiled"]  # a bare --compile compiles every case
     cases = [
-        Case(args, device, implementation, name, attention)
+        Case(args, device, implementation, name, attention, mode)
+        for mode in modes
         for name in dtypes
         for implementation in args.implementation
         # The reference layout always runs its eager attention.
@@ -178,6 +192,7 @@ def report(args: argparse.Namespace, device: torch.device, case: Case, best: str
         "dtype": case.dtype_name,
         "best_dtype_here": best,
         "attention_kernel": case.attention,
+        "mode": case.mode,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -210,7 +225,7 @@ def report(args: argparse.Namespace, device: torch.device, case: Case, best: str
     if result["matmul_ceiling_share"] is not None:
         mfu += f", {result['matmul_ceiling_share']:.0%} of the {ceiling:,.0f} GFLOP/s matmul ceiling"
     print(
-        f"{case.implementation:>9} {case.dtype_name} attention {case.attention} {device}: "
+        f"{case.implementation:>9} {case.mode} {case.dtype_name} attention {case.attention} {device}: "
         f"{result['tokens_s']:,.0f} tokens/s, "
         f"{result['model_tflops_s'] * 1000:,.1f} model GFLOP/s{mfu} (median step {step_s * 1000:.0f} ms "
         f"over {args.steps}), peak memory {result['peak_memory_gib']:.2f} GiB"
@@ -228,8 +243,8 @@ def print_ratios(results: list[dict]) -> None:
         ratio = result["tokens_s"] / best_reference["tokens_s"]
         result["vs_best_reference"] = ratio
         print(
-            f"{result['implementation']:>9} {result['dtype']} attention {result['attention_kernel']}: {ratio:.2f}x "
-            f"the reference at its best ({best_reference['dtype']})"
+            f"{result['implementation']:>9} {result['mode']} {result['dtype']} attention {result['attention_kernel']}: "
+            f"{ratio:.2f}x the reference at its best ({best_reference['mode']} {best_reference['dtype']})"
         )
 
 

@@ -73,7 +73,7 @@ def test_views_put_the_channels_first_then_each_channels_standardised_bands():
     views = _views()
     segments = torch.randn(3, 2, 40, generator=torch.Generator().manual_seed(3))
     series = views(segments)
-    assert series.shape == (3, 2 * (1 + BANDS), 40) and views.series_per_channel() == 1 + BANDS
+    assert series.shape == (3, 2 * (1 + BANDS), 40) and views.series_count(2) == 2 * (1 + BANDS)
     torch.testing.assert_close(series[:, :2], segments)
     logarithm = torch.log1p(band_power(segments[:, 1], WINDOW, BANDS))  # channel 1: [3, bands, 40]
     expected = (logarithm[:, 3] - views.mean[1, 3]) / views.std[1, 3]
@@ -94,7 +94,7 @@ def test_the_time_view_alone_leaves_segments_as_they_are(tmp_path):
     dataset = open_dataset(write_small_dataset(tmp_path / "data"))
     views = fit_views(DataConfig(), dataset.split("train"), dataset.normalization)
     segments = torch.randn(2, 2, SEGMENT_LENGTH)
-    assert views(segments) is segments and views.series_per_channel() == 1 and not views.spectral
+    assert views(segments) is segments and views.series_count(2) == 2 and not views.spectral
 
 
 def test_fitted_statistics_standardise_the_training_split(tmp_path):
@@ -141,3 +141,111 @@ def test_a_window_longer_than_the_shortest_crop_names_the_field():
     with pytest.raises(ValueError, match=r"field data.spectrum_window: 64 points, longer than the shortest crop \(32"):
         check_spectrum_window(config, 64)
     check_spectrum_window(config.model_copy(update={"views": ["time"]}), 64)  # no spectral view, no window
+
+
+# The residual view: a cross-channel relation of normal data, broken.
+
+RESIDUAL_LENGTH = 64
+
+
+def _write_channels(directory, train: np.ndarray, names: list[str]):
+    """A dataset whose training split holds `train` [N, C, L] and a one-segment validation split."""
+    writer = DatasetWriter(directory, train.shape[-1], names, sampling_rate_hz=1.0)
+    writer.add_split("train", len(train)).segments[:] = train
+    writer.add_split("val", 1, label_level="segment")
+    writer.finish()
+    return open_dataset(directory)
+
+
+def _cancelling_pair(count: int, noise: float, seed: int = 0) -> np.ndarray:
+    """Two channels that cancel up to a little noise: b = -a + noise; [count, 2, RESIDUAL_LENGTH]."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(count, RESIDUAL_LENGTH)).cumsum(axis=1)
+    return np.stack([a, -a + noise * rng.normal(size=a.shape)], axis=1)
+
+
+def test_two_cancelling_channels_give_one_residual_series_along_their_sum(tmp_path):
+    # Noise large enough that the relation's variance is above the floor, small enough to be a residual.
+    dataset = _write_channels(tmp_path / "data", _cancelling_pair(12, noise=0.2), ["a", "b"])
+    views = fit_views(DataConfig(views=["time", "residual"]), dataset.split("train"), dataset.normalization)
+    assert views.residual_series == 1 and views.series_count(2) == 3
+    # Normalised, the channels are a' and about -a': they cancel along (1, 1) / sqrt(2).
+    direction = views.projection[:, 0] / views.projection[:, 0].norm()
+    torch.testing.assert_close(direction.abs(), torch.full((2,), 0.5**0.5), atol=1e-3, rtol=0)
+    assert torch.sign(direction[0]) == torch.sign(direction[1])
+    # On the training split the residual series is the relation's noise scaled to mean 0 and variance 1.
+    train = torch.from_numpy(normalized_segments(dataset.split("train"), dataset.normalization, 0, 12))
+    series = views(train)
+    torch.testing.assert_close(series[:, :2], train)
+    residual = series[:, 2].double()
+    assert abs(residual.mean().item()) < 1e-4 and abs(residual.std(correction=0).item() - 1.0) < 1e-3
+    # Hand-computed value of one point: direction . (x - mean) / std over the training vectors.
+    vectors = train.permute(0, 2, 1).reshape(-1, 2).double()
+    mean = vectors.mean(dim=0)
+    std = ((vectors - mean) @ direction.double()).std(correction=0)
+    expected = (train[3, :, 10].double() - mean) @ direction.double() / std
+    torch.testing.assert_close(series[3, 2, 10].double(), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_broken_relation_stands_out_of_the_residual_series_while_each_channel_looks_normal(tmp_path):
+    dataset = _write_channels(tmp_path / "data", _cancelling_pair(12, noise=0.01), ["a", "b"])
+    views = fit_views(DataConfig(views=["time", "residual"]), dataset.split("train"), dataset.normalization)
+    segment = torch.from_numpy(normalized_segments(dataset.split("train"), dataset.normalization, 0, 1)).clone()
+    broken = segment.clone()
+    broken[:, 1, 32:] *= 0.9  # channel b loses a tenth of its amplitude: well inside its normal range
+    before, after = views(segment)[0, 2], views(broken)[0, 2]
+    torch.testing.assert_close(after[:32], before[:32])
+    assert after[32:].abs().mean() > 10 * before[32:].abs().mean()
+
+
+@pytest.mark.parametrize(
+    "train, names",
+    [
+        (np.random.default_rng(1).normal(size=(6, 2, RESIDUAL_LENGTH)), ["x", "y"]),  # independent channels
+        (np.random.default_rng(2).normal(size=(6, 1, RESIDUAL_LENGTH)), ["x"]),  # one channel
+    ],
+)
+def test_channels_without_a_cancelling_relation_get_no_residual_series(tmp_path, train, names):
+    dataset = _write_channels(tmp_path / "data", train, names)
+    views = fit_views(DataConfig(views=["time", "residual"]), dataset.split("train"), dataset.normalization)
+    segments = torch.randn(2, len(names), RESIDUAL_LENGTH)
+    assert views.residual_series == 0 and views(segments) is segments
+
+
+def test_an_exact_relation_and_a_constant_channel_are_scaled_by_the_floor_not_divided_by_zero(tmp_path):
+    train = _cancelling_pair(6, noise=0.0)  # b = -a exactly
+    train = np.concatenate([train, np.full((6, 1, RESIDUAL_LENGTH), 4.0)], axis=1)  # and a constant channel
+    dataset = _write_channels(tmp_path / "data", train, ["a", "b", "frozen"])
+    views = fit_views(DataConfig(views=["time", "residual"]), dataset.split("train"), dataset.normalization)
+    assert views.residual_series == 2
+    series = views(torch.from_numpy(normalized_segments(dataset.split("train"), dataset.normalization, 0, 6)))
+    assert torch.isfinite(series).all() and series[:, 3:].abs().max() < 1e-2
+    # Scaled by the floor: a unit departure along a residual direction reads 1 / sqrt(MIN_RESIDUAL_VARIANCE
+    # times the mean channel variance), here 100 / sqrt(2 / 3) with variances 1, 1 and 0.
+    assert torch.allclose(views.projection.norm(dim=0), torch.full((2,), 100 / (2 / 3) ** 0.5), rtol=1e-3)
+
+
+def test_residual_series_follow_the_spectral_ones(tmp_path):
+    dataset = _write_channels(tmp_path / "data", _cancelling_pair(8, noise=0.01), ["a", "b"])
+    config = DataConfig(views=["time", "spectrum", "residual"], spectrum_window=8, spectrum_bands=2)
+    views = fit_views(config, dataset.split("train"), dataset.normalization)
+    segments = torch.from_numpy(normalized_segments(dataset.split("train"), dataset.normalization, 0, 3))
+    series = views(segments)
+    assert series.shape == (3, 2 + 2 * 2 + 1, RESIDUAL_LENGTH) == (3, views.series_count(2), RESIDUAL_LENGTH)
+    only_spectrum = fit_views(
+        config.model_copy(update={"views": ["time", "spectrum"]}), dataset.split("train"), dataset.normalization
+    )
+    only_residual = fit_views(
+        config.model_copy(update={"views": ["time", "residual"]}), dataset.split("train"), dataset.normalization
+    )
+    torch.testing.assert_close(series[:, :6], only_spectrum(segments))
+    torch.testing.assert_close(series[:, 6:], only_residual(segments)[:, 2:])
+
+
+def test_the_residual_view_is_computed_on_the_segments_device(tmp_path):
+    dataset = _write_channels(tmp_path / "data", _cancelling_pair(6, noise=0.01), ["a", "b"])
+    segments = torch.randn(2, 2, RESIDUAL_LENGTH)
+    with default_device_elsewhere():
+        views = fit_views(DataConfig(views=["time", "residual"]), dataset.split("train"), dataset.normalization)
+        series = views(segments)
+    assert series.device == segments.device and series.shape == (2, 3, RESIDUAL_LENGTH)

@@ -142,6 +142,33 @@ def test_both_directions_scores_the_absolute_z(tmp_path, model):
     np.testing.assert_allclose(both.score(dataset.split("val")), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_both_directions_with_smoothing_scores_the_absolute_mean_z_over_the_window(tmp_path, model):
+    # The window's mean z, then its absolute value: a stretch of errors all below normal scores high, and
+    # normal points whose z-scores scatter on both sides of 0 cancel instead of adding up.
+    dataset = _dataset(tmp_path / "data")
+    config = EvaluationConfig(batch_size=4, error_direction="both", smoothing_window=4)
+    both = ModelDetector(model, dataset, config)
+    segments = torch.from_numpy(normalized_segments(dataset.split("val"), dataset.normalization, 0, 4))
+    z = both.statistics.normalize(forecast_errors(model, segments, [1]).numpy())  # [4, 2, LENGTH]
+    windowed = np.full_like(z, np.nan)
+    for position in range(LENGTH):  # centred window of 4: one point before, two after (NaN left out)
+        window = z[:, :, max(position - 1, 0) : position + 3]
+        windowed[:, :, position] = np.nanmean(window, axis=2)
+    raw = np.abs(windowed).mean(axis=1)
+    standardised = (raw - both.location["forecast"]) / both.scale["forecast"]
+    expected = np.full_like(standardised, np.nan)
+    for position in range(LENGTH):  # the combined score is smoothed over the same window
+        expected[:, position] = np.nanmean(standardised[:, max(position - 1, 0) : position + 3], axis=1)
+    np.testing.assert_allclose(both.score(dataset.split("val")), expected, rtol=1e-4, atol=1e-5)
+    # A stretch forecast far better than normal: every z is -1, which |z| per point would score as +1
+    # exactly as a stretch of errors above normal; here the stretch of -1 scores 1 while alternating
+    # -1, +1 (normal scatter) scores 0.
+    alternating = np.tile([-1.0, 1.0], (1, 1, LENGTH // 2))
+    flat = np.full((1, 1, LENGTH), -1.0)
+    assert np.allclose(both._forecast_deviation(flat)[0, 0, 1:-2], 1.0)
+    assert np.allclose(both._forecast_deviation(alternating)[0, 0, 1:-2], 0.0)
+
+
 def test_files_labelled_whole_are_measured_at_run_level(tmp_path, model):
     dataset = _dataset(tmp_path / "data")
     split = dataset.split("val")

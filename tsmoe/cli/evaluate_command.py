@@ -89,9 +89,14 @@ def trained_views(model: Path, config: Path | None, dataset: SegmentDataset) -> 
     path = config if config is not None else model.resolve().parent / RUN_CONFIG_FILE
     data = load_run_config(path).data if path.is_file() else DataConfig()
     views = fit_views(data, dataset.split("train"), dataset.normalization)
-    if not views.spectral:
+    described = ["time"]
+    if views.spectral:
+        described.append(f"spectrum ({data.spectrum_bands} bands over {data.spectrum_window} points)")
+    if data.residual:
+        described.append(f"residual ({views.residual_series} cross-channel series)")
+    if len(described) == 1:
         return views, "views: time"
-    return views, f"views: time, spectrum ({data.spectrum_bands} bands over {data.spectrum_window} points) from {path}"
+    return views, f"views: {', '.join(described)} from {path}"
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tsmoe.data.curriculum import CropStage, resolve_schedule
 
-ViewName = Literal["time", "spectrum"]
+ViewName = Literal["time", "spectrum", "residual"]
 DEFAULT_VIEWS: tuple[ViewName, ...] = ("time",)
 
 
@@ -30,11 +30,16 @@ class DataConfig(BaseModel):
     # times (each pass reshuffled, with fresh crops), so a model trained on a few hundred points gets as
     # many optimizer steps as the config's epochs promise on a large one. 0: one pass, however short.
     min_batches_per_epoch: int = Field(0, ge=0)
-    # The series the model sees of each channel (tsmoe/data/views.py): the channel itself, and with
-    # `spectrum` also its causal short-time band powers, computed per crop on the training device.
+    # The series the model sees (tsmoe/data/views.py): each channel itself; with `spectrum` also each channel's
+    # causal short-time band powers; with `residual` also the channel vector's projections on the directions
+    # normal data barely varies along. Computed per crop on the training device.
     views: list[ViewName] = Field(default_factory=lambda: list(DEFAULT_VIEWS))
     spectrum_window: int = Field(64, ge=2)  # points of the trailing window each band power is measured over
     spectrum_bands: int = Field(4, ge=1)  # equal-width frequency bands between 0 and the Nyquist frequency
+    # `residual`: a principal direction of the training split's channel vectors whose variance is below this
+    # share of the mean channel variance is one the channels normally cancel along (three phases summing to
+    # zero, two sensors of one quantity); the projection on each becomes a series.
+    residual_variance: float = Field(0.05, gt=0, lt=1)
 
     @field_validator("crop_schedule")
     @classmethod
@@ -73,3 +78,8 @@ class DataConfig(BaseModel):
     def spectral(self) -> bool:
         """Whether the model sees the spectral view beside the time series."""
         return "spectrum" in self.views
+
+    @property
+    def residual(self) -> bool:
+        """Whether the model sees the cross-channel residual series beside the time series."""
+        return "residual" in self.views

@@ -15,17 +15,31 @@ short-time band power: at every point t,
    each series is O(1) like the normalised channels.
 
 Every value depends on points up to t only, so forecasting the spectral series is as meaningful as
-forecasting the channel. The model is channel independent, so the extra series simply enlarge the series
-axis: segments [B, C, L] become [B, C * (1 + bands), L], the C channels first, then channel 0's bands
-0 .. bands-1, channel 1's, and so on. Nothing is stored on disk: the view is computed per crop (after the
-curriculum cut it), on the training or scoring device, from the same statistics in both, which are a pure
-function of the dataset's training split and the data config (recomputed where needed, as the dataset's
-own normalisation is read from it).
+forecasting the channel.
+
+`residual` adds the part of each point's channel vector that normal operation leaves out. The model is
+channel independent, so a relation between channels (three phase currents that sum to zero, two sensors
+of one quantity) is invisible to it, and a fault that breaks the relation without making any one channel
+hard to forecast goes unseen. On the training split's normalised channel vectors x (C of them per point),
+the principal directions whose variance is below `residual_variance` times the mean channel variance are
+the ones the channels cancel along; for each such direction v with variance s^2, the series
+v . (x - mean) / s is unit-variance noise in normal operation and departs from it when the relation
+breaks. Each value uses the point's own channels only, so it is causal too. A variance below
+`MIN_RESIDUAL_VARIANCE` of the mean (an exact linear dependence) is raised to it, so float rounding is
+never divided up into a signal. Data with one channel, or channels without such a relation, get no
+residual series.
+
+The model is channel independent, so the extra series simply enlarge the series axis: segments [B, C, L]
+become [B, S, L]: the C channels first, then (spectrum) channel 0's bands 0 .. bands-1, channel 1's, and
+so on, then (residual) the R residual series, S = C * (1 + bands) + R. Nothing is stored on disk: the views
+are computed per crop (after the curriculum cut it), on the training or scoring device, from the same
+statistics in both, which are a pure function of the dataset's training split and the data config
+(recomputed where needed, as the dataset's own normalisation is read from it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -40,6 +54,8 @@ from tsmoe.data.store import SegmentSplit, safe_std
 STATISTICS_SEGMENTS = 256
 # Segments per chunk while measuring them: bounds the [chunk, C, points, W] frames in memory.
 STATISTICS_CHUNK = 16
+# The smallest variance (a share of the mean channel variance) a residual series is scaled by.
+MIN_RESIDUAL_VARIANCE = 1e-4
 
 
 def band_matrix(window: int, bands: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -70,44 +86,70 @@ def band_power(series: torch.Tensor, window: int, bands: int, hop: int = 1) -> t
 
 @dataclass(frozen=True)
 class SeriesViews:
-    """The views of a run, with the spectral statistics they need; call it on segments [B, C, L].
+    """The views of a run, with the statistics they need; call it on segments [B, C, L].
 
-    `mean` and `std` ([C, bands], log1p band power on the training split) are None for the time view alone.
+    `mean` and `std` ([C, bands], log1p band power on the training split) are None without the spectral view;
+    `projection` ([C, R]: residual directions divided by their std) and `offset` ([R]: the training mean's
+    projection) are None without the residual view.
     """
 
     window: int = 64
     bands: int = 4
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
+    projection: torch.Tensor | None = None
+    offset: torch.Tensor | None = None
 
     @property
     def spectral(self) -> bool:
         """Whether the spectral series are added."""
         return self.mean is not None
 
-    def series_per_channel(self) -> int:
-        """How many series the model sees for each channel of a segment."""
-        return 1 + self.bands if self.spectral else 1
+    @property
+    def residual_series(self) -> int:
+        """How many cross-channel residual series are added (0 without the view)."""
+        return 0 if self.projection is None else self.projection.shape[1]
+
+    def series_count(self, channels: int) -> int:
+        """How many series the model sees for segments of `channels` channels."""
+        return channels * (1 + self.bands if self.spectral else 1) + self.residual_series
 
     def to(self, device: torch.device | str) -> SeriesViews:
         """The same views with their statistics on `device` (to move them once, not every batch)."""
-        if self.mean is None or self.std is None:
-            return self
-        return SeriesViews(self.window, self.bands, self.mean.to(device), self.std.to(device))
+        moved = [None if tensor is None else tensor.to(device) for tensor in self._statistics()]
+        return SeriesViews(self.window, self.bands, *moved)
+
+    def _statistics(self) -> tuple[torch.Tensor | None, ...]:
+        return self.mean, self.std, self.projection, self.offset
 
     def __call__(self, segments: torch.Tensor) -> torch.Tensor:
-        """Series [B, C * series_per_channel, L] of normalised segments [B, C, L], on the segments' device."""
-        if self.mean is None or self.std is None:
+        """Series [B, S, L] of normalised segments [B, C, L], on the segments' device (module docstring)."""
+        if all(tensor is None for tensor in self._statistics()):
             return segments
         count, channels, length = segments.shape
-        if channels != self.mean.shape[0]:
-            raise ValueError(
-                f"the spectral view's statistics are for {self.mean.shape[0]} channels, the segments have {channels}"
-            )
-        logarithm = torch.log1p(band_power(segments, self.window, self.bands))  # [B, C, bands, L]
-        mean, std = self.mean.to(segments.device), self.std.to(segments.device)
-        spectral = (logarithm - mean[..., None]) / std[..., None]
-        return torch.cat([segments, spectral.reshape(count, channels * self.bands, length).to(segments.dtype)], dim=1)
+        parts = [segments]
+        if self.mean is not None and self.std is not None:
+            if channels != self.mean.shape[0]:
+                raise ValueError(
+                    f"the spectral view's statistics are for {self.mean.shape[0]} channels, the segments have "
+                    f"{channels}"
+                )
+            logarithm = torch.log1p(band_power(segments, self.window, self.bands))  # [B, C, bands, L]
+            mean, std = self.mean.to(segments.device), self.std.to(segments.device)
+            spectral = (logarithm - mean[..., None]) / std[..., None]
+            parts.append(spectral.reshape(count, channels * self.bands, length).to(segments.dtype))
+        if self.projection is not None and self.offset is not None:
+            if channels != self.projection.shape[0]:
+                raise ValueError(
+                    f"the residual view's directions are for {self.projection.shape[0]} channels, the segments "
+                    f"have {channels}"
+                )
+            projection, offset = self.projection.to(segments.device), self.offset.to(segments.device)
+            # Outside any autocast: bfloat16 would round the cancelling channels before they cancel.
+            with torch.autocast(segments.device.type, enabled=False):
+                residual = torch.einsum("bcl,cr->brl", segments.float(), projection) - offset[:, None]
+            parts.append(residual.to(segments.dtype))
+        return torch.cat(parts, dim=1)
 
 
 def check_spectrum_window(config: DataConfig, segment_length: int) -> None:
@@ -125,10 +167,23 @@ def check_spectrum_window(config: DataConfig, segment_length: int) -> None:
 
 
 def fit_views(config: DataConfig, train: SegmentSplit, normalization: Normalization) -> SeriesViews:
-    """The run's views; the spectral one measures its per-(channel, band) statistics on the training split."""
-    if not config.spectral:
-        return SeriesViews(config.spectrum_window, config.spectrum_bands)
-    check_spectrum_window(config, train.meta.segment_length)
+    """The run's views, with the statistics they measure on the training split (spectral bands' mean and
+    std, residual directions)."""
+    views = SeriesViews(config.spectrum_window, config.spectrum_bands)
+    if config.spectral:
+        check_spectrum_window(config, train.meta.segment_length)
+        mean, std = _band_statistics(config, train, normalization)
+        views = replace(views, mean=mean, std=std)
+    if config.residual:
+        projection, offset = _residual_directions(config.residual_variance, train, normalization)
+        views = replace(views, projection=projection, offset=offset)
+    return views
+
+
+def _band_statistics(
+    config: DataConfig, train: SegmentSplit, normalization: Normalization
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std [C, bands] of each channel's log1p band power over the first training segments."""
     window, bands = config.spectrum_window, config.spectrum_bands
     # A quarter-window hop: neighbouring frames overlap by 3/4, so sampling every point would add cost, not
     # information, to a mean and std.
@@ -149,4 +204,34 @@ def fit_views(config: DataConfig, train: SegmentSplit, normalization: Normalizat
     std = np.sqrt(np.maximum(squares / points - mean**2, 0.0))
     # A band without spread (a constant channel) is shifted to 0 and left unscaled, never divided by zero.
     std = safe_std(std)
-    return SeriesViews(window, bands, torch.from_numpy(mean).float(), torch.from_numpy(std).float())
+    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
+
+
+def _residual_directions(
+    share: float, train: SegmentSplit, normalization: Normalization
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Residual directions scaled by their std [C, R] and the training mean's projection [R] (module
+    docstring), from the channel vectors of the first training segments; None, None when R is 0."""
+    channels = train.meta.num_channels
+    count = min(len(train), STATISTICS_SEGMENTS)
+    total = np.zeros(channels)
+    products = np.zeros((channels, channels))
+    points = 0
+    for start in range(0, count, STATISTICS_CHUNK):
+        segments = normalized_segments(train, normalization, start, min(start + STATISTICS_CHUNK, count))
+        vectors = segments.transpose(0, 2, 1).reshape(-1, channels).astype(np.float64)  # [points, C]
+        total += vectors.sum(axis=0)
+        products += vectors.T @ vectors
+        points += len(vectors)
+    mean = total / points
+    covariance = products / points - np.outer(mean, mean)
+    variances, directions = np.linalg.eigh(covariance)  # ascending variances, unit directions as columns
+    typical = max(float(np.trace(covariance)) / channels, 1e-12)
+    minor = variances < share * typical
+    # One channel has nothing to cancel against. A channel constant in training is a direction of its own
+    # with no variance: it is kept, as any change of it is a departure from normal operation.
+    if channels < 2 or not minor.any():
+        return None, None
+    scale = np.sqrt(np.maximum(variances[minor], MIN_RESIDUAL_VARIANCE * typical))
+    projection = directions[:, minor] / scale
+    return torch.from_numpy(projection).float(), torch.from_numpy(mean @ projection).float()

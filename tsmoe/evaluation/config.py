@@ -25,8 +25,8 @@ class EvaluationConfig(BaseModel):
     # Horizons whose forecast errors score a point; each must be one of the model's horizon_lengths.
     heads: list[int] = Field(default_factory=lambda: [1], min_length=1)
     error: Literal["squared", "absolute"] = "squared"
-    # upper: only errors above normal count; both: errors far below normal count too (a signal that
-    # turns flatter or more regular than normal is forecast too well).
+    # upper: only errors above normal count; both: |mean z| over the smoothing window, so a stretch of errors
+    # far below normal counts too (a signal that turns flatter or more regular than normal is forecast too well).
     error_direction: Literal["upper", "both"] = "upper"
     # Channels are scored separately, normalised by their own reference-error statistics, then combined.
     channel_aggregate: Literal["mean", "max"] = "mean"

@@ -4,7 +4,8 @@ Each component is measured against normal data the model was not fit on where th
 (its `holdout` split; else the training split, which makes normal errors look smaller than they are):
 
 - forecast: per-channel errors z-scored by the reference errors' statistics per context length, then
-  combined over channels; with `error_direction: both`, |z|, so errors far below normal count too;
+  combined over channels; with `error_direction: both`, |mean z| over the smoothing window, so a stretch of
+  errors far below normal counts too;
 - cross_channel: Mahalanobis distance of a point's vector of per-channel z-scores from the reference
   vectors (covariance shrunk, so one channel or a frozen one never divides by zero);
 - density: Mahalanobis distance of a point's hidden state, per channel, from the training split's states,
@@ -193,8 +194,7 @@ class ModelDetector:
         config = self.config
         values = {}
         if config.forecast_weight > 0:
-            deviation = np.abs(z) if config.error_direction == "both" else z
-            values["forecast"] = combine_channels(deviation, config.channel_aggregate)
+            values["forecast"] = combine_channels(self._forecast_deviation(z), config.channel_aggregate)
         if config.cross_channel_weight > 0:
             values["cross_channel"] = self.cross_channel.score(z.transpose(0, 2, 1))  # [N, L]
         if config.density_weight > 0:
@@ -207,6 +207,17 @@ class ModelDetector:
             values["reconstruction"] = combine_channels(normalized, config.channel_aggregate)
             values["reconstruction"][:, 0] = np.nan  # alike the others, although position 0 was reconstructed
         return values
+
+    def _forecast_deviation(self, z: np.ndarray) -> np.ndarray:
+        """Per-channel forecast deviations [N, C, L] of error z-scores [N, C, L]: z itself (upper), or how far
+        the mean z over the smoothing window lies from normal, either way (both)."""
+        if self.config.error_direction == "upper":
+            return z
+        # The window's mean, not each point's |z|: a squared error's distribution is skewed, so single points
+        # far below the mean are common in normal operation, while a whole window of them is what a signal
+        # turning flatter or more regular gives.
+        length = z.shape[-1]
+        return np.abs(smooth_points(z.reshape(-1, length), self.config.smoothing_window).reshape(z.shape))
 
     def combine(self, components: dict[str, np.ndarray]) -> np.ndarray:
         """Weighted sum of standardised components, smoothed: point scores [N, L]."""

@@ -132,7 +132,7 @@ class Trainer:
         if self.training.strategy == "deepspeed":
             from tsmoe.training.deepspeed_strategy import DeepSpeedStrategy
 
-            series = self.run.data.batch_size * self.dataset.meta.num_channels * self.views.series_per_channel()
+            series = self.run.data.batch_size * self.views.series_count(self.dataset.meta.num_channels)
             return DeepSpeedStrategy(
                 self.module, self.training, self.precision, series, self.world_size, self.total_steps
             )
