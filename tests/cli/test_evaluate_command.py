@@ -126,3 +126,19 @@ def test_evaluate_with_a_reconstruction_weight_needs_a_model_with_the_reconstruc
     dump_run_config(run, tmp_path / "run" / "config.yaml")
     TimeMoE(TimeMoEConfig(**TINY)).save_pretrained(tmp_path / "run" / "model")
     assert main(["evaluate", str(tmp_path / "run" / "model"), "--data", str(data), "--baselines"]) == 0
+
+
+def test_evaluate_says_how_many_residual_series_the_run_trained_with(tmp_path, capsys):
+    # The built-in data's three phase currents sum to about zero: one residual series.
+    data = tmp_path / "synthetic"
+    synthesize(data, train=2, val=4, test=0, length=64)
+    run = RunConfig(model=TimeMoEConfig(**TINY), data=DataConfig(path=data, views=["time", "residual"]))
+    run.evaluation.baselines = []
+    (tmp_path / "run").mkdir()
+    dump_run_config(run, tmp_path / "run" / "config.yaml")
+    TimeMoE(TimeMoEConfig(**TINY)).save_pretrained(tmp_path / "run" / "model")
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run" / "model"), "--data", str(data)]) == 0
+    assert f"views: time, residual (1 cross-channel series) from {tmp_path / 'run' / 'config.yaml'}" in (
+        capsys.readouterr().out
+    )

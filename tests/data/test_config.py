@@ -37,7 +37,10 @@ def test_bad_settings_are_rejected(values, problem):
         ({"views": ["spectrum"]}, "must start with time"),
         ({"views": []}, "must start with time"),
         ({"views": ["time", "spectrum", "spectrum"]}, "lists a view twice"),
-        ({"views": ["time", "wavelet"]}, "'time' or 'spectrum'"),
+        ({"views": ["time", "wavelet"]}, "'time', 'spectrum' or 'residual'"),
+        ({"views": ["time", "residual", "residual"]}, "lists a view twice"),
+        ({"residual_variance": 0.0}, "greater than 0"),
+        ({"residual_variance": 1.0}, "less than 1"),
         ({"spectrum_window": 48}, "must be a power of two"),
         ({"spectrum_window": 8, "spectrum_bands": 5}, "at most spectrum_window / 2 = 4"),
         ({"spectrum_bands": 0}, "greater than or equal to 1"),
@@ -52,3 +55,4 @@ def test_view_errors_in_a_run_config_name_the_field():
     with pytest.raises(ValueError, match=r"run.yaml: field data.views: .*must start with time"):
         parse_run_config({"data": {"views": ["spectrum", "time"]}}, source="run.yaml")
     assert DataConfig(views=["time", "spectrum"]).spectral and not DataConfig().spectral
+    assert DataConfig(views=["time", "residual"]).residual and not DataConfig(views=["time", "spectrum"]).residual
