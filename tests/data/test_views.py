@@ -212,17 +212,26 @@ def test_channels_without_a_cancelling_relation_get_no_residual_series(tmp_path,
     assert views.residual_series == 0 and views(segments) is segments
 
 
-def test_an_exact_relation_and_a_constant_channel_are_scaled_by_the_floor_not_divided_by_zero(tmp_path):
+def test_an_exact_relation_is_scaled_by_the_floor_and_a_constant_channel_is_left_out(tmp_path):
     train = _cancelling_pair(6, noise=0.0)  # b = -a exactly
     train = np.concatenate([train, np.full((6, 1, RESIDUAL_LENGTH), 4.0)], axis=1)  # and a constant channel
     dataset = _write_channels(tmp_path / "data", train, ["a", "b", "frozen"])
     views = fit_views(DataConfig(views=["time", "residual"]), dataset.split("train"), dataset.normalization)
-    assert views.residual_series == 2
+    # One series: the pair's sum. The constant channel relates to nothing and takes no part in it.
+    assert views.residual_series == 1 and views.projection[2, 0] == 0.0
     series = views(torch.from_numpy(normalized_segments(dataset.split("train"), dataset.normalization, 0, 6)))
-    assert torch.isfinite(series).all() and series[:, 3:].abs().max() < 1e-2
-    # Scaled by the floor: a unit departure along a residual direction reads 1 / sqrt(MIN_RESIDUAL_VARIANCE
-    # times the mean channel variance), here 100 / sqrt(2 / 3) with variances 1, 1 and 0.
-    assert torch.allclose(views.projection.norm(dim=0), torch.full((2,), 100 / (2 / 3) ** 0.5), rtol=1e-3)
+    assert torch.isfinite(series).all() and series[:, 3].abs().max() < 1e-2
+    # Scaled by the floor: a unit departure along the direction reads 1 / sqrt(MIN_RESIDUAL_VARIANCE times
+    # the mean variance of the channels that vary), here 1 / sqrt(1e-4 * 1) = 100.
+    torch.testing.assert_close(views.projection.norm(dim=0), torch.tensor([100.0]), rtol=1e-3, atol=0)
+
+
+def test_a_pair_of_which_one_channel_is_constant_has_nothing_to_relate(tmp_path):
+    rng = np.random.default_rng(3)
+    train = np.stack([rng.normal(size=(6, RESIDUAL_LENGTH)), np.full((6, RESIDUAL_LENGTH), -2.0)], axis=1)
+    dataset = _write_channels(tmp_path / "data", train, ["live", "frozen"])
+    views = fit_views(DataConfig(views=["time", "residual"]), dataset.split("train"), dataset.normalization)
+    assert views.residual_series == 0
 
 
 def test_residual_series_follow_the_spectral_ones(tmp_path):

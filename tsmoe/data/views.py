@@ -26,8 +26,9 @@ the ones the channels cancel along; for each such direction v with variance s^2,
 v . (x - mean) / s is unit-variance noise in normal operation and departs from it when the relation
 breaks. Each value uses the point's own channels only, so it is causal too. A variance below
 `MIN_RESIDUAL_VARIANCE` of the mean (an exact linear dependence) is raised to it, so float rounding is
-never divided up into a signal. Data with one channel, or channels without such a relation, get no
-residual series.
+never divided up into a signal. Channels constant in training are left out (they relate to nothing; a
+change of one shows in the time view). Data with fewer than two channels that vary, or channels without
+such a relation, get no residual series.
 
 The model is channel independent, so the extra series simply enlarge the series axis: segments [B, C, L]
 become [B, S, L]: the C channels first, then (spectrum) channel 0's bands 0 .. bands-1, channel 1's, and
@@ -56,6 +57,8 @@ STATISTICS_SEGMENTS = 256
 STATISTICS_CHUNK = 16
 # The smallest variance (a share of the mean channel variance) a residual series is scaled by.
 MIN_RESIDUAL_VARIANCE = 1e-4
+# Below this variance (normalised units) a channel counts as constant in training.
+MIN_CHANNEL_VARIANCE = 1e-12
 
 
 def band_matrix(window: int, bands: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -225,13 +228,17 @@ def _residual_directions(
         points += len(vectors)
     mean = total / points
     covariance = products / points - np.outer(mean, mean)
-    variances, directions = np.linalg.eigh(covariance)  # ascending variances, unit directions as columns
-    typical = max(float(np.trace(covariance)) / channels, 1e-12)
+    # A channel without spread in training relates to nothing: it is left out (its own change already shows in
+    # the time view), so constant metrics do not each become a residual series.
+    live = np.flatnonzero(np.diag(covariance) > MIN_CHANNEL_VARIANCE)
+    if len(live) < 2:
+        return None, None
+    variances, directions = np.linalg.eigh(covariance[np.ix_(live, live)])  # ascending, unit columns
+    typical = float(np.trace(covariance[np.ix_(live, live)])) / len(live)
     minor = variances < share * typical
-    # One channel has nothing to cancel against. A channel constant in training is a direction of its own
-    # with no variance: it is kept, as any change of it is a departure from normal operation.
-    if channels < 2 or not minor.any():
+    if not minor.any():
         return None, None
     scale = np.sqrt(np.maximum(variances[minor], MIN_RESIDUAL_VARIANCE * typical))
-    projection = directions[:, minor] / scale
+    projection = np.zeros((channels, int(minor.sum())))
+    projection[live] = directions[:, minor] / scale
     return torch.from_numpy(projection).float(), torch.from_numpy(mean @ projection).float()
