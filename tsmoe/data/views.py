@@ -40,6 +40,7 @@ statistics in both, which are a pure function of the dataset's training split an
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -183,6 +184,13 @@ def fit_views(config: DataConfig, train: SegmentSplit, normalization: Normalizat
     return views
 
 
+def _statistics_chunks(train: SegmentSplit, normalization: Normalization) -> Iterator[np.ndarray]:
+    """The first STATISTICS_SEGMENTS normalised training segments, STATISTICS_CHUNK at a time: [n, C, L] each."""
+    count = min(len(train), STATISTICS_SEGMENTS)
+    for start in range(0, count, STATISTICS_CHUNK):
+        yield normalized_segments(train, normalization, start, min(start + STATISTICS_CHUNK, count))
+
+
 def _band_statistics(
     config: DataConfig, train: SegmentSplit, normalization: Normalization
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,15 +199,11 @@ def _band_statistics(
     # A quarter-window hop: neighbouring frames overlap by 3/4, so sampling every point would add cost, not
     # information, to a mean and std.
     hop = max(1, window // 4)
-    count = min(len(train), STATISTICS_SEGMENTS)
     total = np.zeros((train.meta.num_channels, bands))
     squares = np.zeros_like(total)
     points = 0
-    for start in range(0, count, STATISTICS_CHUNK):
-        segments = torch.from_numpy(
-            normalized_segments(train, normalization, start, min(start + STATISTICS_CHUNK, count))
-        )
-        logarithm = torch.log1p(band_power(segments, window, bands, hop)).double()  # [N, C, bands, T]
+    for segments in _statistics_chunks(train, normalization):
+        logarithm = torch.log1p(band_power(torch.from_numpy(segments), window, bands, hop)).double()  # [N, C, bands, T]
         total += logarithm.sum(dim=(0, 3)).numpy()
         squares += logarithm.square().sum(dim=(0, 3)).numpy()
         points += logarithm.shape[0] * logarithm.shape[3]
@@ -216,12 +220,10 @@ def _residual_directions(
     """Residual directions scaled by their std [C, R] and the training mean's projection [R] (module
     docstring), from the channel vectors of the first training segments; None, None when R is 0."""
     channels = train.meta.num_channels
-    count = min(len(train), STATISTICS_SEGMENTS)
     total = np.zeros(channels)
     products = np.zeros((channels, channels))
     points = 0
-    for start in range(0, count, STATISTICS_CHUNK):
-        segments = normalized_segments(train, normalization, start, min(start + STATISTICS_CHUNK, count))
+    for segments in _statistics_chunks(train, normalization):
         vectors = segments.transpose(0, 2, 1).reshape(-1, channels).astype(np.float64)  # [points, C]
         total += vectors.sum(axis=0)
         products += vectors.T @ vectors
