@@ -161,13 +161,29 @@ class _StopBeforeTraining(Exception):
     pass
 
 
-def test_joining_a_gpu_cluster_gives_no_worker_the_cpu_environment(tmp_path, monkeypatch):
+def _tiny_run(tmp_path):
+    """A tiny run config on a small synthetic dataset under tmp_path."""
+    data = synthetic_data(tmp_path / "data", train=4, val=4, length=32)
+    return load_run_config(_write_config(tmp_path / "tiny.yaml", data))
+
+
+def _fake_ray(monkeypatch, *, init, trainer, is_initialized, cluster_resources):
+    """Ray around `launch.run_training` replaced: joining or starting it, its resources, and the trainer."""
     import ray
 
     from tsmoe.training import launch
 
-    data = synthetic_data(tmp_path / "data", train=4, val=4, length=32)
-    run = load_run_config(_write_config(tmp_path / "tiny.yaml", data))
+    monkeypatch.setattr(ray, "is_initialized", is_initialized)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(ray, "cluster_resources", cluster_resources)
+    monkeypatch.setattr(launch, "build_torch_trainer", trainer)
+
+
+def test_joining_a_gpu_cluster_gives_no_worker_the_cpu_environment(tmp_path, monkeypatch):
+    from tsmoe.training import launch
+
+    run = _tiny_run(tmp_path)
     joined = {}
 
     def fake_init(**kwargs):
@@ -178,12 +194,14 @@ def test_joining_a_gpu_cluster_gives_no_worker_the_cpu_environment(tmp_path, mon
         joined["use_gpu"], joined["worker_environment"] = use_gpu, launch.worker_environment(use_gpu)
         raise _StopBeforeTraining
 
-    monkeypatch.setattr(ray, "is_initialized", lambda: joined.get("connected", False))
-    monkeypatch.setattr(ray, "init", fake_init)
-    monkeypatch.setattr(ray, "shutdown", lambda: None)
-    # What the cluster reports, answered only once joined (as Ray does).
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 2.0} if joined else {})
-    monkeypatch.setattr(launch, "build_torch_trainer", fake_trainer)
+    _fake_ray(
+        monkeypatch,
+        init=fake_init,
+        trainer=fake_trainer,
+        is_initialized=lambda: joined.get("connected", False),
+        # What the cluster reports, answered only once joined (as Ray does).
+        cluster_resources=lambda: {"CPU": 16.0, "GPU": 2.0} if joined else {},
+    )
     monkeypatch.setattr(launch.torch.cuda, "is_available", lambda: False)  # the driver's own host has no GPU
     with pytest.raises(_StopBeforeTraining):
         launch.run_training(run, tmp_path / "run", address="ray://head:10001")
@@ -206,12 +224,9 @@ def test_a_spectral_window_longer_than_the_shortest_crop_fails_before_ray(tmp_pa
 
 
 def test_a_cluster_started_for_the_run_has_no_preemption_watcher(tmp_path, monkeypatch):
-    import ray
-
     from tsmoe.training import launch
 
-    data = synthetic_data(tmp_path / "data", train=4, val=4, length=32)
-    run = load_run_config(_write_config(tmp_path / "tiny.yaml", data))
+    run = _tiny_run(tmp_path)
     started = {}
 
     def fake_init(**kwargs):
@@ -222,11 +237,13 @@ def test_a_cluster_started_for_the_run_has_no_preemption_watcher(tmp_path, monke
         started["driver"] = os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
         raise _StopBeforeTraining
 
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", fake_init)
-    monkeypatch.setattr(ray, "shutdown", lambda: None)
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
-    monkeypatch.setattr(launch, "build_torch_trainer", fake_trainer)
+    _fake_ray(
+        monkeypatch,
+        init=fake_init,
+        trainer=fake_trainer,
+        is_initialized=lambda: False,
+        cluster_resources=lambda: {"CPU": 2.0},
+    )
     monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "1")  # undone after the test
     with pytest.raises(_StopBeforeTraining):
         launch.run_training(run, tmp_path / "run")
@@ -238,8 +255,7 @@ def test_only_the_train_workers_environment_asks_the_setup_hook_to_patch_torch(t
     from tsmoe.training.launch import build_torch_trainer, worker_environment
     from tsmoe.training.loopback import PROCESS_GROUP_VARIABLE
 
-    data = synthetic_data(tmp_path / "data", train=4, val=4, length=32)
-    run = load_run_config(_write_config(tmp_path / "tiny.yaml", data))
+    run = _tiny_run(tmp_path)
     trainer = build_torch_trainer(run, tmp_path / "run", workers=2, use_gpu=False, cpus_per_worker=1)
     workers = trainer.run_config.worker_runtime_env["env_vars"]
     assert workers[PROCESS_GROUP_VARIABLE] == "1"
