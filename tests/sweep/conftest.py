@@ -1,10 +1,12 @@
-"""Fixtures and helpers of the search-space tests: a small base config and writing or loading a space."""
+"""Fixtures and helpers of the sweep tests: a small base config, writing or loading a space, reading results."""
 
 import pytest
 
 from tsmoe.config import RunConfig
 from tsmoe.sweep.space import load_search_space
 
+# Reading a results CSV: a trial id is 8 hex digits, and one like "35e12345" would otherwise parse as a number.
+TRIAL_ID_AS_TEXT = {"trial_id": str}
 EXPLICIT_SCHEDULE = [{"until": 0.5, "length": 256}, {"until": 1.0, "length": 1.0}]
 
 

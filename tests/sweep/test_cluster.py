@@ -13,6 +13,7 @@ import tempfile
 import pandas as pd
 import pytest
 
+from tests.sweep.conftest import TRIAL_ID_AS_TEXT
 from tests.sweep.test_definition import write_sweep
 from tests.training.test_loop import synthetic_data
 from tsmoe.training.loopback import LOCAL_ONLY_VARIABLE
@@ -90,7 +91,7 @@ def test_a_sweep_joined_to_a_two_node_cluster_runs_a_ddp_trial_across_both_nodes
 
     # Everything the driver read came from Tune's reports and the Train run's checkpoints in the storage.
     directory = tmp_path / "shared" / "tiny"
-    table = pd.read_csv(directory / "trials.csv")
+    table = pd.read_csv(directory / "trials.csv", dtype=TRIAL_ID_AS_TEXT)
     assert table["status"].tolist() == ["completed"]
     # Rank 0 gathered every rank's Ray node id: the two workers ran on the two different nodes.
     assert table["worker_nodes"].tolist() == [2]

@@ -13,6 +13,7 @@ import pandas as pd
 import psutil
 import pytest
 
+from tests.sweep.conftest import TRIAL_ID_AS_TEXT
 from tests.sweep.test_definition import write_sweep
 from tests.sweep.test_pareto import trials_table
 from tests.training.test_expert_loads import _write_metrics
@@ -191,7 +192,7 @@ def test_a_local_sweep_listens_on_loopback_only_and_survives_a_killed_train_work
     assert "injector_error" not in observed, observed["injector_error"]
     assert observed["exposed"] == [], "Ray servers listening beyond the loopback interface"
     assert observed["first"]["epoch"] == 1 and observed["second"]["epoch"] == 2
-    table = pd.read_csv(directory / "trials.csv")
+    table = pd.read_csv(directory / "trials.csv", dtype=TRIAL_ID_AS_TEXT)
     assert len(table) == 1
     row = table.iloc[0]
     # The retry resumed from epoch 1; the second kill found no retry left: an error naming the signal.

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
+from tests.sweep.conftest import TRIAL_ID_AS_TEXT
 from tests.sweep.test_definition import write_sweep
 from tests.training.test_loop import synthetic_data
 from tsmoe.cli.main import main
@@ -54,7 +55,7 @@ def test_a_small_sweep_writes_results_plots_and_an_export_that_trains_to_the_sam
             assert row["best_val_auroc"] == pytest.approx(max(epoch["val_auroc"] for epoch in history))
         else:
             assert row["epochs"] == 1 and row["stop_reason"].startswith(("moasha: Pareto rank", "plateau:"))
-    front = pd.read_csv(directory / "pareto.csv")
+    front = pd.read_csv(directory / "pareto.csv", dtype=TRIAL_ID_AS_TEXT)
     assert set(front["trial_id"]) <= set(table.loc[table["status"] == "completed", "trial_id"])
 
     # Optuna was told the same story: completed trials with their figures, stopped ones as pruned.
@@ -130,7 +131,7 @@ def test_a_sweep_killed_mid_way_resumes_without_losing_or_rerunning_finished_tri
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming the sweep" in resumed.stdout
-    table = pd.read_csv(directory / "trials.csv")
+    table = pd.read_csv(directory / "trials.csv", dtype=TRIAL_ID_AS_TEXT)
     assert len(table) == 4 and set(table["status"]) <= {"completed", "stopped"}
     # Every trial judged before the kill is still on the rung, with the same figures, beside the new ones.
     rungs_after = json.loads((directory / "moasha_rungs.jsonl").read_text())["rungs"]["1"]

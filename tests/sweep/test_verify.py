@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.sweep.conftest import TRIAL_ID_AS_TEXT
 from tests.sweep.test_definition import write_sweep
 from tests.sweep.test_seed_spread import FRONT, spreads
 from tests.training.test_loop import synthetic_data
@@ -110,7 +111,7 @@ def test_verify_seeds_retrains_the_pick_with_distinct_seeds_and_reports_their_sp
         assert (spread["min"], spread["max"], spread["count"]) == (values.min(), values.max(), 2)
 
     # Each lead is the gap to a neighbour on the front, warned about exactly when it is within the spread.
-    front = pd.read_csv(directory / "pareto.csv").set_index("trial_id")
+    front = pd.read_csv(directory / "pareto.csv", dtype=TRIAL_ID_AS_TEXT).set_index("trial_id")
     for lead in summary["leads"]:
         objective = lead["objective"]
         assert lead["lead"] == pytest.approx(front.loc[pick, objective] - front.loc[lead["neighbour"], objective])
