@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-exec .venv/bin/python -m pytest "$@"
+# -X faulthandler: a crash, even one past the test summary, prints every thread's Python stack.
+exec .venv/bin/python -X faulthandler -m pytest "$@"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,27 @@ def load_parity_fixture(path: Path = PARITY_FIXTURE) -> dict:
 def parity_fixture() -> dict:
     """The parity fixture, loaded once per session."""
     return load_parity_fixture()
+
+
+def pytest_configure(config):
+    """No tqdm monitor thread in the test process: a daemon thread that wakes while the interpreter shuts down
+    can crash it after every test has passed (CI once ended with a segmentation fault past the summary)."""
+    try:
+        import tqdm
+    except ImportError:
+        return
+    tqdm.tqdm.monitor_interval = 0
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop what libraries left running in this process (a Ray driver, inductor's compile workers) while the
+    interpreter is whole, instead of in their exit handlers during shutdown."""
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    if "torch._inductor.async_compile" in sys.modules:
+        from torch._inductor.async_compile import shutdown_compile_workers
+
+        shutdown_compile_workers()
