@@ -235,8 +235,9 @@ def _residual_directions(
     live = np.flatnonzero(np.diag(covariance) > MIN_CHANNEL_VARIANCE)
     if len(live) < 2:
         return None, None
-    variances, directions = np.linalg.eigh(covariance[np.ix_(live, live)])  # ascending, unit columns
-    typical = float(np.trace(covariance[np.ix_(live, live)])) / len(live)
+    live_covariance = covariance[np.ix_(live, live)]
+    variances, directions = np.linalg.eigh(live_covariance)  # ascending, unit columns
+    typical = float(np.trace(live_covariance)) / len(live)
     minor = variances < share * typical
     if not minor.any():
         return None, None
