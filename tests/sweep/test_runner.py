@@ -143,10 +143,16 @@ def test_a_local_sweep_listens_on_loopback_only_and_survives_a_killed_train_work
     # One trial of 3 long-ish epochs with one retry: its Train worker is killed with SIGKILL mid-epoch
     # twice. The first time the trial resumes from its last checkpoint; the second time no retry is
     # left and it is recorded as an error naming the signal. Every finished epoch is kept throughout.
-    # Epochs of several seconds even on an idle machine, so the second kill lands inside epoch 3 (with 384
-    # segments an idle CPU finished epoch 3 before the kill arrived, and the trial completed).
-    data = synthetic_data(tmp_path / "data", train=1536)
-    base = {"training": {"epochs": 3, "warmup_steps": 1, "log_every_steps": 1000}}
+    # The second kill waits until Tune has heard of epoch 2, which took up to 10 s after its checkpoint here,
+    # so epoch 3 must outlast that: epochs 1 and 2 train on crops of 64 points (a few seconds each), epoch 3
+    # on the full 256 (four times the work). With 64-point segments throughout, epoch 3 sometimes ended before
+    # the kill arrived, and the trial completed.
+    data = synthetic_data(tmp_path / "data", train=1536, length=256)
+    short_then_full = [{"until": 0.6, "length": 64}, {"until": 1.0, "length": 1.0}]
+    base = {
+        "data": {"path": str(data), "batch_size": 4, "num_workers": 0, "crop_schedule": short_then_full},
+        "training": {"epochs": 3, "warmup_steps": 1, "log_every_steps": 1000},
+    }
     definition = write_sweep(
         tmp_path,
         data,
