@@ -3,6 +3,7 @@ and fine-tuning modes train only what they say."""
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import random
@@ -47,6 +48,10 @@ def _ddp_rank(rank: int, run, rendezvous: str, out: str) -> None:
     trainer.train_epoch()
     if rank == 0:
         torch.save({"parameters": parameters(trainer), "reductions": len(reductions)}, out)
+    # The DDP model (its reducer and gloo work) goes before its process group, while the interpreter is whole:
+    # left to interpreter shutdown, a rank once aborted ("terminate called without an active exception").
+    del trainer
+    gc.collect()
     dist.destroy_process_group()
 
 
