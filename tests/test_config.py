@@ -40,6 +40,15 @@ def test_evaluation_heads_must_be_model_horizons(tmp_path):
         load_run_config(tmp_path / "run.yaml")
 
 
+def test_a_density_layer_beyond_the_model_names_the_field():
+    parse_run_config({"model": {"num_hidden_layers": 2}, "evaluation": {"density_layer": 2}})
+    parse_run_config({"evaluation": {"density_layer": "final"}})
+    with pytest.raises(ValueError, match=r"evaluation.density_layer 3: the model has 2 decoder layers"):
+        parse_run_config({"model": {"num_hidden_layers": 2}, "evaluation": {"density_layer": 3}})
+    with pytest.raises(ValueError, match=r"field evaluation.density_layer"):
+        parse_run_config({"evaluation": {"density_layer": "first"}})
+
+
 def test_missing_and_malformed_files_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nothing\.yaml"):
         load_run_config(tmp_path / "nothing.yaml")

@@ -57,6 +57,16 @@ class RunConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _density_layer_exists(self) -> RunConfig:
+        layer = self.evaluation.density_layer
+        if layer != "final" and layer > self.model.num_hidden_layers:
+            raise ValueError(
+                f"evaluation.density_layer {layer}: the model has {self.model.num_hidden_layers} decoder layers "
+                "(give 0 for the input embedding, 1 to num_hidden_layers for a layer's output, or final)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _reconstruction_follows_the_objective(self) -> RunConfig:
         """The model's reconstruction path is set from training.loss, mask_ratio and mask_span (any value given
         for those model fields is replaced: a sweep that changes the loss must change the model with it), and

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.model.tiny import TINY
 from tsmoe.cli.main import main
 from tsmoe.config import RunConfig, dump_run_config
@@ -67,6 +69,19 @@ def test_evaluate_with_a_head_the_model_lacks_fails_before_scoring(tmp_path, cap
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "model"), "--data", str(data), "--heads", "3"]) == 2
     assert "--heads [3]: the model in" in capsys.readouterr().err
+
+
+def test_evaluate_with_a_density_layer_the_model_lacks_fails_before_scoring(tmp_path, capsys):
+    data = tmp_path / "synthetic"
+    synthesize(data, train=2, val=2, test=0, length=64)
+    TimeMoE(TimeMoEConfig(**TINY)).save_pretrained(tmp_path / "model")
+    capsys.readouterr()
+    arguments = ["evaluate", str(tmp_path / "model"), "--data", str(data), "--density-weight", "1"]
+    assert main([*arguments, "--density-layer", "3"]) == 2
+    assert "evaluation.density_layer 3: the model in" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*arguments, "--density-layer", "top"])
+    assert "expected final or a layer number (0 for the embedding), got 'top'" in capsys.readouterr().err
 
 
 def test_evaluate_uses_the_run_directory_config_and_says_so(tmp_path, capsys):

@@ -100,7 +100,8 @@ def test_every_component_is_standardised_on_the_reference(tmp_path, model, weigh
         assert np.nanmean(detector.score(dataset.split("train"))) < -0.3
 
 
-def test_joint_density_scores_channel_states_side_by_side(tmp_path, model):
+@pytest.mark.parametrize("layer", ["final", 0, 1])
+def test_joint_density_scores_channel_states_side_by_side(tmp_path, model, layer):
     dataset = _dataset(tmp_path / "data")
     config = EvaluationConfig(
         batch_size=4,
@@ -108,16 +109,17 @@ def test_joint_density_scores_channel_states_side_by_side(tmp_path, model):
         density_weight=1.0,
         density_scope="joint",
         density_method="nearest_neighbours",
+        density_layer=layer,
     )
     detector = ModelDetector(model, dataset, config)
     assert len(detector.state_models) == 1
     train = torch.from_numpy(normalized_segments(dataset.split("train"), dataset.normalization, 0, 6))
-    _, train_states = forecast_errors_and_states(model, train, [1])
+    _, train_states = forecast_errors_and_states(model, train, [1], state_layer=layer)
     expected_model = NearestNeighbourDistance(5, 8192).fit(
         joint_states(train_states.numpy()).reshape(-1, 2 * TINY["hidden_size"])
     )
     val = torch.from_numpy(normalized_segments(dataset.split("val"), dataset.normalization, 0, 4))
-    _, val_states = forecast_errors_and_states(model, val, [1])
+    _, val_states = forecast_errors_and_states(model, val, [1], state_layer=layer)
     raw = expected_model.score(joint_states(val_states.numpy()))
     raw[:, 0] = np.nan
     expected = (raw - detector.location["density"]) / detector.scale["density"]

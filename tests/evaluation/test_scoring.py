@@ -12,6 +12,7 @@ from tsmoe.evaluation.scoring import (
     channel_scores,
     context_buckets,
     forecast_errors,
+    forecast_errors_and_states,
     reconstruction_errors,
     training_error_statistics,
 )
@@ -61,6 +62,23 @@ def test_absolute_error_is_the_root_of_the_squared_one_for_head_one(tiny_model):
 def test_unknown_head_names_the_horizons_the_model_has(tiny_model):
     with pytest.raises(ValueError, match=r"no horizon 2 \(it has \[1, 4, 8\]\)"):
         forecast_errors(tiny_model, torch.zeros(1, 1, 8), [2])
+
+
+def test_density_states_come_from_the_layer_asked_for(tiny_model):
+    segments = torch.randn(2, 3, 12, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    errors, final = forecast_errors_and_states(tiny_model, segments, [1])
+    layer_errors, embedding = forecast_errors_and_states(tiny_model, segments, [1], state_layer=0)
+    np.testing.assert_array_equal(layer_errors.numpy(), errors.numpy())
+    # The input embedding by hand: silu(gate * x) * (weight * x), each point's value alone.
+    value = segments.unsqueeze(-1)  # [B, C, L, 1]
+    gate = tiny_model.model.embed_layer.gate_layer.weight[:, 0]
+    weight = tiny_model.model.embed_layer.emb_layer.weight[:, 0]
+    expected = torch.nn.functional.silu(value * gate) * (value * weight)
+    np.testing.assert_allclose(embedding.numpy(), expected.detach().numpy(), rtol=1e-6, atol=1e-9)
+    assert final.shape == embedding.shape == (2, 3, 12, TINY["hidden_size"])
+    assert not np.allclose(final.numpy(), embedding.numpy())
+    with pytest.raises(ValueError, match=r"evaluation.density_layer 3: the model has layers 0 \(embedding\) to 2"):
+        forecast_errors_and_states(tiny_model, segments, [1], state_layer=3)
 
 
 def test_context_buckets_group_positions_by_powers_of_two():

@@ -72,6 +72,23 @@ def test_multichannel_outputs_equal_each_channel_run_alone():
     assert [logits.shape for logits in out.router_logits] == [(2 * 3 * 24, 4)] * 2
 
 
+def test_hidden_states_are_the_embedding_then_each_layer_before_the_final_norm():
+    model = tiny_model()
+    x = series(2, 16, 3)
+    with torch.no_grad():
+        out = model(x, output_hidden_states=True)
+        plain = model(x)
+        embedding = model.model.embed_layer(x.unsqueeze(-1))  # [B, L, C, H]: each value alone
+    assert len(out.hidden_states) == model.config.num_hidden_layers + 1
+    assert all(states.shape == (2, 16, 3, 32) for states in out.hidden_states)
+    assert_close(out.hidden_states[0], embedding, **EXACT)
+    assert_close(model.model.norm(out.hidden_states[-1]), out.last_hidden_state, **EXACT)
+    assert_close(out.last_hidden_state, plain.last_hidden_state, **EXACT)
+    assert plain.hidden_states is None
+    with pytest.raises(ValueError, match="output_hidden_states"):
+        model(x, reconstruction_mask=torch.zeros(2, 16, 3, dtype=torch.bool), output_hidden_states=True)
+
+
 def flattened(x: torch.Tensor) -> torch.Tensor:
     """[B, L, C] -> [B*C, L], series ordered batch-major then channel."""
     return x.transpose(1, 2).reshape(-1, x.shape[1])

@@ -35,12 +35,24 @@ OVERRIDES = (
     "forecast_weight",
     "cross_channel_weight",
     "density_weight",
+    "density_layer",
     "reconstruction_weight",
     "smoothing_window",
     "segment_aggregate",
     "segment_quantile",
     "baselines",
 )
+
+
+def _density_layer(text: str) -> str | int:
+    """--density-layer: `final` or a layer number."""
+    if text == "final":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        message = f"expected final or a layer number (0 for the embedding), got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -59,6 +71,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--forecast-weight", type=float)
     evaluate.add_argument("--cross-channel-weight", type=float)
     evaluate.add_argument("--density-weight", type=float)
+    evaluate.add_argument(
+        "--density-layer",
+        type=_density_layer,
+        help="states the density reads: final, 0 (the input embedding) or a decoder layer's number",
+    )
     evaluate.add_argument("--reconstruction-weight", type=float, help="needs a model trained with reconstruction")
     evaluate.add_argument("--smoothing-window", type=int)
     evaluate.add_argument("--segment-aggregate", choices=["max", "mean", "quantile"])
@@ -111,6 +128,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     missing = sorted(set(config.heads) - set(model.config.horizon_lengths))
     if missing:
         raise ValueError(f"--heads {missing}: the model in {args.model} has horizons {model.config.horizon_lengths}")
+    layers = model.config.num_hidden_layers
+    if config.density_layer != "final" and config.density_layer > layers:
+        raise ValueError(
+            f"evaluation.density_layer {config.density_layer}: the model in {args.model} has {layers} decoder "
+            "layers (0 is the input embedding)"
+        )
     views, views_source = trained_views(args.model, args.config, dataset)
     print(f"detector: {source}" + (f", with {', '.join(sorted(given))} from the command line" if given else ""))
     print(views_source)

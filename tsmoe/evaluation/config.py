@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -46,6 +46,11 @@ class EvaluationConfig(BaseModel):
     # side, so a combination of channel states never seen together in training scores even when each was.
     density_scope: Literal["channel", "joint"] = "channel"
     density_neighbours: int = Field(5, gt=0)
+    # Which states the density reads: "final" (after the final norm, what the forecast heads read), 0 (the
+    # input embedding: each point's own values, through the model's learned features) or i (decoder layer i's
+    # output). The final states hold what forecasting needs; the early ones keep the level of each series, so
+    # with density_scope joint they hold the joint operating point of the channels.
+    density_layer: Literal["final"] | Annotated[int, Field(ge=0)] = "final"
     covariance_shrinkage: float = Field(0.1, gt=0, le=1)  # of both Mahalanobis covariances
     smoothing_window: int = Field(1, ge=1)  # points in the centred mean over the model's point scores
     # A segment's score from its point scores.

@@ -8,8 +8,9 @@ Each component is measured against normal data the model was not fit on where th
   errors far below normal counts too;
 - cross_channel: Mahalanobis distance of a point's vector of per-channel z-scores from the reference
   vectors (covariance shrunk, so one channel or a frozen one never divides by zero);
-- density: Mahalanobis distance of a point's hidden state, per channel, from the training split's states,
-  combined over channels as the forecast component is (`channel_aggregate`);
+- density: distance of a point's hidden state (the final one, or an earlier layer's: `density_layer`) from the
+  training split's states, per channel and combined as the forecast component is (`channel_aggregate`), or
+  all channels' states side by side (`density_scope: joint`); Mahalanobis or nearest neighbours;
 - reconstruction: each point's error from the masked-reconstruction pass that hid it (models with the
   reconstruction path only), z-scored per channel by the reference errors, combined by `channel_aggregate`.
 
@@ -81,7 +82,7 @@ def _batches(
     for start in range(0, count, config.batch_size):
         stop = min(start + config.batch_size, count)
         segments = views(torch.from_numpy(normalized_segments(split, normalization, start, stop)).to(device))
-        errors, states = forecast_errors_and_states(model, segments, config.heads, config.error)
+        errors, states = forecast_errors_and_states(model, segments, config.heads, config.error, config.density_layer)
         reconstruction = None
         if config.reconstruction_weight > 0:
             reconstruction = reconstruction_errors(model, segments, config.error).numpy()

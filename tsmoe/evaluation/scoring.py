@@ -47,13 +47,21 @@ def forecast_errors(model: TimeMoE, segments: torch.Tensor, heads: list[int], er
 
 @torch.inference_mode()
 def forecast_errors_and_states(
-    model: TimeMoE, segments: torch.Tensor, heads: list[int], error: str = "squared"
+    model: TimeMoE,
+    segments: torch.Tensor,
+    heads: list[int],
+    error: str = "squared",
+    state_layer: int | str = "final",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forecast errors [B, C, L] (as `forecast_errors`) and the final hidden states [B, C, L, H], one pass."""
+    """Forecast errors [B, C, L] (as `forecast_errors`) and hidden states [B, C, L, H], one pass: the final ones
+    (after the final norm), or with `state_layer` i the input embedding (0) or decoder layer i's output."""
     batch, channels, length = segments.shape
     parameter = next(model.parameters())
     series = segments.reshape(batch * channels, length).to(device=parameter.device, dtype=parameter.dtype)
-    output = model(series)
+    layers = model.config.num_hidden_layers
+    if state_layer != "final" and not 0 <= int(state_layer) <= layers:
+        raise ValueError(f"evaluation.density_layer {state_layer}: the model has layers 0 (embedding) to {layers}")
+    output = model(series, output_hidden_states=state_layer != "final")
     predictions = output.predictions  # {h: [B*C, L, h]}
     total = torch.zeros_like(series, dtype=torch.float32)
     for head in heads:
@@ -69,7 +77,8 @@ def forecast_errors_and_states(
         total[:, 1:] += head_error[:, 1:] / forecasts[1:]
     total = total / len(heads)
     total[:, 0] = float("nan")
-    states = output.last_hidden_state.float().reshape(batch, channels, length, -1)
+    chosen = output.last_hidden_state if output.hidden_states is None else output.hidden_states[int(state_layer)]
+    states = chosen.float().reshape(batch, channels, length, -1)
     return total.reshape(batch, channels, length).cpu(), states.cpu()
 
 
