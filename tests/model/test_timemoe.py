@@ -72,21 +72,24 @@ def test_multichannel_outputs_equal_each_channel_run_alone():
     assert [logits.shape for logits in out.router_logits] == [(2 * 3 * 24, 4)] * 2
 
 
-def test_hidden_states_are_the_embedding_then_each_layer_before_the_final_norm():
+def test_a_layer_state_is_the_embedding_or_that_layers_output_before_the_final_norm():
     model = tiny_model()
     x = series(2, 16, 3)
     with torch.no_grad():
-        out = model(x, output_hidden_states=True)
         plain = model(x)
-        embedding = model.model.embed_layer(x.unsqueeze(-1))  # [B, L, C, H]: each value alone
-    assert len(out.hidden_states) == model.config.num_hidden_layers + 1
-    assert all(states.shape == (2, 16, 3, 32) for states in out.hidden_states)
-    assert_close(out.hidden_states[0], embedding, **EXACT)
-    assert_close(model.model.norm(out.hidden_states[-1]), out.last_hidden_state, **EXACT)
-    assert_close(out.last_hidden_state, plain.last_hidden_state, **EXACT)
-    assert plain.hidden_states is None
-    with pytest.raises(ValueError, match="output_hidden_states"):
-        model(x, reconstruction_mask=torch.zeros(2, 16, 3, dtype=torch.bool), output_hidden_states=True)
+        embedding = model(x, state_layer=0).layer_state
+        first = model(x, state_layer=1).layer_state
+        last = model(x, state_layer=model.config.num_hidden_layers).layer_state
+        expected_embedding = model.model.embed_layer(x.unsqueeze(-1))  # [B, L, C, H]: each value alone
+    assert plain.layer_state is None
+    assert embedding.shape == first.shape == last.shape == (2, 16, 3, 32)
+    assert_close(embedding, expected_embedding, **EXACT)
+    assert not torch.allclose(first, embedding) and not torch.allclose(first, last)
+    assert_close(model.model.norm(last), plain.last_hidden_state, **EXACT)
+    with pytest.raises(ValueError, match=r"state_layer 3: the model has layers 0 \(embedding\) to 2"):
+        model(x, state_layer=3)
+    with pytest.raises(ValueError, match="forecast pass alone"):
+        model(x, reconstruction_mask=torch.zeros(2, 16, 3, dtype=torch.bool), state_layer=0)
 
 
 def flattened(x: torch.Tensor) -> torch.Tensor:

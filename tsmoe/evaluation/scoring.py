@@ -61,7 +61,7 @@ def forecast_errors_and_states(
     layers = model.config.num_hidden_layers
     if state_layer != "final" and not 0 <= int(state_layer) <= layers:
         raise ValueError(f"evaluation.density_layer {state_layer}: the model has layers 0 (embedding) to {layers}")
-    output = model(series, output_hidden_states=state_layer != "final")
+    output = model(series, state_layer=None if state_layer == "final" else int(state_layer))
     predictions = output.predictions  # {h: [B*C, L, h]}
     total = torch.zeros_like(series, dtype=torch.float32)
     for head in heads:
@@ -77,7 +77,7 @@ def forecast_errors_and_states(
         total[:, 1:] += head_error[:, 1:] / forecasts[1:]
     total = total / len(heads)
     total[:, 0] = float("nan")
-    chosen = output.last_hidden_state if output.hidden_states is None else output.hidden_states[int(state_layer)]
+    chosen = output.last_hidden_state if output.layer_state is None else output.layer_state
     states = chosen.float().reshape(batch, channels, length, -1)
     return total.reshape(batch, channels, length).cpu(), states.cpu()
 

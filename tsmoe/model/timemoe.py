@@ -382,9 +382,9 @@ class TimeMoEOutput:
     # forecast pass, predictions is empty and last_hidden_state is the reconstruction pass's.
     reconstruction: torch.Tensor | None = None
     reconstruction_loss: torch.Tensor | None = None
-    # Only with output_hidden_states: the input embedding, then each decoder layer's output (before the final
-    # norm), shaped like last_hidden_state; entry i is what layer i + 1 reads.
-    hidden_states: list[torch.Tensor] | None = None
+    # Only with state_layer: that layer's states, shaped like last_hidden_state: the input embedding (0) or
+    # decoder layer i's output (i, before the final norm).
+    layer_state: torch.Tensor | None = None
 
 
 class TimeMoE(nn.Module):
@@ -441,7 +441,7 @@ class TimeMoE(nn.Module):
         attention_mask: torch.Tensor | None = None,  # [B, L]; 0 marks padding
         reconstruction_mask: torch.Tensor | None = None,  # [B, L] or like x; True hides a point (bool)
         forecast: bool = True,  # False: the reconstruction pass alone (needs reconstruction_mask)
-        output_hidden_states: bool = False,  # also return every layer's states (forecast pass only)
+        state_layer: int | None = None,  # also return this layer's states (forecast pass only): 0 is the embedding
     ) -> TimeMoEOutput:
         """Predict every horizon at every position; with labels, also the training loss.
 
@@ -449,8 +449,8 @@ class TimeMoE(nn.Module):
         call runs both, so DDP sees every parameter the step uses.
         """
         if reconstruction_mask is not None or not forecast:
-            if output_hidden_states:
-                raise ValueError("output_hidden_states is for the forecast pass alone, without reconstruction_mask")
+            if state_layer is not None:
+                raise ValueError("state_layer is for the forecast pass alone, without reconstruction_mask")
             return self._with_reconstruction(x, labels, loss_masks, attention_mask, reconstruction_mask, forecast)
         _check_shapes(x, labels=labels, loss_masks=loss_masks, attention_mask=attention_mask)
         channels = x.shape[2] if x.dim() == 3 else None
@@ -459,8 +459,12 @@ class TimeMoE(nn.Module):
             attention_mask = _to_series(_broadcast_channels(attention_mask, channels))
         if loss_masks is not None:
             loss_masks = _to_series(_broadcast_channels(loss_masks, channels))
-        layer_states: list[torch.Tensor] | None = [] if output_hidden_states else None
-        hidden, router_logits = self._backbone(series, attention_mask, layer_states=layer_states)
+        if state_layer is not None and not 0 <= state_layer <= self.config.num_hidden_layers:
+            raise ValueError(
+                f"state_layer {state_layer}: the model has layers 0 (embedding) to {self.config.num_hidden_layers}"
+            )
+        kept: list[torch.Tensor] = []
+        hidden, router_logits = self._backbone(series, attention_mask, keep_layer=state_layer, kept=kept)
         series_predictions = [head(hidden) for head in self.lm_heads]  # [N, L, h] each
         predictions = {
             horizon: _from_series(prediction, channels)
@@ -473,8 +477,8 @@ class TimeMoE(nn.Module):
                 real_tokens = attention_mask if attention_mask is not None else loss_masks
             aux_loss = load_balancing_loss(router_logits, self.config.num_experts_per_tok, real_tokens)
         output = TimeMoEOutput(predictions, router_logits, aux_loss, _from_series(hidden, channels))
-        if layer_states is not None:
-            output.hidden_states = [_from_series(states, channels) for states in layer_states]
+        if kept:
+            output.layer_state = _from_series(kept[0], channels)
         if labels is not None:
             targets = _to_series(labels)
             output.head_losses = {
@@ -488,12 +492,15 @@ class TimeMoE(nn.Module):
             )
         return output
 
-    def _backbone(self, series, attention_mask, cache: KVCache | None = None, hidden_points=None, layer_states=None):
+    def _backbone(
+        self, series, attention_mask, cache: KVCache | None = None, hidden_points=None, keep_layer=None, kept=None
+    ):
         """[N, L] values -> final hidden states [N, L, H] and per-layer router logits.
 
         With `hidden_points` ([N, L] bool), the reconstruction pass: those points enter as the mask embedding
         and attention is bidirectional (an explicit all-keys mask, which every attention kernel honours).
-        A list given as `layer_states` receives the embedding and every layer's output, [N, L, H] each.
+        With `keep_layer` i, the list `kept` receives that layer's states [N, L, H] (0: the embedding); only
+        that one is kept, so scoring a deep model holds one layer's states, not all.
         """
         start = 0 if cache is None else cache.length
         hidden = self.model.embed_layer(series.unsqueeze(-1))
@@ -506,17 +513,17 @@ class TimeMoE(nn.Module):
         else:
             mask = _bidirectional_mask(attention_mask, series.shape[1], series.device)
         router_logits = []
-        if layer_states is not None:
-            layer_states.append(hidden)
-        for layer in self.model.layers:
+        if keep_layer == 0:
+            kept.append(hidden)
+        for number, layer in enumerate(self.model.layers, start=1):
             if self.config.activation_checkpointing and self.training and torch.is_grad_enabled():
                 hidden, logits = checkpoint(layer, hidden, cos, sin, mask, use_reentrant=False)
             else:
                 hidden, logits = layer(hidden, cos, sin, mask, cache)
             if logits is not None:
                 router_logits.append(logits)
-            if layer_states is not None:
-                layer_states.append(hidden)
+            if number == keep_layer:
+                kept.append(hidden)
         return self.model.norm(hidden), router_logits
 
     # --- masked reconstruction (not in the reference; only with reconstruction_head) -----------
