@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tsmoe.config import RunConfig, load_run_config
+from tsmoe.config import RunConfig, load_run_config, with_field
 from tsmoe.data.check import check_dataset
 from tsmoe.data.from_csv import CsvLayout, csv_to_dataset
 from tsmoe.data.store import SegmentDataset, open_dataset
@@ -135,6 +135,13 @@ def main() -> None:
     parser.add_argument("--segment-length", type=int, default=256, help="for SKAB and UCR")
     parser.add_argument("--stride", type=int, default=64, help="for SKAB and UCR")
     parser.add_argument("--normal-prefix", type=int, default=400, help="for SKAB's prefix protocol")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override one field of the config, e.g. evaluation.density_layer=0 (repeatable)",
+    )
     parser.add_argument("--epochs", type=int, help="override the config's training.epochs")
     parser.add_argument("--seed", type=int, help="override the config's training and data seeds")
     parser.add_argument("--threads", type=int, default=2)
@@ -143,6 +150,8 @@ def main() -> None:
     torch.set_num_threads(arguments.threads)
 
     run = load_run_config(arguments.config)
+    for assignment in arguments.set:
+        run = with_field(run, assignment)
     if arguments.epochs is not None:
         run.training.epochs = arguments.epochs
     if arguments.seed is not None:

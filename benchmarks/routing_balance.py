@@ -20,21 +20,11 @@ import json
 from pathlib import Path
 
 import torch
-import yaml
 
-from tsmoe.config import load_run_config
+from tsmoe.config import load_run_config, with_field
 from tsmoe.model.timemoe import SparseMoE
 from tsmoe.training.finetune import base_model
 from tsmoe.training.trainer import Trainer
-
-
-def _override(run, assignment: str):
-    """Set one dotted field (`model.num_experts=8`) on a run config, validated like the YAML file."""
-    name, _, text = assignment.partition("=")
-    section, field = name.split(".")
-    values = run.model_dump()
-    values[section][field] = yaml.safe_load(text)
-    return type(run).model_validate(values)
 
 
 def main() -> None:
@@ -48,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     run = load_run_config(args.config)
     for assignment in args.set:
-        run = _override(run, assignment)
+        run = with_field(run, assignment)
 
     trainer = Trainer(run)
     layers = [module for module in base_model(trainer.module).modules() if isinstance(module, SparseMoE)]

@@ -1,7 +1,7 @@
 import pytest
 
 from tests.model.tiny import TINY
-from tsmoe.config import RunConfig, dump_run_config, load_run_config, parse_run_config
+from tsmoe.config import RunConfig, dump_run_config, load_run_config, parse_run_config, with_field
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
 
@@ -47,6 +47,19 @@ def test_a_density_layer_beyond_the_model_names_the_field():
         parse_run_config({"model": {"num_hidden_layers": 2}, "evaluation": {"density_layer": 3}})
     with pytest.raises(ValueError, match=r"field evaluation.density_layer"):
         parse_run_config({"evaluation": {"density_layer": "first"}})
+
+
+def test_with_field_sets_one_dotted_field_and_validates_it():
+    run = parse_run_config({"evaluation": {"density_weight": 1.0}})
+    changed = with_field(with_field(run, "evaluation.density_layer=0"), "evaluation.heads=[1, 8]")
+    assert changed.evaluation.density_layer == 0 and changed.evaluation.heads == [1, 8]
+    assert changed.evaluation.density_weight == 1.0 and run.evaluation.density_layer == "final"
+    with pytest.raises(ValueError, match=r"field evaluation\.smoothing_window"):
+        with_field(run, "evaluation.smoothing_window=0")
+    with pytest.raises(ValueError, match=r"expected section\.field=value"):
+        with_field(run, "evaluation.density_layer")
+    with pytest.raises(ValueError, match="no section 'scoring'"):
+        with_field(run, "scoring.heads=[1]")
 
 
 def test_missing_and_malformed_files_are_named(tmp_path):

@@ -125,6 +125,20 @@ def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -
     return config
 
 
+def with_field(config: RunConfig, assignment: str) -> RunConfig:
+    """A copy of `config` with one dotted field set from `section.field=value` (the value read as YAML),
+    validated like a config file; errors name the field."""
+    name, equals, text = assignment.partition("=")
+    section, dot, field = name.partition(".")
+    if not equals or not dot or not field:
+        raise ValueError(f"{assignment!r}: expected section.field=value, e.g. evaluation.density_layer=0")
+    values = config.model_dump()
+    if section not in values or not isinstance(values[section], dict):
+        raise ValueError(f"{assignment!r}: no section {section!r} (sections: model, data, training, evaluation)")
+    values[section][field] = yaml.safe_load(text)
+    return parse_run_config(values, source=assignment)
+
+
 def read_yaml(path: Path, kind: str, loader: type[yaml.SafeLoader] = yaml.SafeLoader) -> Any:
     """The contents of a YAML file; errors name the file and say what `kind` of file was expected."""
     if not path.is_file():
