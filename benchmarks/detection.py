@@ -191,7 +191,9 @@ def main() -> None:
 
     model_config = run.model
     header = (
-        f"{source}, {arguments.split} split; config {arguments.config.name}: Time-MoE hidden "
+        f"{source}, {arguments.split} split; config {arguments.config.name}"
+        + (f" with {', '.join(arguments.set)}" if arguments.set else "")
+        + f": Time-MoE hidden "
         f"{model_config.hidden_size}, {model_config.num_hidden_layers} layers, {model_config.num_experts} experts, "
         f"{run.training.epochs} epochs in {train_seconds:.0f} s; {platform.processor() or platform.machine()}, "
         f"{arguments.threads} threads, torch {torch.__version__}"
