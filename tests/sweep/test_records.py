@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import pandas as pd
+
 from tests.sweep.test_pareto import trials_table
 from tsmoe.sweep.pareto import pareto_front
-from tsmoe.sweep.records import _status, complete_stopped_outputs, format_front, worst_routing
+from tsmoe.sweep.records import _status, complete_stopped_outputs, format_front, parquet_ready, worst_routing
 
 
 def test_the_front_prints_trial_objectives_memory_and_parameters_without_the_prefix():
@@ -58,3 +60,19 @@ def test_a_trial_that_collapsed_at_its_last_epoch_is_stopped_not_completed():
     reason = "collapse: one expert took 1 of the tokens at epoch 3 (limit early_stopping.max_load_share 0.9)"
     assert _status(trial, 3, 3, {"a": reason}) == ("stopped", reason)
     assert _status(trial, 3, 3, {}) == ("completed", "")
+
+
+def test_a_parameter_whose_choices_mix_text_and_numbers_is_written_to_parquet_as_text(tmp_path):
+    table = pd.DataFrame(
+        {
+            "param.evaluation.density_layer": ["final", 0, None],
+            "param.evaluation.forecast_weight": [1.0, 0.0, 0.5],
+            "output": ["a", "b", "c"],
+        }
+    )
+    parquet_ready(table).to_parquet(tmp_path / "trials.parquet", index=False)
+    read = pd.read_parquet(tmp_path / "trials.parquet")
+    layers = read["param.evaluation.density_layer"].tolist()
+    assert layers[:2] == ["final", "0"] and pd.isna(layers[2])
+    assert read["param.evaluation.forecast_weight"].tolist() == [1.0, 0.0, 0.5]
+    assert table["param.evaluation.density_layer"].tolist() == ["final", 0, None]  # the table itself is kept

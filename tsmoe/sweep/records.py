@@ -185,6 +185,26 @@ def trials_table(directory: str | Path, config: SweepConfig, planned_epochs: int
     return table.sort_values(TRIAL_ID, ignore_index=True)
 
 
+def parquet_ready(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with every column that mixes value types (a categorical parameter whose choices are `final`
+    and 0, say) written as text, which Parquet's one type per column can hold; missing values stay missing."""
+    mixed = [
+        column
+        for column in table.columns
+        if table[column].dtype == object and len({type(value) for value in table[column].dropna()}) > 1
+    ]
+    if not mixed:
+        return table
+    ready = table.copy()
+    for column in mixed:
+        ready[column] = table[column].map(lambda value: None if _missing(value) else str(value))
+    return ready
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def write_results(
     directory: str | Path, config: SweepConfig, planned_epochs: int, distributions=None
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Path]]:
@@ -198,7 +218,7 @@ def write_results(
     table = trials_table(directory, config, planned_epochs)
     front = pareto_front(table, QUALITY, throughput)
     table.to_csv(directory / TRIALS_CSV, index=False)
-    table.to_parquet(directory / TRIALS_PARQUET, index=False)
+    parquet_ready(table).to_parquet(directory / TRIALS_PARQUET, index=False)
     front.to_csv(directory / PARETO_CSV, index=False)
     plots = write_plots(table, directory, throughput=throughput, quality=QUALITY, distributions=distributions)
     return table, front, plots
