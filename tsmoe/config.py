@@ -58,11 +58,11 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _density_layer_exists(self) -> RunConfig:
-        layer = self.evaluation.density_layer
-        if layer != "final" and layer > self.model.num_hidden_layers:
+        if not self.evaluation.density_layer_fits(self.model.num_hidden_layers):
             raise ValueError(
-                f"evaluation.density_layer {layer}: the model has {self.model.num_hidden_layers} decoder layers "
-                "(give 0 for the input embedding, 1 to num_hidden_layers for a layer's output, or final)"
+                f"evaluation.density_layer {self.evaluation.density_layer}: the model has "
+                f"{self.model.num_hidden_layers} decoder layers (give 0 for the input embedding, 1 to "
+                "num_hidden_layers for a layer's output, or final)"
             )
         return self
 

@@ -128,11 +128,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     missing = sorted(set(config.heads) - set(model.config.horizon_lengths))
     if missing:
         raise ValueError(f"--heads {missing}: the model in {args.model} has horizons {model.config.horizon_lengths}")
-    layers = model.config.num_hidden_layers
-    if config.density_layer != "final" and config.density_layer > layers:
+    if not config.density_layer_fits(model.config.num_hidden_layers):
         raise ValueError(
-            f"evaluation.density_layer {config.density_layer}: the model in {args.model} has {layers} decoder "
-            "layers (0 is the input embedding)"
+            f"evaluation.density_layer {config.density_layer}: the model in {args.model} has "
+            f"{model.config.num_hidden_layers} decoder layers (0 is the input embedding)"
         )
     views, views_source = trained_views(args.model, args.config, dataset)
     print(f"detector: {source}" + (f", with {', '.join(sorted(given))} from the command line" if given else ""))

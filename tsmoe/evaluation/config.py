@@ -66,6 +66,10 @@ class EvaluationConfig(BaseModel):
     kmeans_clusters: int = Field(8, gt=0)
     seed: int = 0
 
+    def density_layer_fits(self, num_hidden_layers: int) -> bool:
+        """Whether a model of this many decoder layers has the states `density_layer` names."""
+        return self.density_layer == "final" or self.density_layer <= num_hidden_layers
+
     @model_validator(mode="after")
     def _some_component(self) -> EvaluationConfig:
         if self.forecast_weight + self.cross_channel_weight + self.density_weight + self.reconstruction_weight <= 0:
