@@ -12,7 +12,7 @@ from torch.testing import assert_close
 from tests.model.tiny import TINY
 from tsmoe.model import TimeMoE, TimeMoEConfig
 from tsmoe.model.experts import grouped_experts, loop_experts
-from tsmoe.model.timemoe import Attention, RMSNorm, load_balancing_loss, masked_huber_loss, total_loss
+from tsmoe.model.timemoe import Attention, RMSNorm, _attention_mask, load_balancing_loss, masked_huber_loss, total_loss
 
 EXACT = dict(rtol=1e-10, atol=1e-10)
 # RoPE angles and the eager softmax are computed in float32 even for float64 models (as the
@@ -553,8 +553,9 @@ def test_fused_projections_equal_the_three_linears_and_leave_watched_linears_to_
         assert_close(fused.predictions[horizon], watched.predictions[horizon], **EXACT)
 
 
+@pytest.mark.parametrize("query_block", [128, 5], ids=["one-block", "blocks-of-5"])
 @pytest.mark.parametrize("with_mask", [False, True], ids=["causal", "left-padded"])
-def test_fast_attention_in_bfloat16_rounds_as_the_reference_eager_attention(with_mask):
+def test_fast_attention_in_bfloat16_rounds_as_the_reference_eager_attention(with_mask, query_block):
     generator = torch.Generator().manual_seed(5)
     q, k, v = (torch.randn(2, 3, 24, 16, generator=generator).to(torch.bfloat16) for _ in range(3))
     mask = None
@@ -563,11 +564,36 @@ def test_fast_attention_in_bfloat16_rounds_as_the_reference_eager_attention(with
         padding[1, :7] = False
         own_key = torch.eye(24, dtype=torch.bool)
         mask = torch.ones(24, 24, dtype=torch.bool).tril()[None, None] & (padding[:, None, None, :] | own_key)
-    fast = Attention._matmul_attention(q, k, v, mask)
+    fast = Attention._matmul_attention(q, k, v, mask, query_block=query_block)
     reference = Attention._eager(q, k, v, mask)
     assert fast.dtype == torch.bfloat16
     # Both round the same float32 softmax to bfloat16 once: at most a unit in the last place apart.
     assert_close(fast.float(), reference.float(), rtol=2**-7, atol=1e-3)
+
+
+@pytest.mark.parametrize("with_padding", [False, True], ids=["causal", "left-padded"])
+def test_fast_attention_in_query_blocks_equals_one_block_with_and_without_cached_keys(with_padding):
+    generator = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(2, 3, 24, 8, generator=generator, dtype=torch.float64) for _ in range(3))
+    q = q[..., 13:, :]  # 11 new queries after 13 cached keys, as a generate step with the KV cache has
+    padding = None
+    if with_padding:
+        padding = torch.ones(2, 24)
+        padding[0, :4] = 0
+    mask = _attention_mask(padding, length=11, start=13, device=q.device)
+    whole = Attention._matmul_attention(q, k, v, mask, query_block=11)
+    reference = Attention._eager(q, k, v, mask)
+    assert_close(whole, reference, rtol=1e-5, atol=1e-6)  # the reference's softmax runs in float32
+    for query_block in (1, 4, 10):
+        blocked = Attention._matmul_attention(q, k, v, mask, query_block=query_block)
+        assert_close(blocked, whole, **EXACT)
+    # Without cached keys or padding the mask is None: the blocks build the causal mask themselves.
+    q, k, v = (torch.randn(2, 3, 24, 8, generator=generator, dtype=torch.float64) for _ in range(3))
+    reference = Attention._eager(q, k, v, None)
+    for query_block in (1, 7, 24):
+        assert_close(
+            Attention._matmul_attention(q, k, v, None, query_block=query_block), reference, rtol=1e-5, atol=1e-6
+        )
 
 
 def test_norm_feeding_a_matmul_returns_autocast_dtype_and_the_plain_norm_otherwise():
