@@ -117,7 +117,8 @@ def train_model(run: RunConfig) -> tuple[TimeMoE, float]:
     model, _ = fit(
         run,
         on_epoch=lambda metrics: print(
-            f"epoch {metrics['epoch']}: loss {metrics['loss']:.4f}, {metrics['samples_s']:.1f} segments/s",
+            f"epoch {metrics['epoch']}: loss {metrics['loss']:.4f}, {metrics['samples_s']:.1f} segments/s, "
+            f"busiest expert's share of top-k choices {metrics.get('routing_max_load_share', float('nan')):.2f}",
             file=sys.stderr,
         ),
     )
