@@ -233,7 +233,8 @@ class Attention(nn.Module):
         outputs = []
         for first in range(0, length, query_block):
             last = min(first + query_block, length)
-            visible = offset + last  # no query of this block sees a key beyond its last query's
+            # No query of this block sees a key beyond its last query's: the mask is causal (`_attention_mask`).
+            visible = offset + last
             scores = q[..., first:last, :] @ k[..., :visible, :].transpose(-2, -1)  # [N, heads, B, visible]
             if mask is None:
                 hidden = torch.ones(last - first, visible, dtype=torch.bool, device=q.device).triu(offset + first + 1)
