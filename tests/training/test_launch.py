@@ -261,3 +261,18 @@ def test_only_the_train_workers_environment_asks_the_setup_hook_to_patch_torch(t
     assert workers[PROCESS_GROUP_VARIABLE] == "1"
     # The job-wide environment (trial drivers, Train's controller and helper actors) leaves it out.
     assert PROCESS_GROUP_VARIABLE not in worker_environment(use_gpu=False, local_cluster=True)
+
+
+def test_cpu_workers_run_torch_on_their_share_of_the_cpus(tmp_path):
+    from tsmoe.training.launch import build_torch_trainer
+
+    run = _tiny_run(tmp_path)
+
+    def threads(**resources) -> str | None:
+        trainer = build_torch_trainer(run, tmp_path / "run", workers=2, **resources)
+        return trainer.run_config.worker_runtime_env["env_vars"].get("OMP_NUM_THREADS")
+
+    assert threads(use_gpu=False, cpus_per_worker=1) == "1"
+    assert threads(use_gpu=False, cpus_per_worker=3) == "3"
+    assert threads(use_gpu=False, cpus_per_worker=0.5) == "1"  # a fractional share still runs one thread
+    assert threads(use_gpu=True, cpus_per_worker=1) is None  # GPU workers keep torch's default

@@ -190,6 +190,18 @@ def collect_outputs(output: Path) -> TrainingOutcome:
     return TrainingOutcome(output, summary["epoch"], history[-1] if history else {}, output / "model", best)
 
 
+def _cpu_threads(use_gpu: bool, cpus_per_worker: float) -> dict[str, str]:
+    """OMP_NUM_THREADS for CPU training workers: their share of the CPUs, as Ray does for other actors.
+
+    Ray sets it for tasks and actors that ask for CPUs, but not for Train's workers, which get theirs from a
+    placement group: each then runs torch on every core of the machine. A worker's CPUs are the threads it
+    gets (raise `cpus_per_worker` for more). GPU workers keep torch's default for their CPU-side work.
+    """
+    if use_gpu:
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, int(cpus_per_worker)))}
+
+
 def build_torch_trainer(
     run: RunConfig,
     output: Path,
@@ -211,7 +223,7 @@ def build_torch_trainer(
 
     from tsmoe.training.worker import train_worker
 
-    environment = worker_environment(use_gpu)
+    environment = worker_environment(use_gpu) | _cpu_threads(use_gpu, cpus_per_worker)
     resume = latest_checkpoint(output)
     resources = {"CPU": cpus_per_worker} | ({"GPU": gpus_per_worker} if use_gpu else {})
     return TorchTrainer(
