@@ -36,17 +36,17 @@ def run_train(args: argparse.Namespace) -> int:
 
     run = load_run_config(args.config)
     output = args.output or Path("runs") / args.config.stem
-    workers, cpus_per_worker = args.workers, args.cpus_per_worker
+    # An exported sweep trial trains with the workers it had, so its global batch is the same, and on CPUs
+    # with the CPUs (torch threads) each had, so its float reductions, and so its figures, are too.
+    workers = args.workers if args.workers is not None else run.origin.workers if run.origin is not None else 1
+    cpus_per_worker = args.cpus_per_worker
     if run.origin is not None:
-        # An exported sweep trial trains with the workers it had, so its global batch is the same, and on
-        # CPUs with the CPUs (torch threads) each had, so its float reductions, and so its figures, are too.
-        workers = workers if workers is not None else run.origin.workers
         if cpus_per_worker is None and run.origin.gpus_per_worker == 0:
             cpus_per_worker = max(1, int(run.origin.cpus_per_worker))
         shown = f", {cpus_per_worker} CPU(s) each" if cpus_per_worker is not None else ""
         print(f"reproducing trial {run.origin.trial_id} of {run.origin.sweep} with {workers} worker(s){shown}")
     try:
-        outcome = run_training(run, output, workers=workers or 1, address=args.address, cpus_per_worker=cpus_per_worker)
+        outcome = run_training(run, output, workers=workers, address=args.address, cpus_per_worker=cpus_per_worker)
     except TrainingFailed as error:
         print(f"tsmoe train: {error}", file=sys.stderr)
         return 1
