@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from contextlib import nullcontext
 
 import pytest
@@ -594,6 +595,51 @@ def test_fast_attention_in_query_blocks_equals_one_block_with_and_without_cached
         assert_close(
             Attention._matmul_attention(q, k, v, None, query_block=query_block), reference, rtol=1e-5, atol=1e-6
         )
+
+
+@pytest.mark.parametrize("with_padding", [False, True], ids=["causal", "left-padded"])
+@pytest.mark.parametrize("cached_keys", [0, 13], ids=["no-cache", "cached-keys"])
+def test_fast_attention_gradients_in_query_blocks_equal_autograd_of_the_reference_attention(with_padding, cached_keys):
+    generator = torch.Generator().manual_seed(7)
+    keys, length = 24, 24 - cached_keys
+    q, k, v = (torch.randn(2, 3, keys, 8, generator=generator, dtype=torch.float64) for _ in range(3))
+    q = q[..., cached_keys:, :].contiguous()
+    grad = torch.randn(2, 3, length, 8, generator=generator, dtype=torch.float64)
+    padding = None
+    if with_padding:
+        padding = torch.ones(2, keys)
+        padding[0, :4] = 0
+    mask = _attention_mask(padding, length=length, start=cached_keys, device=q.device)
+
+    def gradients(attention):
+        inputs = [tensor.clone().requires_grad_() for tensor in (q, k, v)]
+        attention(*inputs, mask).backward(grad)
+        return [tensor.grad for tensor in inputs]
+
+    reference = gradients(Attention._eager)
+    for query_block in (1, 4, 7, length):
+        blocked = gradients(functools.partial(Attention._matmul_attention, query_block=query_block))
+        for got, expected in zip(blocked, reference, strict=True):
+            assert_close(got, expected, rtol=1e-5, atol=1e-6)  # the reference's softmax runs in float32
+
+
+def test_fast_attention_gradients_in_bfloat16_follow_the_float64_gradients():
+    generator = torch.Generator().manual_seed(8)
+    q, k, v, grad = (torch.randn(2, 4, 300, 16, generator=generator, dtype=torch.float64) for _ in range(4))
+
+    def gradients(dtype, attention):
+        inputs = [tensor.detach().to(dtype).requires_grad_() for tensor in (q, k, v)]
+        attention(*inputs, None).backward(grad.to(dtype))
+        return [tensor.grad.double() for tensor in inputs]
+
+    exact = gradients(torch.float64, Attention._eager)
+    blocked = gradients(torch.bfloat16, functools.partial(Attention._matmul_attention, query_block=128))
+    eager = gradients(torch.bfloat16, Attention._eager)
+    for got, reference_in_bfloat16, expected in zip(blocked, eager, exact, strict=True):
+        # bfloat16 rounding, the blocks' partial sums included, stays within the reference's own error.
+        error = (got - expected).norm() / expected.norm()
+        reference_error = (reference_in_bfloat16 - expected).norm() / expected.norm()
+        assert error < 2 * reference_error + 1e-3
 
 
 def test_norm_feeding_a_matmul_returns_autocast_dtype_and_the_plain_norm_otherwise():
