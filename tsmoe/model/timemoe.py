@@ -21,6 +21,7 @@ stored stacked ([E, ...] per projection) so that expert compute can be one group
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -218,6 +219,14 @@ class Attention(nn.Module):
         return _BlockedMatmulAttention.apply(q, k, v, mask, query_block or ATTENTION_QUERY_BLOCK)
 
 
+def _query_blocks(length: int, keys: int, query_block: int) -> Iterator[tuple[int, int, int]]:
+    """(first, last, visible) of each block of `query_block` queries: its queries [first, last) see at most
+    the first `visible` keys (the mask is causal: `_attention_mask`; cached keys come before the queries)."""
+    for first in range(0, length, query_block):
+        last = min(first + query_block, length)
+        yield first, last, keys - length + last
+
+
 class _BlockedMatmulAttention(torch.autograd.Function):
     """softmax(q k^T / sqrt(D), masked) v over blocks of queries, with a backward that knows the blocks.
 
@@ -240,14 +249,11 @@ class _BlockedMatmulAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, mask, query_block):
-        length, keys = q.shape[-2], k.shape[-2]
-        offset = keys - length  # query i sits at key offset + i (cached keys come first)
+        offset = k.shape[-2] - q.shape[-2]  # query i sits at key offset + i (cached keys come first)
         scale = 1.0 / math.sqrt(q.shape[-1])
         q = q * scale
         outputs, probabilities = [], []
-        for first in range(0, length, query_block):
-            last = min(first + query_block, length)
-            visible = offset + last
+        for first, last, visible in _query_blocks(q.shape[-2], k.shape[-2], query_block):
             scores = q[..., first:last, :] @ k[..., :visible, :].transpose(-2, -1)  # [N, heads, B, visible]
             if mask is None:
                 square = torch.ones(last - first, last - first, dtype=torch.bool, device=q.device).triu(1)
@@ -264,12 +270,9 @@ class _BlockedMatmulAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         q, k, v, *probabilities = ctx.saved_tensors  # q already scaled
-        length, keys = q.shape[-2], k.shape[-2]
-        offset = keys - length
         grad_q, grad_k, grad_v = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
-        for first, block_probabilities in zip(range(0, length, ctx.query_block), probabilities, strict=True):
-            last = min(first + ctx.query_block, length)
-            visible = offset + last
+        blocks = _query_blocks(q.shape[-2], k.shape[-2], ctx.query_block)
+        for (first, last, visible), block_probabilities in zip(blocks, probabilities, strict=True):
             block_grad = grad[..., first:last, :]
             grad_v[..., :visible, :] += block_probabilities.transpose(-2, -1) @ block_grad
             grad_scores = torch._softmax_backward_data(
