@@ -39,3 +39,31 @@ def load_error(tmp_path, text: str, base: RunConfig, segment_length: int = 512) 
     message = str(raised.value)
     assert message.startswith(str(path)), message
     return message
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3-compatible server (moto) for the session: its host:port."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch, request) -> str:
+    """A new bucket on the local S3 server, as an s3:// URI that carries the server's address; the
+    credentials pyarrow and boto3 read are set for this process and the Ray processes it starts."""
+    import re
+
+    import boto3
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    bucket = "tsmoe-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:50].strip("-")
+    boto3.client("s3", endpoint_url=f"http://{s3_server}").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}?endpoint_override={s3_server}&scheme=http"

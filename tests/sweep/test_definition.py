@@ -129,14 +129,31 @@ def test_storage_may_be_a_file_uri_of_a_shared_path(tmp_path, data):
     assert sweep.config.directory == tmp_path / "shared sweeps" / "tiny"
 
 
+def test_object_storage_keeps_the_experiment_there_and_the_drivers_files_in_local_storage(tmp_path, data):
+    uri = "s3://bucket/team/sweeps?endpoint_override=127.0.0.1:9000&scheme=http"
+    sweep = load_sweep(write_sweep(tmp_path, data, storage=uri, local_storage="driver"))
+    assert sweep.config.storage == uri
+    assert sweep.config.directory == tmp_path / "driver" / "tiny"
+    # The sweep's name goes into the path, before the query that pyarrow reads its options from.
+    assert (
+        sweep.config.experiment_location == "s3://bucket/team/sweeps/tiny?endpoint_override=127.0.0.1:9000&scheme=http"
+    )
+
+
+def test_a_path_storage_keeps_everything_in_the_sweep_directory(tmp_path, data):
+    sweep = load_sweep(write_sweep(tmp_path, data, local_storage="driver"))
+    assert sweep.config.experiment_location == sweep.config.directory == tmp_path / "sweeps" / "tiny"
+
+
 @pytest.mark.parametrize(
     "storage, message",
     [
-        ("s3://bucket/sweeps", "s3:// storage is not supported, .* mount the bucket on every node"),
+        ("ftp://host/sweeps", "ftp:// storage is not supported; give a path, a file:// URI or one of s3://, gs://"),
+        ("s3:///sweeps", "names no bucket; expected s3://BUCKET/PREFIX"),
         ("file://otherhost/sweeps", "a file:// URI names a path, file:///PATH; got the host 'otherhost'"),
     ],
 )
-def test_storage_uris_other_than_local_files_are_refused_saying_what_to_do(tmp_path, data, storage, message):
+def test_storage_uris_that_name_no_place_are_refused_saying_what_to_do(tmp_path, data, storage, message):
     path = write_sweep(tmp_path, data, storage=storage)
     with pytest.raises(ValueError, match=f"{path}: field storage: .*{message}"):
         load_sweep(path)

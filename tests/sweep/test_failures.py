@@ -91,3 +91,24 @@ def test_the_table_says_which_trials_ran_out_of_memory_or_diverged(tmp_path):
         }
     )
     assert mark_failures(table, tmp_path)["failure"].tolist() == [OUT_OF_MEMORY, DIVERGED, "", ""]
+
+
+def test_a_failure_recorded_in_object_storage_teaches_the_searcher_of_such_a_sweep(sweep, tmp_path, s3_bucket):  # noqa: F811
+    from tsmoe.sweep.object_storage import join, upload
+
+    sweep.config.storage = join(s3_bucket, "sweeps")
+    search = _search(sweep, tmp_path / "driver")
+    search.suggest("oom")
+    search.on_trial_result("oom", _result(1, auroc=0.7, samples_s=300.0))
+    record_failure(tmp_path / "staging", "torch.OutOfMemoryError: CUDA out of memory", "CUDA out of memory")
+    upload(
+        tmp_path / "staging" / "failure.jsonl",
+        str(join(s3_bucket, "sweeps", "tiny", TRIALS_DIR, "oom", "failure.jsonl")),
+    )
+    search.on_trial_complete("oom", None, error=True)
+    study = optuna.load_study(study_name="tiny", storage=study_storage(tmp_path / "driver"))
+    assert study.trials[0].constraints["out_of_memory"] > 0
+    assert read_failure(join(s3_bucket, "sweeps", "tiny", TRIALS_DIR, "oom")) == {
+        "kind": OUT_OF_MEMORY,
+        "reason": "CUDA out of memory",
+    }

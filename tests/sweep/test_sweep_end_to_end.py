@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -165,3 +166,68 @@ def test_a_crashing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(tmp_
     assert "no full batch of 32" in table.loc[32, "stop_reason"]
     study = optuna.load_study(study_name="tiny", storage=study_storage(tmp_path / "sweeps" / "tiny"))
     assert sorted(trial.state.name for trial in study.trials) == ["COMPLETE", "FAIL"]
+
+
+def test_a_sweep_kept_in_object_storage_trains_reports_and_exports_from_the_bucket(tmp_path, capsys, s3_bucket):
+    import pyarrow.fs
+
+    from tsmoe.sweep.object_storage import join, list_files
+
+    # As in the test above, the first trial's batch of 32 fails as it starts; the second trains.
+    space = {
+        "data.batch_size": {"type": "categorical", "choices": [4, 32]},
+        "training.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    }
+    storage = join(s3_bucket, "team")
+    definition = write_sweep(
+        tmp_path,
+        synthetic_data(tmp_path / "data"),
+        space=space,
+        num_trials=2,
+        max_concurrent_trials=2,
+        early_stopping={"scheduler": "none"},
+        storage=storage,
+        local_storage="driver",
+    )
+    assert main(["sweep", str(definition)]) == 0
+    assert "1 completed, 1 error" in capsys.readouterr().out
+
+    directory = tmp_path / "driver" / "tiny"
+    table = pd.read_csv(directory / "trials.csv", dtype=TRIAL_ID_AS_TEXT).set_index("param.data.batch_size")
+    trained, failed = table.loc[4, "trial_id"], table.loc[32, "trial_id"]
+    assert table.loc[4, "status"] == "completed" and table.loc[32, "status"] == "error"
+    # Every run's files are in the bucket: Ray Train's checkpoints and what the trial's process wrote.
+    stored = list_files(join(storage, "tiny", "trials"))
+    assert {f"{trained}/config.yaml", f"{trained}/metrics.jsonl", f"{trained}/model/config.json"} <= set(stored)
+    assert any(name.startswith(f"{trained}/train/checkpoint_") for name in stored)
+    assert f"{failed}/failure.jsonl" in stored
+    # The driver's copy has the finished run's outputs, not its checkpoints, and its figures from them.
+    local = directory / "trials" / trained
+    assert not list(local.glob("train/checkpoint_*")) and (local / "model" / "config.json").is_file()
+    assert table.loc[4, "best_val_auroc"] == pytest.approx(max(epoch["val_auroc"] for epoch in _history(local)))
+    study = optuna.load_study(study_name="tiny", storage=study_storage(directory))
+    assert sorted(trial.state.name for trial in study.trials) == ["COMPLETE", "FAIL"]
+
+    assert main(["sweep", str(definition)]) == 2  # the bucket holds this sweep: never started over unasked
+    assert "pass --resume" in capsys.readouterr().err
+
+    # A run stopped before it wrote its outputs (as early stopping leaves one): `tsmoe report` completes them
+    # from its checkpoints in the bucket and puts them back there.
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(str(join(storage, "tiny", "trials", trained)))
+    for name in ("model", "best_model"):
+        filesystem.delete_dir(f"{root}/{name}")
+        shutil.rmtree(local / name)
+    filesystem.delete_file(f"{root}/metrics.jsonl")
+    (local / "metrics.jsonl").unlink()
+    assert main(["report", str(directory)]) == 0
+    assert "1 completed, 1 error" in capsys.readouterr().out
+    assert {"metrics.jsonl", "model/config.json", "best_model/config.json"} <= set(
+        list_files(join(storage, "tiny", "trials", trained))
+    )
+    assert (local / "model" / "config.json").is_file()
+
+    exported = tmp_path / "best.yaml"
+    assert main(["export", str(directory), "-o", str(exported)]) == 0
+    config = load_run_config(exported)
+    assert config.origin.trial_id == trained
+    assert config.model_copy(update={"origin": None}) == load_run_config(local / "config.yaml")

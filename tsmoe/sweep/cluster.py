@@ -1,10 +1,11 @@
 """Before a sweep runs on a cluster of several machines: every node must see the dataset and the storage.
 
 A trial's process and its Train workers may run on any node. The workers read the dataset from its path,
-and the trial's process writes the run's config and outputs into the sweep directory, where Ray Train
-also keeps the checkpoints that carry each epoch's results to the driver. A node that sees neither at the
-path the driver gave would fail every trial placed on it, one after another; this check names the node
-and the path before the first trial instead.
+and the trial's process writes the run's config and outputs into the sweep directory (unless the storage is
+object storage, which every node reaches by its URI), where Ray Train also keeps the checkpoints that carry
+each epoch's results to the driver. A node that sees neither at the path the driver gave would fail every
+trial placed on it, one after another; this check names the node and the path before the first trial
+instead.
 """
 
 from __future__ import annotations

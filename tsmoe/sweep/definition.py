@@ -14,7 +14,8 @@
     early_stopping: {scheduler: moasha, metric: val_auroc, grace_period: 2, patience: 3, max_load_share: 0.9}
     constraints: {min_throughput: null, max_memory_mib: null}
     time_budget_s: 600
-    storage: ../runs/sweeps                # or file:///mnt/shared/sweeps; shared by every node of a cluster
+    storage: ../runs/sweeps                # or file:///mnt/shared/sweeps, or s3://bucket/sweeps (any node reaches it)
+    local_storage: ../runs/sweeps          # with a URI storage: where the driver keeps its own files, LOCAL/NAME
     seed: 0
     address: null                          # a Ray cluster to join instead of starting one
     enqueue: [../best.yaml]                # optional: run configs whose searched values are tried first
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tsmoe.config import RunConfig, load_run_config, read_yaml
 from tsmoe.data.meta import META_FILE
 from tsmoe.errors import describe_fields
+from tsmoe.sweep.object_storage import Location, check_uri, join
 from tsmoe.sweep.pareto import QUALITY
 from tsmoe.sweep.space import SearchSpace, load_search_space
 
@@ -158,7 +160,8 @@ class SweepConfig(BaseModel):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
     time_budget_s: float | None = Field(None, gt=0)
-    storage: Path = Path("runs/sweeps")
+    storage: Path | str = Path("runs/sweeps")  # a path, or an object storage URI (tsmoe/sweep/object_storage.py)
+    local_storage: Path = Path("runs/sweeps")  # with a URI storage: the driver's study, lock and results
     seed: int = 0
     address: str | None = None
     max_failures: int = Field(0, ge=0)  # retries of a crashed trial (it resumes from its last checkpoint)
@@ -169,26 +172,29 @@ class SweepConfig(BaseModel):
 
     @field_validator("storage", mode="before")
     @classmethod
-    def _path_or_file_uri(cls, value: Any) -> Any:
-        """A path, or a file:// URI of one (file:///mnt/shared/sweeps). Object storage URIs are refused: the
-        sweep's own files (its Optuna study in SQLite, its lock, the results) are files the driver writes."""
+    def _path_or_uri(cls, value: Any) -> Any:
+        """A path, a file:// URI of one (file:///mnt/shared/sweeps), or an object storage URI (s3://bucket/prefix),
+        which stays a string."""
         if not isinstance(value, str) or "://" not in value:
-            return value
+            return Path(value) if isinstance(value, str) else value
         parsed = urllib.parse.urlparse(value)
         if parsed.scheme != "file":
-            raise ValueError(
-                f"{value}: {parsed.scheme}:// storage is not supported, the sweep keeps its study (SQLite), lock "
-                f"and results as files; mount the bucket on every node (mountpoint-s3, s3fs, gcsfuse) and give "
-                f"the mount's path"
-            )
+            return check_uri(value)
         if parsed.netloc not in ("", "localhost"):
             raise ValueError(f"{value}: a file:// URI names a path, file:///PATH; got the host {parsed.netloc!r}")
         return Path(urllib.parse.unquote(parsed.path))
 
     @property
     def directory(self) -> Path:
-        """Where the sweep keeps everything: Tune's state, each trial's run, the study and the results."""
-        return self.storage / self.name
+        """The sweep directory: the study, the lock and the results, and (with a path as storage) Tune's state
+        and each trial's run too; with a URI as storage, a local copy of those (object_storage.py)."""
+        storage = self.storage if isinstance(self.storage, Path) else self.local_storage
+        return storage / self.name
+
+    @property
+    def experiment_location(self) -> Location:
+        """Where Tune keeps the sweep's experiment and each trial's run: the sweep directory, or STORAGE_URI/NAME."""
+        return self.directory if isinstance(self.storage, Path) else join(self.storage, self.name)
 
 
 @dataclass
@@ -223,7 +229,9 @@ def read_sweep_config(path: str | Path) -> SweepConfig:
     config.dataset.path = _resolve(config.dataset.path, directory)
     config.base_config = _resolve(config.base_config, directory)
     config.search_space = _resolve(config.search_space, directory)
-    config.storage = _resolve(config.storage, directory)
+    if isinstance(config.storage, Path):
+        config.storage = _resolve(config.storage, directory)
+    config.local_storage = _resolve(config.local_storage, directory)
     config.enqueue = [_resolve(enqueued, directory) for enqueued in config.enqueue]
     return config
 

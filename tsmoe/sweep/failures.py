@@ -14,14 +14,16 @@ SWEEP/trials/TRIAL_ID/failure.jsonl; the searcher and the results table read it 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
 
 import pandas as pd
 
+from tsmoe.sweep.object_storage import Location, join, read_text
 from tsmoe.sweep.pareto import ERROR, STATUS, STOP_REASON, STOPPED, TRIAL_ID
-from tsmoe.sweep.persisted import read_json, write_json_atomically
+from tsmoe.sweep.persisted import write_json_atomically
 
 FAILURE_FILE = "failure.jsonl"
 OUT_OF_MEMORY, DIVERGED, OTHER = "out_of_memory", "diverged", "error"
@@ -52,9 +54,10 @@ def record_failure(trial_directory: Path, error_text: str, reason: str) -> str:
     return kind
 
 
-def read_failure(trial_directory: Path) -> dict[str, str] | None:
-    """{kind, reason} of a trial that failed, or None."""
-    return read_json(Path(trial_directory) / FAILURE_FILE, None)
+def read_failure(trial_directory: Location) -> dict[str, str] | None:
+    """{kind, reason} of a trial that failed, or None; the trial's directory may be in object storage."""
+    text = read_text(join(trial_directory, FAILURE_FILE))
+    return json.loads(text) if text is not None else None
 
 
 def diverged(result: dict) -> bool:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from tsmoe.sweep.definition import SweepConfig
 from tsmoe.sweep.failures import mark_failures
+from tsmoe.sweep.object_storage import is_uri, join
 from tsmoe.sweep.pareto import (
     COMPLETED,
     ERROR,
@@ -86,12 +87,45 @@ def complete_stopped_outputs(directory: str | Path) -> list[Path]:
     return completed
 
 
+def fetch_experiment(experiment: str, directory: Path) -> list[Path]:
+    """Bring the local sweep directory up to date with a sweep kept in object storage at `experiment`:
+    Tune's experiment and every trial's run. Checkpoints are fetched only for runs without metrics.jsonl
+    (a stopped trial's outputs are completed from them here, then put back into the storage). Returns the
+    runs completed."""
+    from tsmoe.sweep.object_storage import download, list_files
+    from tsmoe.sweep.trial import put_run_files
+    from tsmoe.training.launch import METRICS_FILE, RUN_NAME
+
+    files = list_files(experiment)
+    finished = {relative.split("/")[1] for relative in files if relative.endswith(f"/{METRICS_FILE}")}
+
+    def skip(relative: str) -> bool:
+        parts = relative.split("/")
+        return len(parts) > 3 and parts[0] == TRIALS_DIR and parts[1] in finished and parts[2] == RUN_NAME
+
+    def announce(count: int, size: int) -> None:
+        print(f"fetching {count} files ({size / 2**20:.1f} MiB) of the sweep from {experiment} into {directory}")
+
+    download(experiment, directory, skip, announce)
+    completed = complete_stopped_outputs(directory)
+    for output in completed:
+        put_run_files(output, str(join(experiment, TRIALS_DIR, output.name)))
+    return completed
+
+
 def _history(output: Path) -> list[dict]:
-    """Every epoch's metrics of a trial's run, from its latest checkpoint (also for a stopped trial)."""
+    """Every epoch's metrics of a trial's run, from its latest checkpoint (also for a stopped trial), or from
+    its metrics.jsonl where that holds more epochs (a run fetched from object storage without checkpoints)."""
+    from tsmoe.training.launch import METRICS_FILE
+
     checkpoint = latest_checkpoint(output)
-    if checkpoint is None:
-        return []
-    return json.loads((checkpoint / SUMMARY_FILE).read_text())["history"]
+    history = json.loads((checkpoint / SUMMARY_FILE).read_text())["history"] if checkpoint is not None else []
+    metrics = output / METRICS_FILE
+    if metrics.is_file():
+        written = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        if len(written) > len(history):
+            return written
+    return history
 
 
 def worst_routing(history: list[dict]) -> dict[str, float]:
@@ -213,7 +247,10 @@ def write_results(
     from tsmoe.sweep.plots import write_plots
 
     directory = Path(directory)
-    complete_stopped_outputs(directory)
+    if is_uri(config.storage):
+        fetch_experiment(str(config.experiment_location), directory)
+    else:
+        complete_stopped_outputs(directory)
     throughput = config.objectives.throughput
     table = trials_table(directory, config, planned_epochs)
     front = pareto_front(table, QUALITY, throughput)

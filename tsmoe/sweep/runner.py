@@ -24,6 +24,7 @@ import yaml
 from tsmoe.config import RunConfig, dump_run_config, load_run_config
 from tsmoe.sweep.definition import Sweep, SweepConfig, parse_sweep_config
 from tsmoe.sweep.lock import LOCK_FILE, sweep_lock
+from tsmoe.sweep.object_storage import exists, is_uri
 from tsmoe.sweep.pareto import COMPLETED, ERROR, FEASIBLE, OUTPUT, STATUS, STOPPED, TRIAL_ID
 from tsmoe.sweep.space import SearchSpace, load_search_space
 from tsmoe.training.loopback import Binding
@@ -66,7 +67,11 @@ def _check_directory(sweep: Sweep, resume: bool) -> bool:
 
     directory = sweep.config.directory
     stored = directory / STORED_SWEEP
-    restorable = directory.is_dir() and tune.Tuner.can_restore(str(directory))
+    experiment = sweep.config.experiment_location
+    if is_uri(experiment):
+        restorable = exists(str(experiment)) and tune.Tuner.can_restore(str(experiment))
+    else:
+        restorable = directory.is_dir() and tune.Tuner.can_restore(str(directory))
     if stored.is_file():
         before = parse_sweep_config(yaml.safe_load(stored.read_text()), str(stored))
         # Tune restores a sweep with the settings it started with; only where to find the cluster may change.
@@ -205,24 +210,29 @@ def _run_locked(
 
             # A joined cluster may span machines: each must see the data and the storage (and the copy of
             # the definition just written there) at the driver's paths.
-            check_nodes_see(
-                {"dataset.path": config.dataset.path, "storage": directory / STORED_SWEEP}, str(sweep.source)
-            )
+            seen = {"dataset.path": config.dataset.path}
+            if not is_uri(config.storage):
+                seen["storage"] = directory / STORED_SWEEP
+            check_nodes_see(seen, str(sweep.source))
         setup = TrialSetup(
             base=sweep.base,
             space=sweep.space,
-            directory=directory,
+            experiment=config.experiment_location,
             workers=config.resources.workers,
             cpus_per_worker=config.resources.cpus_per_worker,
             gpus_per_worker=config.resources.gpus_per_worker,
         )
         trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), driver_bundle)
         if restorable:
-            print(f"resuming the sweep in {directory}")
+            print(f"resuming the sweep in {config.experiment_location}")
             if warm_start:
                 print("  --warm-start ignored: the resumed study holds the trials it was started with")
             tuner = tune.Tuner.restore(
-                str(directory), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
+                str(config.experiment_location),
+                trainable=trainable,
+                resume_unfinished=True,
+                resume_errored=False,
+                restart_errored=False,
             )
         else:
             # The collapse rule's defaults for trials that do not sample top-k or the expert count.

@@ -20,6 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from tsmoe.sweep.definition import SweepConfig
 from tsmoe.sweep.failures import DIVERGED, OUT_OF_MEMORY, diverged, read_failure, teaching_values
+from tsmoe.sweep.object_storage import is_uri, join
 from tsmoe.sweep.pareto import MEMORY, QUALITY
 from tsmoe.sweep.space import SearchSpace
 from tsmoe.sweep.stopping import EPOCH, EPOCHS_PLANNED, collapsed
@@ -67,7 +68,8 @@ class SweepSearch(OptunaSearch):
         self.max_load_share, self.routing = config.early_stopping.max_load_share, routing
         self.min_throughput = config.constraints.min_throughput
         self.max_memory_mib = config.constraints.max_memory_mib
-        self.trials_directory = Path(directory) / TRIALS_DIR
+        # Where trials record their failures: under the sweep directory, or under STORAGE_URI/NAME.
+        self.trials_directory = join(config.experiment_location if is_uri(config.storage) else directory, TRIALS_DIR)
         self._last_results: dict[str, dict] = {}  # Tune trial id -> its latest result, for failed trials
         sampler: optuna.samplers.BaseSampler
         if config.sampler == "nsga2":
@@ -138,7 +140,7 @@ class SweepSearch(OptunaSearch):
     def _tell_failure(self, trial_id: str, trial: optuna.Trial, result: dict, error: bool) -> bool:
         """Tell a trial that ran out of memory or diverged as COMPLETE with a violated constraint named for
         it and the figures it reached; whether it was such a trial."""
-        recorded = read_failure(self.trials_directory / trial_id) if error else None
+        recorded = read_failure(join(self.trials_directory, trial_id)) if error else None
         if recorded is not None and recorded["kind"] in (OUT_OF_MEMORY, DIVERGED):
             kind, reason = recorded["kind"], recorded["reason"]
         elif not error and diverged(result):

@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from tsmoe.config import RunConfig
+from tsmoe.sweep.object_storage import is_uri, join
 from tsmoe.sweep.pareto import COMPLETED, ERROR, QUALITY, STATUS, STOPPED, TRIAL_ID, pareto_front
 from tsmoe.sweep.runner import StoredSweep
 from tsmoe.sweep.seed_spread import MIN_SEEDS, Lead, Spread, leads_over_neighbours, spread_table
@@ -182,14 +183,19 @@ def _train_seeds(
         try:
             cluster = start_ray(config, binding)
             driver_bundle = check_resources(config, cluster, str(stored.directory / STORED_SWEEP))
+            # The seed runs go where the sweep's trials went: beside the sweep directory's copy, or into the
+            # sweep's object storage (their figures come back in Tune's results either way).
+            storage = stored.config.storage
+            runs_at = join(stored.config.experiment_location, directory.name) if is_uri(storage) else directory
             if address is not None:
                 from tsmoe.sweep.cluster import check_nodes_see
 
-                check_nodes_see({"data.path": run.data.path, "storage": directory}, "--verify-seeds")
+                seen = {"data.path": run.data.path} | ({} if is_uri(storage) else {"storage": directory})
+                check_nodes_see(seen, "--verify-seeds")
             setup = TrialSetup(
                 base=run,
                 space=space,
-                directory=directory,
+                experiment=runs_at,
                 workers=resources.workers,
                 cpus_per_worker=resources.cpus_per_worker,
                 gpus_per_worker=resources.gpus_per_worker,
@@ -202,7 +208,7 @@ def _train_seeds(
                 tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
                 run_config=tune.RunConfig(
                     name=TUNE_DIR,
-                    storage_path=str(directory),
+                    storage_path=str(runs_at),
                     failure_config=tune.FailureConfig(max_failures=config.max_failures),
                     # The sweep's compact table: one row per seed, its epoch and figures as they come.
                     callbacks=[

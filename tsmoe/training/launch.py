@@ -60,13 +60,13 @@ class TrainingOutcome:
 class TrainingFailed(RuntimeError):
     """The run stopped with an error in a worker; its checkpoints so far stay in the output directory."""
 
-    def __init__(self, reason: str, output: Path):
-        super().__init__(f"training failed: {reason} (checkpoints so far are in {output / RUN_NAME})")
-        self.reason, self.output = reason, output
+    def __init__(self, reason: str, checkpoints: Path | str):
+        super().__init__(f"training failed: {reason} (checkpoints so far are in {checkpoints})")
+        self.reason, self.checkpoints = reason, checkpoints
 
     def __reduce__(self):
         # Ray pickles a sweep trial's error to the driver; the default would call __init__ with the message.
-        return type(self), (self.reason, self.output)
+        return type(self), (self.reason, self.checkpoints)
 
 
 # Ray's words for an actor whose process vanished without raising (its exit status is not passed on).
@@ -210,9 +210,11 @@ def build_torch_trainer(
     cpus_per_worker: float,
     gpus_per_worker: float = 1.0,
     callbacks: list | None = None,
+    storage: str | None = None,
 ):
     """The Ray Train `TorchTrainer` of one run: `workers` DDP ranks running `train_worker`, storing its
-    checkpoints under OUT/train. `tsmoe train` and every sweep trial build theirs here."""
+    checkpoints under OUT/train, or under STORAGE/train when `storage` (a URI that Ray Train resolves with
+    pyarrow, such as s3://...) is given. `tsmoe train` and every sweep trial build theirs here."""
     from ray.train.torch import TorchConfig
 
     # Ray Train V2's classes (what `ray.train.RunConfig` and `ray.train.torch.TorchTrainer` are at run time
@@ -235,7 +237,7 @@ def build_torch_trainer(
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=TrainRunConfig(
             name=RUN_NAME,
-            storage_path=str(output),
+            storage_path=storage or str(output),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=run.training.keep_checkpoints,
                 checkpoint_score_attribute="val_auroc",
@@ -298,7 +300,7 @@ def run_training(
         trainer = build_torch_trainer(run, output, workers, use_gpu, cpus_per_worker)
         trainer.fit()
     except ray.train.TrainingFailedError as error:
-        raise TrainingFailed(failure_summary(str(error)), output) from error
+        raise TrainingFailed(failure_summary(str(error)), output / RUN_NAME) from error
     finally:
         if started_ray:
             ray.shutdown()
