@@ -14,6 +14,7 @@ then puts config.yaml, metrics.jsonl, model/, best_model/ (and a failure's recor
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,15 +65,18 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     trial_id = ray.tune.get_context().get_trial_id()
     run = setup.trial_config(params)
     location = setup.trial_directory(trial_id)
-    with tempfile.TemporaryDirectory(prefix=f"tsmoe-trial-{trial_id}-") as staging:
-        # On a path, the run's outputs are written where they stay; with object storage, here first.
-        output = Path(staging) if is_uri(location) else Path(location)
-        storage = str(location) if is_uri(location) else None
-        if storage is not None:
-            fetch_run_files(str(location), output)
+    storage = str(location) if is_uri(location) else None
+    with contextlib.ExitStack() as stack:
+        # On a path, the run's outputs are written where they stay; with object storage, in a local staging
+        # directory first.
+        if storage is None:
+            output = Path(location)
+        else:
+            output = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"tsmoe-trial-{trial_id}-")))
+            fetch_run_files(storage, output)
         prepare_output(run, output)
         if storage is not None:
-            put_run_files(output, str(location))
+            put_run_files(output, storage)
         trainer = build_torch_trainer(
             run,
             output,
