@@ -24,6 +24,18 @@ from tsmoe.sweep.searcher import TUNE_TRIAL_ID, study_storage
 
 pytestmark = pytest.mark.slow
 
+# Two trials at once, of which the first fails as it starts: 16 training segments cannot fill one batch of 32,
+# and Optuna's seed 0 samples batch 32 for the first trial and 4 for the second.
+ONE_TRIAL_CRASHES = {
+    "space": {
+        "data.batch_size": {"type": "categorical", "choices": [4, 32]},
+        "training.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    },
+    "num_trials": 2,
+    "max_concurrent_trials": 2,
+    "early_stopping": {"scheduler": "none"},
+}
+
 
 def _history(run_directory):
     return [json.loads(line) for line in (run_directory / "metrics.jsonl").read_text().splitlines()]
@@ -144,20 +156,7 @@ def test_a_sweep_killed_mid_way_resumes_without_losing_or_rerunning_finished_tri
 
 
 def test_a_crashing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(tmp_path, capsys):
-    # 16 training segments cannot fill one batch of 32: that trial's Trainer fails as it starts. Optuna's
-    # seed 0 samples batch 32 for the first trial and 4 for the second.
-    space = {
-        "data.batch_size": {"type": "categorical", "choices": [4, 32]},
-        "training.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
-    }
-    definition = write_sweep(
-        tmp_path,
-        synthetic_data(tmp_path / "data"),
-        space=space,
-        num_trials=2,
-        max_concurrent_trials=2,
-        early_stopping={"scheduler": "none"},
-    )
+    definition = write_sweep(tmp_path, synthetic_data(tmp_path / "data"), **ONE_TRIAL_CRASHES)
     assert main(["sweep", str(definition)]) == 0
     assert "1 completed, 1 error" in capsys.readouterr().out
     table = pd.read_csv(tmp_path / "sweeps" / "tiny" / "trials.csv").set_index("param.data.batch_size")
@@ -173,21 +172,9 @@ def test_a_sweep_kept_in_object_storage_trains_reports_and_exports_from_the_buck
 
     from tsmoe.sweep.object_storage import join, list_files
 
-    # As in the test above, the first trial's batch of 32 fails as it starts; the second trains.
-    space = {
-        "data.batch_size": {"type": "categorical", "choices": [4, 32]},
-        "training.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
-    }
     storage = join(s3_bucket, "team")
     definition = write_sweep(
-        tmp_path,
-        synthetic_data(tmp_path / "data"),
-        space=space,
-        num_trials=2,
-        max_concurrent_trials=2,
-        early_stopping={"scheduler": "none"},
-        storage=storage,
-        local_storage="driver",
+        tmp_path, synthetic_data(tmp_path / "data"), **ONE_TRIAL_CRASHES, storage=storage, local_storage="driver"
     )
     assert main(["sweep", str(definition)]) == 0
     assert "1 completed, 1 error" in capsys.readouterr().out
