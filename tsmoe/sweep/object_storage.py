@@ -4,7 +4,7 @@ With `storage: s3://bucket/sweeps`, Ray Tune and Ray Train keep the sweep's expe
 checkpoints and its run outputs at s3://bucket/sweeps/NAME, through pyarrow's filesystems, so the trials
 may run on any node of a cluster. The driver's own files (the Optuna study in SQLite, the lock, the
 stop ledger, the results and plots) stay in a local sweep directory, `local_storage/NAME`, which
-`tsmoe sweep` and `tsmoe report` bring up to date from the bucket (`mirror`), so that `report` and
+`tsmoe sweep` and `tsmoe report` bring up to date from the bucket (`records.fetch_experiment`), so that `report` and
 `export` read the sweep as they read one on a shared path.
 
 A location here is a `Path` (a shared or local filesystem) or a URI string; helpers take either, so the
@@ -106,15 +106,17 @@ def download(
     target: Path,
     skip: Callable[[str], bool] = lambda relative: False,
     announce: Callable[[int, int], None] | None = None,
+    files: dict[str, int] | None = None,
 ) -> list[str]:
     """Bring the local directory `target` up to date with the tree at `uri`: every file that is missing
     there or differs in size is copied, except those whose path (relative to `uri`, with /) `skip`
     accepts. Nothing local is deleted. `announce` is told how many files and bytes will be copied, before
-    any is. Returns the relative paths copied."""
+    any is. `files` is `list_files(uri)` when the caller has already listed it. Returns the relative paths
+    copied."""
     filesystem, root = _filesystem(uri)
     wanted = {
         relative: size
-        for relative, size in sorted(list_files(uri).items())
+        for relative, size in sorted((list_files(uri) if files is None else files).items())
         if not skip(relative) and not ((target / relative).is_file() and (target / relative).stat().st_size == size)
     }
     if announce is not None and wanted:
@@ -128,11 +130,3 @@ def download(
                 file.write(chunk)
         staging.replace(local)
     return list(wanted)
-
-
-def exists(uri: str) -> bool:
-    """Whether anything (a file or a directory with files) is at `uri`."""
-    import pyarrow.fs
-
-    filesystem, path = _filesystem(uri)
-    return filesystem.get_file_info(path).type != pyarrow.fs.FileType.NotFound

@@ -106,7 +106,7 @@ def fetch_experiment(experiment: str, directory: Path) -> list[Path]:
     def announce(count: int, size: int) -> None:
         print(f"fetching {count} files ({size / 2**20:.1f} MiB) of the sweep from {experiment} into {directory}")
 
-    download(experiment, directory, skip, announce)
+    download(experiment, directory, skip, announce, files)
     completed = complete_stopped_outputs(directory)
     for output in completed:
         put_run_files(output, str(join(experiment, TRIALS_DIR, output.name)))

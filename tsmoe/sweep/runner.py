@@ -24,7 +24,7 @@ import yaml
 from tsmoe.config import RunConfig, dump_run_config, load_run_config
 from tsmoe.sweep.definition import Sweep, SweepConfig, parse_sweep_config
 from tsmoe.sweep.lock import LOCK_FILE, sweep_lock
-from tsmoe.sweep.object_storage import exists, is_uri
+from tsmoe.sweep.object_storage import is_uri
 from tsmoe.sweep.pareto import COMPLETED, ERROR, FEASIBLE, OUTPUT, STATUS, STOPPED, TRIAL_ID
 from tsmoe.sweep.space import SearchSpace, load_search_space
 from tsmoe.training.loopback import Binding
@@ -69,7 +69,7 @@ def _check_directory(sweep: Sweep, resume: bool) -> bool:
     stored = directory / STORED_SWEEP
     experiment = sweep.config.experiment_location
     if is_uri(experiment):
-        restorable = exists(str(experiment)) and tune.Tuner.can_restore(str(experiment))
+        restorable = tune.Tuner.can_restore(str(experiment))  # looks for Tune's state in the bucket itself
     else:
         restorable = directory.is_dir() and tune.Tuner.can_restore(str(directory))
     if stored.is_file():
