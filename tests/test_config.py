@@ -145,3 +145,37 @@ def test_the_detector_leaves_out_a_reconstruction_weight_the_objective_cannot_us
     assert forecast.detector_settings().reconstruction_weight == 0.0
     both = parse_run_config({"training": {"loss": "both"}, "evaluation": {"reconstruction_weight": 0.5}})
     assert both.detector_settings().reconstruction_weight == 0.5
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (
+            {"model": {"num_hidden_layers": 2}, "evaluation": {"alternatives": [{}, {"density_layer": 3}]}},
+            r"evaluation\.alternatives\[1\]\.density_layer 3: the model has 2 decoder layers",
+        ),
+        ({"evaluation": {"alternatives": [{"heads": [5]}]}}, r"evaluation\.alternatives\[0\]\.heads \[5\]"),
+        (
+            {
+                "training": {"loss": "masked_reconstruction"},
+                "evaluation": _reconstruction_only() | {"alternatives": [{"forecast_weight": 1.0}]},
+            },
+            r"set evaluation\.alternatives\[0\]\.forecast_weight",
+        ),
+        (
+            {"evaluation": {"alternatives": [_reconstruction_only()]}},
+            r"training\.loss forecast trains no reconstruction path.*evaluation\.alternatives\[0\]\.forecast_weight",
+        ),
+    ],
+    ids=["layer", "heads", "masked-reconstruction", "forecast"],
+)
+def test_every_alternative_detector_must_fit_the_model_and_its_objective(values, message):
+    with pytest.raises(ValueError, match=message):
+        parse_run_config(values)
+
+
+def test_the_alternatives_leave_out_a_reconstruction_weight_the_objective_cannot_use():
+    run = parse_run_config({"evaluation": {"alternatives": [{"reconstruction_weight": 0.5, "density_weight": 1.0}]}})
+    candidates = run.detector_settings().candidates()
+    assert [candidate.reconstruction_weight for candidate in candidates] == [0.0, 0.0]
+    assert candidates[1].density_weight == 1.0

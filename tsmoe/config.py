@@ -47,23 +47,32 @@ class RunConfig(BaseModel):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     origin: SweepOrigin | None = None  # set in configs written by `tsmoe export`
 
+    def _detectors(self) -> list[tuple[str, EvaluationConfig]]:
+        """The evaluation section and each of its alternatives, with the field path an error should name."""
+        candidates = self.evaluation.candidates()
+        return [("evaluation", candidates[0])] + [
+            (f"evaluation.alternatives[{index}]", candidate) for index, candidate in enumerate(candidates[1:])
+        ]
+
     @model_validator(mode="after")
     def _heads_exist(self) -> RunConfig:
-        missing = sorted(set(self.evaluation.heads) - set(self.model.horizon_lengths))
-        if missing:
-            raise ValueError(
-                f"evaluation.heads {missing} are not among model.horizon_lengths {self.model.horizon_lengths}"
-            )
+        for where, detector in self._detectors():
+            missing = sorted(set(detector.heads) - set(self.model.horizon_lengths))
+            if missing:
+                raise ValueError(
+                    f"{where}.heads {missing} are not among model.horizon_lengths {self.model.horizon_lengths}"
+                )
         return self
 
     @model_validator(mode="after")
     def _density_layer_exists(self) -> RunConfig:
-        if not self.evaluation.density_layer_fits(self.model.num_hidden_layers):
-            raise ValueError(
-                f"evaluation.density_layer {self.evaluation.density_layer}: the model has "
-                f"{self.model.num_hidden_layers} decoder layers (give 0 for the input embedding, 1 to "
-                "num_hidden_layers for a layer's output, or final)"
-            )
+        for where, detector in self._detectors():
+            if not detector.density_layer_fits(self.model.num_hidden_layers):
+                raise ValueError(
+                    f"{where}.density_layer {detector.density_layer}: the model has "
+                    f"{self.model.num_hidden_layers} decoder layers (give 0 for the input embedding, 1 to "
+                    "num_hidden_layers for a layer's output, or final)"
+                )
         return self
 
     @model_validator(mode="after")
@@ -71,7 +80,7 @@ class RunConfig(BaseModel):
         """The model's reconstruction path is set from training.loss, mask_ratio and mask_span (any value given
         for those model fields is replaced: a sweep that changes the loss must change the model with it), and
         the detector may only use what the objective trains."""
-        training, evaluation = self.training, self.evaluation
+        training = self.training
         derived = {
             "reconstruction_head": training.loss != "forecast",
             "reconstruction_mask_ratio": training.mask_ratio,
@@ -80,31 +89,34 @@ class RunConfig(BaseModel):
         if any(getattr(self.model, name) != value for name, value in derived.items()):
             # Assigning revalidates the run config once more, which then finds nothing to change.
             self.model = self.model.model_copy(update=derived)
-        if (
-            training.loss == "masked_reconstruction"
-            and evaluation.forecast_weight + evaluation.cross_channel_weight > 0
-        ):
-            raise ValueError(
-                "training.loss masked_reconstruction trains no forecast head: set evaluation.forecast_weight and "
-                "evaluation.cross_channel_weight to 0 (score with evaluation.reconstruction_weight)"
-            )
-        if (
-            training.loss == "forecast"
-            and evaluation.forecast_weight + evaluation.cross_channel_weight + (evaluation.density_weight) <= 0
-        ):
-            raise ValueError(
-                "training.loss forecast trains no reconstruction path, so evaluation.reconstruction_weight scores "
-                "nothing: one of evaluation.forecast_weight, cross_channel_weight and density_weight must be > 0"
-            )
+        for where, detector in self._detectors():
+            if (
+                training.loss == "masked_reconstruction"
+                and detector.forecast_weight + detector.cross_channel_weight > 0
+            ):
+                raise ValueError(
+                    f"training.loss masked_reconstruction trains no forecast head: set {where}.forecast_weight and "
+                    f"{where}.cross_channel_weight to 0 (score with {where}.reconstruction_weight)"
+                )
+            if (
+                training.loss == "forecast"
+                and detector.forecast_weight + detector.cross_channel_weight + (detector.density_weight) <= 0
+            ):
+                raise ValueError(
+                    f"training.loss forecast trains no reconstruction path, so {where}.reconstruction_weight scores "
+                    f"nothing: one of {where}.forecast_weight, cross_channel_weight and density_weight must be > 0"
+                )
         return self
 
     def detector_settings(self) -> EvaluationConfig:
         """The evaluation section as this run's model can apply it: with training.loss forecast the model has no
-        reconstruction path, so reconstruction_weight is left out (a sweep draws it and the loss independently,
-        and every combination it draws must be a valid run)."""
-        if self.training.loss == "forecast" and self.evaluation.reconstruction_weight > 0:
-            return self.evaluation.model_copy(update={"reconstruction_weight": 0.0})
-        return self.evaluation
+        reconstruction path, so reconstruction_weight is left out, of the alternatives too (a sweep draws it and the
+        loss independently, and every combination it draws must be a valid run)."""
+        evaluation = self.evaluation
+        if self.training.loss != "forecast":
+            return evaluation
+        alternatives = [changes | {"reconstruction_weight": 0.0} for changes in evaluation.alternatives]
+        return evaluation.model_copy(update={"reconstruction_weight": 0.0, "alternatives": alternatives})
 
 
 def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -166,6 +178,21 @@ def parse_run_config(values: dict[str, Any], source: str = "config") -> RunConfi
         return RunConfig.model_validate(values)
     except ValidationError as error:
         raise ValueError(f"{source}: {describe_fields(error)}") from None
+
+
+def dump_detector(config: EvaluationConfig, path: str | Path) -> None:
+    """Write one evaluation section (a detector validation chose) as YAML that `load_detector` reads back."""
+    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+
+def load_detector(path: str | Path) -> EvaluationConfig:
+    """Read an evaluation section written by `dump_detector`; errors name the file and the field."""
+    path = Path(path)
+    values = read_yaml(path, "detector file")
+    try:
+        return EvaluationConfig.model_validate(values)
+    except ValidationError as error:
+        raise ValueError(f"{path}: {describe_fields(error)}") from None
 
 
 def dump_run_config(config: RunConfig, path: str | Path) -> None:

@@ -8,11 +8,12 @@ import pytest
 
 from tests.model.tiny import TINY
 from tsmoe.cli.main import main
-from tsmoe.config import RunConfig, dump_run_config
+from tsmoe.config import RunConfig, dump_detector, dump_run_config
 from tsmoe.data.config import DataConfig
 from tsmoe.evaluation.config import BASELINE_NAMES
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
+from tsmoe.training.checkpoint_files import CHOSEN_DETECTOR_FILE
 from tsmoe.training.config import TrainingConfig
 from tsmoe.training.loop import fit
 
@@ -157,3 +158,26 @@ def test_evaluate_says_how_many_residual_series_the_run_trained_with(tmp_path, c
     assert f"views: time, residual (1 cross-channel series) from {tmp_path / 'run' / 'config.yaml'}" in (
         capsys.readouterr().out
     )
+
+
+def test_evaluate_uses_the_detector_training_chose_on_validation_and_says_so(tmp_path, capsys):
+    data = tmp_path / "synthetic"
+    synthesize(data, train=2, val=4, test=0, length=64)
+    run = RunConfig(model=TimeMoEConfig(**TINY), data=DataConfig(path=data))
+    run.evaluation = run.evaluation.model_copy(
+        update={"baselines": [], "density_weight": 1.0, "alternatives": [{"forecast_weight": 0.0}]}
+    )
+    (tmp_path / "run").mkdir()
+    dump_run_config(run, tmp_path / "run" / "config.yaml")
+    model = tmp_path / "run" / "model"
+    TimeMoE(TimeMoEConfig(**TINY)).save_pretrained(model)
+    capsys.readouterr()
+    # Without a choice (a run that never validated), the section as written, and a word on its alternatives.
+    assert main(["evaluate", str(model), "--data", str(data), "--json", str(tmp_path / "written.json")]) == 0
+    assert "as written (its 1 alternatives are chosen among by training)" in capsys.readouterr().out
+    dump_detector(run.evaluation.candidates()[1], model / CHOSEN_DETECTOR_FILE)
+    assert main(["evaluate", str(model), "--data", str(data), "--json", str(tmp_path / "chosen.json")]) == 0
+    assert f"detector: {model / CHOSEN_DETECTOR_FILE}, the one of the run's candidate" in capsys.readouterr().out
+    written, chosen = (json.loads((tmp_path / name).read_text()) for name in ("written.json", "chosen.json"))
+    # The chosen detector (density alone) scores differently from the section (forecast and density).
+    assert [row["auroc"] for row in written] != [row["auroc"] for row in chosen]

@@ -12,7 +12,7 @@ from tsmoe.data.loader import normalized_segments
 from tsmoe.data.store import DatasetWriter, open_dataset
 from tsmoe.data.views import fit_views
 from tsmoe.evaluation.config import EvaluationConfig
-from tsmoe.evaluation.detector import ModelDetector, joint_states, reference_split
+from tsmoe.evaluation.detector import ModelDetector, candidate_point_scores, joint_states, reference_split
 from tsmoe.evaluation.distances import NearestNeighbourDistance
 from tsmoe.evaluation.evaluate import measure
 from tsmoe.evaluation.scoring import (
@@ -251,3 +251,45 @@ def test_a_reconstruction_weight_for_a_model_without_the_path_is_refused_naming_
     dataset = _dataset(tmp_path / "data")
     with pytest.raises(ValueError, match=r"evaluation\.reconstruction_weight is 1\.0 .*no reconstruction path"):
         ModelDetector(model, dataset, EvaluationConfig(reconstruction_weight=1.0))
+
+
+def test_candidates_alike_but_for_their_weights_share_one_detector_and_score_as_each_alone(
+    tmp_path, model, monkeypatch
+):
+    dataset = _dataset(tmp_path / "data")
+    section = EvaluationConfig(
+        batch_size=4,
+        density_weight=1.0,
+        density_method="nearest_neighbours",
+        density_scope="joint",
+        smoothing_window=3,
+        alternatives=[{"density_weight": 0.0}, {"forecast_weight": 0.0}, {"forecast_weight": 0.0, "density_layer": 0}],
+    )
+    candidates = section.candidates()
+    built = []
+    build = ModelDetector.__init__
+
+    def counted(self, *arguments, **keywords):
+        built.append(arguments[2])
+        build(self, *arguments, **keywords)
+
+    monkeypatch.setattr(ModelDetector, "__init__", counted)
+    shared = candidate_point_scores(model, dataset, dataset.split("val"), candidates)
+    monkeypatch.undo()
+    # The three final-state candidates share one detector computing both components; the embedding's is apart.
+    assert [(config.forecast_weight, config.density_weight, config.density_layer) for config in built] == [
+        (1.0, 1.0, "final"),
+        (0.0, 1.0, 0),
+    ]
+    for scores, candidate in zip(shared, candidates, strict=True):
+        alone = ModelDetector(model, dataset, candidate).score(dataset.split("val"))
+        np.testing.assert_allclose(scores, alone, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(shared[1], shared[2], equal_nan=True)
+
+
+def test_a_detector_cannot_weigh_a_component_it_did_not_compute(tmp_path, model):
+    dataset = _dataset(tmp_path / "data")
+    detector = ModelDetector(model, dataset, EvaluationConfig(batch_size=4))
+    components = detector.standardized_components(dataset.split("val"))
+    with pytest.raises(ValueError, match="computed no density component"):
+        detector.combine(components, EvaluationConfig(density_weight=1.0))

@@ -18,11 +18,12 @@ from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_
 from tests.model.tiny import TINY
 from tests.training.probes import parameters, poison_gradient, poison_router
 from tests.training.test_loop import synthetic_data, tiny_run
-from tsmoe.config import RunConfig, load_run_config
+from tsmoe.config import RunConfig, load_detector, load_run_config
 from tsmoe.data.loader import normalized_segments
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.masking import span_mask
 from tsmoe.model.timemoe import TimeMoE
+from tsmoe.training.checkpoint_files import CHOSEN_DETECTOR_FILE
 from tsmoe.training.config import FinetuneConfig
 from tsmoe.training.finetune import base_model
 from tsmoe.training.guard import NonFiniteTrainingError
@@ -365,3 +366,29 @@ def test_ddp_trains_each_objective_without_unused_parameters(tmp_path):
     for run in runs:
         run.data.batch_size = 2
     multiprocessing.spawn(_ddp_objective_rank, args=(runs, str(tmp_path / "rendezvous")), nprocs=2)
+
+
+def test_validation_chooses_among_the_alternatives_and_the_checkpoint_keeps_the_choice(tmp_path):
+    run = tiny_run(synthetic_data(tmp_path / "data", train=8, val=4), epochs=1)
+    run.evaluation = run.evaluation.model_copy(
+        update={"density_weight": 1.0, "alternatives": [{"density_weight": 0.0}, {"forecast_weight": 0.0}]}
+    )
+    trainer = Trainer(run)
+    metrics = trainer.train_epoch()
+    metrics.update(trainer.validate())
+    aurocs = [metrics[f"val_auroc_detector_{index}"] for index in range(3)]
+    assert metrics["val_auroc"] == max(aurocs) and aurocs[int(metrics["val_detector"])] == max(aurocs)
+    trainer.history.append(metrics)
+    trainer.save_checkpoint(tmp_path / "checkpoint")
+    chosen = load_detector(tmp_path / "checkpoint" / "model" / CHOSEN_DETECTOR_FILE)
+    assert chosen == run.detector_settings().candidates()[int(metrics["val_detector"])]
+    assert not chosen.alternatives
+
+
+def test_a_run_without_alternatives_saves_no_chosen_detector(tmp_path):
+    trainer = Trainer(tiny_run(synthetic_data(tmp_path / "data", train=8, val=4), epochs=1))
+    metrics = trainer.train_epoch()
+    metrics.update(trainer.validate())
+    trainer.history.append(metrics)
+    trainer.save_checkpoint(tmp_path / "checkpoint")
+    assert "val_detector" not in metrics and not (tmp_path / "checkpoint" / "model" / CHOSEN_DETECTOR_FILE).exists()

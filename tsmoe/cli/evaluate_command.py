@@ -2,7 +2,9 @@
 
 The detector is the `evaluation` section of a run config. When MODEL sits in a run directory
 (`RUN/model`, `RUN/best_model`), `RUN/config.yaml`'s section is the default, so the figures match the
-training log; otherwise the defaults of `EvaluationConfig`. Options given on the command line override
+training log; where that section has alternatives, training chose one of them on validation and saved it
+beside the model (`MODEL/evaluation.yaml`), and that one is the default; otherwise the defaults of
+`EvaluationConfig`. Options given on the command line override
 single fields of it, and the output says where the settings came from. The same file's `data.views` says
 which series the model trained on (the spectral view adds some), and the model is scored on the same ones.
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 import torch
 
 from tsmoe.cli.progress import Progress
-from tsmoe.config import load_run_config
+from tsmoe.config import load_detector, load_run_config
 from tsmoe.data.check import check_dataset
 from tsmoe.data.config import DataConfig
 from tsmoe.data.store import SegmentDataset, open_dataset
@@ -24,6 +26,7 @@ from tsmoe.data.views import SeriesViews, fit_views
 from tsmoe.evaluation.config import BASELINE_NAMES, EvaluationConfig
 from tsmoe.evaluation.evaluate import evaluate_detectors
 from tsmoe.model.checkpoint import load_pretrained
+from tsmoe.training.checkpoint_files import CHOSEN_DETECTOR_FILE
 
 RUN_CONFIG_FILE = "config.yaml"
 # Command-line options that override a field of the evaluation section of the same name.
@@ -92,12 +95,21 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def evaluation_settings(model: Path, config: Path | None) -> tuple[EvaluationConfig, str]:
-    """The evaluation section to start from and where it came from: --config, RUN/config.yaml, or defaults."""
+    """The evaluation section to start from and where it came from: --config, the detector training chose on
+    validation (MODEL/evaluation.yaml), RUN/config.yaml, or defaults."""
+    chosen = model / CHOSEN_DETECTOR_FILE
+    if config is None and chosen.is_file():
+        return load_detector(chosen), f"{chosen}, the one of the run's candidate detectors that validation chose"
     path = config if config is not None else model.resolve().parent / RUN_CONFIG_FILE
     if config is None and not path.is_file():
         return EvaluationConfig(), "the default evaluation settings"
     # As the run's training validated with it: a weight its objective cannot use is left out.
-    return load_run_config(path).detector_settings(), f"the evaluation section of {path}"
+    settings = load_run_config(path).detector_settings()
+    source = f"the evaluation section of {path}"
+    if settings.alternatives:
+        # Choosing needs labelled validation data; the test split must not choose its own detector.
+        source += f" as written (its {len(settings.alternatives)} alternatives are chosen among by training)"
+    return settings.model_copy(update={"alternatives": []}), source
 
 
 def trained_views(model: Path, config: Path | None, dataset: SegmentDataset) -> tuple[SeriesViews, str]:

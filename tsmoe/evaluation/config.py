@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 BaselineName = Literal["moving_variance", "first_difference", "pca", "isolation_forest", "kmeans"]
 BASELINE_NAMES: tuple[BaselineName, ...] = ("moving_variance", "first_difference", "pca", "isolation_forest", "kmeans")
+# The fields that make the model's point scores; an alternative detector may change these and nothing else.
+DETECTOR_FIELDS = (
+    "heads",
+    "error",
+    "error_direction",
+    "channel_aggregate",
+    "statistics_split",
+    "forecast_weight",
+    "cross_channel_weight",
+    "density_weight",
+    "reconstruction_weight",
+    "density_method",
+    "density_scope",
+    "density_neighbours",
+    "density_layer",
+    "covariance_shrinkage",
+    "smoothing_window",
+    "segment_aggregate",
+    "segment_quantile",
+)
+WEIGHT_FIELDS = ("forecast_weight", "cross_channel_weight", "density_weight", "reconstruction_weight")
 
 
 class EvaluationConfig(BaseModel):
@@ -65,6 +86,21 @@ class EvaluationConfig(BaseModel):
     embedding_window: int = Field(4, gt=0)  # points per PCA / Isolation Forest / k-means feature vector
     kmeans_clusters: int = Field(8, gt=0)
     seed: int = 0
+    # Other detectors to weigh against this one on the validation split: each changes some of DETECTOR_FIELDS.
+    # Which component carries depends on the trained model and the data (docs/detection.md, seventh round), so
+    # training scores them all at each validation, keeps the one with the highest validation AUROC (this
+    # section as written wins ties), and saves it beside the model (`evaluation.yaml`).
+    alternatives: list[dict[str, Any]] = Field(default_factory=list)
+
+    def candidates(self) -> list[EvaluationConfig]:
+        """This detector, then each alternative: the detectors validation chooses among (none with alternatives)."""
+        first = self.model_copy(update={"alternatives": []})
+        base = first.model_dump()
+        return [first, *(EvaluationConfig.model_validate(base | changes) for changes in self.alternatives)]
+
+    def weights(self) -> dict[str, float]:
+        """Each score component's weight, by component name."""
+        return {field.removesuffix("_weight"): getattr(self, field) for field in WEIGHT_FIELDS}
 
     def density_layer_fits(self, num_hidden_layers: int) -> bool:
         """Whether a model of this many decoder layers has the states `density_layer` names."""
@@ -77,4 +113,26 @@ class EvaluationConfig(BaseModel):
                 "forecast_weight, cross_channel_weight, density_weight and reconstruction_weight: "
                 "at least one must be > 0"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _alternatives_are_detectors(self) -> EvaluationConfig:
+        base = self.model_dump(exclude={"alternatives"})
+        for index, changes in enumerate(self.alternatives):
+            where = f"alternatives[{index}]"
+            unknown = sorted(set(changes) - set(DETECTOR_FIELDS))
+            if unknown:
+                raise ValueError(
+                    f"{where}: {', '.join(unknown)} cannot differ between detectors (an alternative may change "
+                    f"{', '.join(DETECTOR_FIELDS)})"
+                )
+            try:
+                EvaluationConfig.model_validate(base | changes)
+            except ValidationError as error:
+                problems = (
+                    f"{'.'.join([where, *map(str, problem['loc'])])}: "
+                    + str(problem["msg"]).removeprefix("Value error, ")
+                    for problem in error.errors()
+                )
+                raise ValueError("; ".join(problems)) from None
         return self

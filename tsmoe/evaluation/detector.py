@@ -33,7 +33,7 @@ from tsmoe.data.loader import normalized_segments
 from tsmoe.data.meta import Normalization
 from tsmoe.data.store import SegmentDataset, SegmentSplit
 from tsmoe.data.views import SeriesViews
-from tsmoe.evaluation.config import EvaluationConfig
+from tsmoe.evaluation.config import WEIGHT_FIELDS, EvaluationConfig
 from tsmoe.evaluation.distances import NearestNeighbourDistance, ShrunkMahalanobis
 from tsmoe.evaluation.scoring import (
     ChannelStatistics,
@@ -220,26 +220,58 @@ class ModelDetector:
         length = z.shape[-1]
         return np.abs(smooth_points(z.reshape(-1, length), self.config.smoothing_window).reshape(z.shape))
 
-    def combine(self, components: dict[str, np.ndarray]) -> np.ndarray:
-        """Weighted sum of standardised components, smoothed: point scores [N, L]."""
-        weights = {
-            "forecast": self.config.forecast_weight,
-            "cross_channel": self.config.cross_channel_weight,
-            "density": self.config.density_weight,
-            "reconstruction": self.config.reconstruction_weight,
-        }
-        total = sum(
-            weights[name] * (values - self.location[name]) / self.scale[name] for name, values in components.items()
-        )
-        return smooth_points(np.asarray(total, dtype=np.float32), self.config.smoothing_window)
-
-    def score(self, split: SegmentSplit) -> np.ndarray:
-        """Point scores [N, L] of every segment of a split."""
-        scores = []
+    def standardized_components(self, split: SegmentSplit) -> dict[str, np.ndarray]:
+        """Every component this detector computes, standardised by its reference mean and std: [N, L] each."""
+        parts: dict[str, list[np.ndarray]] = {}
         for batch in _batches(
             self.model, split, self.normalization, self.config, len(split), self.progress, self.views
         ):
             z = self.statistics.normalize(batch.errors)
             states = batch.states if self.config.density_weight > 0 else None
-            scores.append(self.combine(self._components(z, states, batch.reconstruction)))
-        return np.concatenate(scores)
+            for name, values in self._components(z, states, batch.reconstruction).items():
+                parts.setdefault(name, []).append((values - self.location[name]) / self.scale[name])
+        return {name: np.concatenate(values) for name, values in parts.items()}
+
+    def combine(self, components: dict[str, np.ndarray], config: EvaluationConfig | None = None) -> np.ndarray:
+        """Point scores [N, L]: the standardised components weighted by `config` (this detector's own by default;
+        another may only weigh components this one computes), summed and smoothed."""
+        config = config or self.config
+        weights = config.weights()
+        missing = sorted(name for name, weight in weights.items() if weight > 0 and name not in components)
+        if missing:
+            raise ValueError(f"the detector computed no {', '.join(missing)} component to weigh")
+        total = sum(weights[name] * values for name, values in components.items() if weights[name] > 0)
+        return smooth_points(np.asarray(total, dtype=np.float32), config.smoothing_window)
+
+    def score(self, split: SegmentSplit) -> np.ndarray:
+        """Point scores [N, L] of every segment of a split."""
+        return self.combine(self.standardized_components(split))
+
+
+def _shared_settings(config: EvaluationConfig) -> str:
+    """What decides a detector's components, apart from their weights: detectors alike in it share them."""
+    return config.model_dump_json(exclude={*WEIGHT_FIELDS, "alternatives"})
+
+
+def candidate_point_scores(
+    model: TimeMoE,
+    dataset: SegmentDataset,
+    split: SegmentSplit,
+    candidates: list[EvaluationConfig],
+    progress: Progress = None,
+    views: SeriesViews | None = None,
+) -> list[np.ndarray]:
+    """Point scores [N, L] of each candidate detector on a split. Candidates that differ only in their weights
+    share one pass of the model and one fit of every component (a density's neighbours are most of the cost)."""
+    groups: dict[str, list[int]] = {}
+    for index, candidate in enumerate(candidates):
+        groups.setdefault(_shared_settings(candidate), []).append(index)
+    scores: list[np.ndarray | None] = [None] * len(candidates)
+    for members in groups.values():
+        # One detector computing every component any member weighs.
+        union = {field: max(getattr(candidates[index], field) for index in members) for field in WEIGHT_FIELDS}
+        detector = ModelDetector(model, dataset, candidates[members[0]].model_copy(update=union), progress, views)
+        components = detector.standardized_components(split)
+        for index in members:
+            scores[index] = detector.combine(components, candidates[index])
+    return [score for score in scores if score is not None]

@@ -19,7 +19,7 @@ from tsmoe.data.store import SegmentDataset, SegmentSplit
 from tsmoe.data.views import SeriesViews
 from tsmoe.evaluation.baselines import build_baselines
 from tsmoe.evaluation.config import EvaluationConfig
-from tsmoe.evaluation.detector import ModelDetector
+from tsmoe.evaluation.detector import ModelDetector, candidate_point_scores
 from tsmoe.evaluation.grouping import aggregate_segments, point_groups, run_scores, segment_groups
 from tsmoe.evaluation.metrics import AveragedMetrics, average_over_groups, detection_metrics
 from tsmoe.model.timemoe import TimeMoE
@@ -145,6 +145,44 @@ def evaluate_detectors(
     return pd.DataFrame([row for result in results for row in result.rows()])
 
 
+@dataclass
+class DetectorChoice:
+    """The detector validation chose among a config's candidates, with every candidate's result on that split."""
+
+    index: int  # 0: the evaluation section as written; i: its alternative i - 1
+    config: EvaluationConfig
+    results: list[DetectionResult]
+
+    @property
+    def result(self) -> DetectionResult:
+        """The chosen detector's result."""
+        return self.results[self.index]
+
+
+def choose_detector(
+    model: TimeMoE,
+    dataset: SegmentDataset,
+    config: EvaluationConfig,
+    split_name: str = "val",
+    views: SeriesViews | None = None,
+) -> DetectorChoice:
+    """Score the split with each of `config.candidates()` and choose the highest headline AUROC; the section as
+    written wins ties, and a candidate without a finite AUROC is never chosen over one with."""
+    split = dataset.split(split_name)
+    candidates = config.candidates()
+    scores = candidate_point_scores(model, dataset, split, candidates, views=views)
+    results = [
+        measure(MODEL_NAME, point_scores, split, candidate)
+        for point_scores, candidate in zip(scores, candidates, strict=True)
+    ]
+    aurocs = [result.headline[1].auroc for result in results]
+    index = max(
+        range(len(results)),
+        key=lambda i: (math.isfinite(aurocs[i]), aurocs[i] if math.isfinite(aurocs[i]) else 0.0, -i),
+    )
+    return DetectorChoice(index, candidates[index], results)
+
+
 def validation_metrics(
     model: TimeMoE,
     dataset: SegmentDataset,
@@ -154,9 +192,11 @@ def validation_metrics(
 ) -> dict[str, float]:
     """The model's figures on a split for a training run's metrics: val_auroc (the headline), val_auprc,
     val_best_f1 at point level where the split has point labels, else at run level where its segments come
-    in labelled runs (files), else at segment level, plus each level's AUROC."""
-    split = dataset.split(split_name)
-    result = measure(MODEL_NAME, model_point_scores(model, dataset, split, config, views=views), split, config)
+    in labelled runs (files), else at segment level, plus each level's AUROC. With alternatives, the figures
+    are the chosen detector's, `val_detector` says which (0: the section as written), and
+    `val_auroc_detector_I` gives every candidate's headline AUROC."""
+    choice = choose_detector(model, dataset, config, split_name, views)
+    result = choice.result
     metrics = {f"{split_name}_segment_auroc": result.segment.auroc}
     if result.point is not None:
         metrics[f"{split_name}_point_auroc"] = result.point.auroc
@@ -170,4 +210,8 @@ def validation_metrics(
             f"{split_name}_best_f1": headline.best_f1,
         }
     )
+    if len(choice.results) > 1:
+        metrics[f"{split_name}_detector"] = float(choice.index)
+        for index, candidate in enumerate(choice.results):
+            metrics[f"{split_name}_auroc_detector_{index}"] = candidate.headline[1].auroc
     return metrics

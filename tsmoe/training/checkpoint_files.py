@@ -24,6 +24,8 @@ from tsmoe.data.store import DiskFullError
 MANIFEST_FILE = "manifest.json"
 SUMMARY_FILE = "trainer_state.json"  # epoch and metrics, readable without torch
 MODEL_DIR = "model"  # the model in the reference format, adapters merged
+# Beside the model, when the run's evaluation section has alternatives: the detector validation chose.
+CHOSEN_DETECTOR_FILE = "evaluation.yaml"
 # What every tsmoe checkpoint holds, whatever the strategy (written by rank 0).
 REQUIRED_FILES = (SUMMARY_FILE, f"{MODEL_DIR}/config.json")
 

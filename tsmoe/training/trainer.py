@@ -32,17 +32,18 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from tsmoe.config import RunConfig, dump_run_config
+from tsmoe.config import RunConfig, dump_detector, dump_run_config
 from tsmoe.data.curriculum import crop_lengths
 from tsmoe.data.loader import CropBatchSampler, build_train_loader
 from tsmoe.data.store import open_dataset
 from tsmoe.data.views import fit_views
+from tsmoe.evaluation.config import EvaluationConfig
 from tsmoe.evaluation.evaluate import validation_metrics
 from tsmoe.model.checkpoint import save_pretrained
 from tsmoe.model.masking import span_mask, training_generator
 from tsmoe.model.timemoe import TimeMoE, TimeMoEOutput, total_loss
 from tsmoe.training.balancing import selection_logits, update_expert_bias
-from tsmoe.training.checkpoint_files import MODEL_DIR, SUMMARY_FILE
+from tsmoe.training.checkpoint_files import CHOSEN_DETECTOR_FILE, MODEL_DIR, SUMMARY_FILE
 from tsmoe.training.finetune import base_model, build_model, export_model
 from tsmoe.training.guard import NonFiniteGuard, first_nonfinite_module
 from tsmoe.training.precision import choose_precision, enable_tf32
@@ -289,6 +290,14 @@ class Trainer:
             model.train()
         return metrics
 
+    def chosen_detector(self) -> EvaluationConfig | None:
+        """The detector the latest validation chose among the evaluation section's candidates; None without
+        alternatives or before any validation."""
+        index = self.history[-1].get("val_detector") if self.history else None
+        if index is None or not math.isfinite(index):
+            return None
+        return self.run.detector_settings().candidates()[int(index)]
+
     def trained_model(self) -> TimeMoE:
         """The model a run saves and evaluates: the weight average where there is one, adapters merged."""
         return self.average.exported() if self.average is not None else export_model(self.module)
@@ -309,6 +318,9 @@ class Trainer:
         self.strategy.save_checkpoint(directory, trainer_state, self.rank)
         if self.rank == 0:
             save_pretrained(self.trained_model(), directory / MODEL_DIR)
+            chosen = self.chosen_detector()
+            if chosen is not None:
+                dump_detector(chosen, directory / MODEL_DIR / CHOSEN_DETECTOR_FILE)
             dump_run_config(self.run, directory / "config.yaml")
             summary = {
                 "epoch": self.epoch,

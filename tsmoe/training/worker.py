@@ -120,11 +120,14 @@ def _epoch_line(metrics: Metrics) -> str:
         value = metrics.get(key, math.nan)
         return f"{key} {value:.{digits}f}"
 
+    # Which of the evaluation section's candidates validation chose (0: the section as written), where it has some.
+    chosen = [f"detector {metrics['val_detector']:.0f}"] if "val_detector" in metrics else []
     return ", ".join(
         [
             f"epoch {metrics['epoch']}",
             show("loss", 4),
             show("val_auroc"),
+            *chosen,
             show("it_s", 2),
             show("samples_s", 1),
             show("data_wait_frac"),

@@ -1,0 +1,69 @@
+"""Choosing a detector on validation: the highest headline AUROC among the section and its alternatives."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tsmoe.data.store import DatasetWriter, open_dataset
+from tsmoe.evaluation import evaluate
+from tsmoe.evaluation.config import EvaluationConfig
+from tsmoe.evaluation.evaluate import choose_detector, validation_metrics
+
+LENGTH = 8
+LABELS = [0, 0, 1, 1, 0, 1]
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    writer = DatasetWriter(tmp_path / "data", LENGTH, ["a"], sampling_rate_hz=1.0)
+    writer.add_split("train", 2).segments[:] = 0.0
+    val = writer.add_split("val", len(LABELS), label_level="segment")
+    val.labels[:] = LABELS
+    writer.finish()
+    return open_dataset(tmp_path / "data")
+
+
+def _scores(separation: float) -> np.ndarray:
+    """Point scores [N, L]: anomalous segments `separation` above normal ones, except one normal segment 1 above
+    the others (AUROC 1/3 at separation 0, 2/3 at 0.5, 1 above 1)."""
+    labels = np.asarray(LABELS, dtype=float)
+    scores = np.repeat((labels * separation)[:, None], LENGTH, axis=1)
+    scores[0] += 1.0  # a normal segment above every anomalous one unless `separation` lifts them past it
+    return scores
+
+
+SECTION = EvaluationConfig(density_weight=1.0, alternatives=[{"density_weight": 0.0}, {"forecast_weight": 0.0}])
+
+
+def _given_scores(monkeypatch, scores: list[np.ndarray]) -> None:
+    monkeypatch.setattr(evaluate, "candidate_point_scores", lambda model, dataset, split, candidates, **_: scores)
+
+
+def test_the_candidate_with_the_highest_validation_auroc_is_chosen(monkeypatch, dataset):
+    _given_scores(monkeypatch, [_scores(0.0), _scores(2.0), _scores(0.5)])
+    choice = choose_detector(None, dataset, SECTION)
+    assert choice.index == 1 and choice.config == SECTION.candidates()[1]
+    assert [round(result.segment.auroc, 3) for result in choice.results] == [0.333, 1.0, 0.667]
+
+
+@pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning")
+def test_the_section_as_written_wins_a_tie_and_an_undefined_auroc_never_wins(monkeypatch, dataset):
+    _given_scores(monkeypatch, [_scores(2.0), _scores(2.0), _scores(2.0)])
+    assert choose_detector(None, dataset, SECTION).index == 0
+    undefined = np.full((len(LABELS), LENGTH), np.nan)
+    _given_scores(monkeypatch, [undefined, _scores(0.0), undefined])
+    choice = choose_detector(None, dataset, SECTION)
+    assert math.isnan(choice.results[0].segment.auroc) and choice.index == 1
+
+
+def test_validation_metrics_are_the_chosen_detectors_and_name_every_candidates_auroc(monkeypatch, dataset):
+    _given_scores(monkeypatch, [_scores(0.0), _scores(0.5), _scores(2.0)])
+    metrics = validation_metrics(None, dataset, SECTION)
+    assert metrics["val_detector"] == 2 and metrics["val_auroc"] == 1.0
+    assert [round(metrics[f"val_auroc_detector_{index}"], 3) for index in range(3)] == [0.333, 0.667, 1.0]
+    _given_scores(monkeypatch, [_scores(0.5)])
+    alone = validation_metrics(None, dataset, EvaluationConfig())
+    assert "val_detector" not in alone and round(alone["val_auroc"], 3) == 0.667
