@@ -37,8 +37,9 @@ from tsmoe.config import RunConfig, load_run_config, with_field
 from tsmoe.data.check import check_dataset
 from tsmoe.data.from_csv import CsvLayout, csv_to_dataset
 from tsmoe.data.store import SegmentDataset, open_dataset
-from tsmoe.data.views import fit_views
-from tsmoe.evaluation.evaluate import MODEL_NAME, measure, score_detectors
+from tsmoe.data.views import SeriesViews, fit_views
+from tsmoe.evaluation.config import EvaluationConfig
+from tsmoe.evaluation.evaluate import MODEL_NAME, choose_detector, measure, score_detectors
 from tsmoe.evaluation.grouping import point_groups
 from tsmoe.evaluation.metrics import detection_metrics, has_both_classes
 from tsmoe.model.timemoe import TimeMoE
@@ -50,15 +51,28 @@ DEFAULT_CONFIG = ROOT / "configs" / "detection_cpu.yaml"
 SKAB_LAYOUT = CsvLayout(separator=";", time_column="datetime", label_column="anomaly", ignore_columns=["changepoint"])
 
 
-def build_skab(skab: Path, out: Path, protocol: str, segment_length: int, stride: int, normal_prefix: int) -> None:
-    """SKAB as a tsmoe dataset under one protocol; every labeled run lands in the validation split."""
+def build_skab(
+    skab: Path,
+    out: Path,
+    protocol: str,
+    segment_length: int,
+    stride: int,
+    normal_prefix: int,
+    val_fraction: float | None = None,
+    seed: int = 0,
+) -> None:
+    """SKAB as a tsmoe dataset under one protocol: every labeled run lands in the validation split, or, with
+    `val_fraction`, that seeded share of the runs validates and the rest is the test split."""
     if not skab.is_dir():
         raise SystemExit(f"{skab}: SKAB data folder not found (give --skab DIR or --data DIR)")
     runs = sorted(path for group in ("valve1", "valve2", "other") for path in (skab / group).glob("*.csv"))
     csv_to_dataset(
         out,
         train_files=[skab / "anomaly-free" / "anomaly-free.csv"],
-        val_files=runs,
+        val_files=runs if val_fraction is None else [],
+        test_files=runs if val_fraction is not None else [],
+        val_fraction=val_fraction,
+        seed=seed,
         layout=SKAB_LAYOUT,
         segment_length=segment_length,
         stride=stride,
@@ -111,6 +125,22 @@ def group_means(table: pd.DataFrame) -> pd.DataFrame:
     return groups
 
 
+def detector_for(
+    model: TimeMoE, dataset: SegmentDataset, run: RunConfig, scored_split: str, views: SeriesViews
+) -> tuple[EvaluationConfig, str]:
+    """The config's detector, as training would choose it: among the evaluation section and its alternatives,
+    the best on the validation split when the dataset has one apart from the scored split (the section as
+    written otherwise). Returns it and a line saying what was chosen and on what."""
+    settings = run.detector_settings()
+    if not settings.alternatives:
+        return settings, "the evaluation section"
+    if scored_split == "val" or "val" not in dataset.splits:
+        return settings.candidates()[0], "the evaluation section as written (no validation split to choose on)"
+    choice = choose_detector(model, dataset, settings, "val", views)
+    figures = ", ".join(f"{result.headline[1].auroc:.3f}" for result in choice.results)
+    return choice.config, f"candidate {choice.index} of {len(choice.results)}, chosen on validation (AUROC {figures})"
+
+
 def train_model(run: RunConfig) -> tuple[TimeMoE, float]:
     """The config's Time-MoE trained on the dataset's training split; returns it and the seconds it took."""
     started = time.perf_counter()
@@ -136,6 +166,12 @@ def main() -> None:
     parser.add_argument("--segment-length", type=int, default=256, help="for SKAB and UCR")
     parser.add_argument("--stride", type=int, default=64, help="for SKAB and UCR")
     parser.add_argument("--normal-prefix", type=int, default=400, help="for SKAB's prefix protocol")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        help="for SKAB: this seeded share of the runs validates (the config's alternatives are chosen on it) and "
+        "the rest is scored as the test split",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -173,16 +209,19 @@ def main() -> None:
                 arguments.segment_length,
                 arguments.stride,
                 arguments.normal_prefix,
+                arguments.val_fraction,  # split with seed 0 whatever --seed says: every seed scores the same runs
             )
+            if arguments.val_fraction is not None:
+                arguments.split = "test"
         else:
             source = str(directory)
         check_dataset(directory)
         dataset = open_dataset(directory)
         run.data.path = directory
         model, train_seconds = train_model(run)
-        config = run.detector_settings()
-        split = dataset.split(arguments.split)
         views = fit_views(run.data, dataset.split("train"), dataset.normalization)  # the series it trained on
+        config, choice = detector_for(model, dataset, run, arguments.split, views)
+        split = dataset.split(arguments.split)
         scores = score_detectors(dataset, arguments.split, config, model, views=views)
         records = [
             row for name, point_scores in scores.items() for row in measure(name, point_scores, split, config).rows()
@@ -200,6 +239,7 @@ def main() -> None:
         f"{arguments.threads} threads, torch {torch.__version__}"
     )
     print(header)
+    print(f"detector: {choice}")
     print(summary.to_string(index=False, float_format=lambda value: f"{value:.3f}"))
     if runs is not None and len(runs) > 1:
         print("\npoint AUROC per group of runs (mean over runs):")
@@ -209,6 +249,7 @@ def main() -> None:
             "header": header,
             "detector": MODEL_NAME,
             "evaluation": config.model_dump(mode="json"),
+            "detector_choice": choice,
             "train_seconds": train_seconds,
             "records": records,
             "per_run": None if runs is None else runs.to_dict(orient="index"),
