@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from tsmoe.model import TimeMoE, TimeMoEConfig, timemoe
+from tsmoe.model import TimeMoEConfig, timemoe
+from tsmoe.model.timemoe import TimeMoE
 from tsmoe.training.precision import choose_precision
 
 IMPLEMENTATIONS = {

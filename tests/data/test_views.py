@@ -10,10 +10,10 @@ import torch
 
 from tests.data.conftest import SEGMENT_LENGTH, write_small_dataset
 from tests.model.test_device import default_device_elsewhere
-from tsmoe.data.config import DataConfig
+from tsmoe.data.config import DataConfig, check_spectrum_window
 from tsmoe.data.loader import normalized_segments
 from tsmoe.data.store import DatasetWriter, open_dataset
-from tsmoe.data.views import SeriesViews, band_matrix, band_power, check_spectrum_window, fit_views
+from tsmoe.data.views import SeriesViews, band_matrix, band_power, fit_views
 
 WINDOW, BANDS = 16, 4
 

@@ -12,8 +12,9 @@ from safetensors.torch import save_file
 from torch.testing import assert_close
 
 from tests.model.tiny import TINY
-from tsmoe.model import TimeMoE, TimeMoEConfig
+from tsmoe.model import TimeMoEConfig
 from tsmoe.model.checkpoint import build_from_reference, to_reference_names
+from tsmoe.model.timemoe import TimeMoE
 
 
 def tiny_model(seed: int = 0, **overrides) -> TimeMoE:

@@ -6,7 +6,8 @@ import pydantic
 import pytest
 
 from tests.model.tiny import TINY
-from tsmoe.model import TimeMoE, TimeMoEConfig, preset
+from tsmoe.model import TimeMoEConfig, preset
+from tsmoe.model.timemoe import TimeMoE
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,17 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from tests.model.tiny import TINY
-from tsmoe.model import TimeMoE, TimeMoEConfig
+from tsmoe.model import TimeMoEConfig
 from tsmoe.model.experts import grouped_experts, loop_experts
-from tsmoe.model.timemoe import Attention, RMSNorm, _attention_mask, load_balancing_loss, masked_huber_loss, total_loss
+from tsmoe.model.timemoe import (
+    Attention,
+    RMSNorm,
+    TimeMoE,
+    _attention_mask,
+    load_balancing_loss,
+    masked_huber_loss,
+    total_loss,
+)
 
 EXACT = dict(rtol=1e-10, atol=1e-10)
 # RoPE angles and the eager softmax are computed in float32 even for float64 models (as the

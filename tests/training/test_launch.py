@@ -202,7 +202,9 @@ def test_joining_a_gpu_cluster_gives_no_worker_the_cpu_environment(tmp_path, mon
         # What the cluster reports, answered only once joined (as Ray does).
         cluster_resources=lambda: {"CPU": 16.0, "GPU": 2.0} if joined else {},
     )
-    monkeypatch.setattr(launch.torch.cuda, "is_available", lambda: False)  # the driver's own host has no GPU
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the driver's own host has no GPU
     with pytest.raises(_StopBeforeTraining):
         launch.run_training(run, tmp_path / "run", address="ray://head:10001")
     assert joined["use_gpu"] is True

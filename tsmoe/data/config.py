@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tsmoe.data.curriculum import CropStage, resolve_schedule
+from tsmoe.data.curriculum import CropStage, crop_lengths, resolve_schedule
 
 ViewName = Literal["time", "spectrum", "residual"]
 DEFAULT_VIEWS: tuple[ViewName, ...] = ("time",)
@@ -83,3 +83,17 @@ class DataConfig(BaseModel):
     def residual(self) -> bool:
         """Whether the model sees the cross-channel residual series beside the time series."""
         return "residual" in self.views
+
+
+def check_spectrum_window(config: DataConfig, segment_length: int) -> None:
+    """Raise a ValueError naming data.spectrum_window when the spectral view's window exceeds the shortest
+    crop the curriculum trains on (a longer window would measure mostly the padding before a crop)."""
+    if not config.spectral:
+        return
+    shortest = min([*crop_lengths(config.crop_schedule, segment_length), segment_length])
+    if config.spectrum_window > shortest:
+        raise ValueError(
+            f"field data.spectrum_window: {config.spectrum_window} points, longer than the shortest crop "
+            f"({shortest} points of {segment_length}-point segments with crop_schedule {config.crop_schedule!r}); "
+            f"choose a power of two <= {shortest}"
+        )

@@ -46,8 +46,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from tsmoe.data.config import DataConfig
-from tsmoe.data.curriculum import crop_lengths
+from tsmoe.data.config import DataConfig, check_spectrum_window
 from tsmoe.data.loader import normalized_segments
 from tsmoe.data.meta import Normalization
 from tsmoe.data.store import SegmentSplit, safe_std
@@ -154,20 +153,6 @@ class SeriesViews:
                 residual = torch.einsum("bcl,cr->brl", segments.float(), projection) - offset[:, None]
             parts.append(residual.to(segments.dtype))
         return torch.cat(parts, dim=1)
-
-
-def check_spectrum_window(config: DataConfig, segment_length: int) -> None:
-    """Raise a ValueError naming data.spectrum_window when the spectral view's window exceeds the shortest
-    crop the curriculum trains on (a longer window would measure mostly the padding before a crop)."""
-    if not config.spectral:
-        return
-    shortest = min([*crop_lengths(config.crop_schedule, segment_length), segment_length])
-    if config.spectrum_window > shortest:
-        raise ValueError(
-            f"field data.spectrum_window: {config.spectrum_window} points, longer than the shortest crop "
-            f"({shortest} points of {segment_length}-point segments with crop_schedule {config.crop_schedule!r}); "
-            f"choose a power of two <= {shortest}"
-        )
 
 
 def fit_views(config: DataConfig, train: SegmentSplit, normalization: Normalization) -> SeriesViews:

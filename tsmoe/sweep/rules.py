@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from tsmoe.config import RunConfig
+from tsmoe.data.config import check_spectrum_window
 from tsmoe.data.curriculum import crop_lengths
-from tsmoe.data.views import check_spectrum_window
 from tsmoe.errors import describe_fields
 from tsmoe.sweep.distributions import show_value
 from tsmoe.sweep.field_names import with_fields

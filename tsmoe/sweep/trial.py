@@ -1,7 +1,7 @@
 """One sweep trial: the sampled parameters on the base config, trained by the same Ray Train run as
 `tsmoe train`.
 
-The trial is a Tune function that builds a `TorchTrainer` and waits for it; `TuneReportCallback` hands
+The trial is a Tune function that builds the run's Ray Train trainer and waits for it; `TuneReportCallback` hands
 every epoch's rank-0 metrics to Tune, where the searcher, the scheduler and the stoppers see them. The
 trial's run directory is SWEEP/trials/TRIAL_ID: a complete `tsmoe train` output (config.yaml,
 metrics.jsonl, checkpoints, model/, best_model/), named by the Tune trial id so that a restored sweep

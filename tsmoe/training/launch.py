@@ -24,12 +24,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
 
 from tsmoe.config import RunConfig, dump_run_config
 from tsmoe.data.check import check_dataset
-from tsmoe.data.views import check_spectrum_window
+from tsmoe.data.config import check_spectrum_window
 from tsmoe.training.checkpoint_files import MODEL_DIR, SUMMARY_FILE, checkpoint_problem
 from tsmoe.training.loopback import PROCESS_GROUP_VARIABLE, UNCHANGED, loopback_cluster
 
@@ -212,30 +211,34 @@ def build_torch_trainer(
     callbacks: list | None = None,
     storage: str | None = None,
 ):
-    """The Ray Train `TorchTrainer` of one run: `workers` DDP ranks running `train_worker`, storing its
-    checkpoints under OUT/train, or under STORAGE/train when `storage` (a URI that Ray Train resolves with
-    pyarrow, such as s3://...) is given. `tsmoe train` and every sweep trial build theirs here."""
-    from ray.train.torch import TorchConfig
+    """The Ray Train trainer of one run: `workers` DDP ranks running `train_worker`, storing its checkpoints
+    under OUT/train, or under STORAGE/train when `storage` (a URI that Ray Train resolves with pyarrow, such
+    as s3://...) is given. `tsmoe train` and every sweep trial build theirs here.
 
-    # Ray Train V2's classes (what `ray.train.RunConfig` and `ray.train.torch.TorchTrainer` are at run time
-    # with V2 on, its default), named by their module so that type checkers see the V2 signatures.
+    It is Ray Train's data-parallel trainer with tsmoe's torch.distributed backend (`process_group.py`), which
+    is what `TorchTrainer` is with Ray's: the process that builds it and Ray Train's controller then never
+    import torch, seconds of every sweep trial's start on a small machine."""
+    # Ray Train V2's classes (what `ray.train.RunConfig` and the trainers are at run time with V2 on, its
+    # default), named by their module so that type checkers see the V2 signatures.
     from ray.train.v2.api.config import CheckpointConfig, LoggingConfig, ScalingConfig
     from ray.train.v2.api.config import RunConfig as TrainRunConfig
-    from ray.train.v2.torch.torch_trainer import TorchTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
+    from tsmoe.training.process_group import ProcessGroupConfig
     from tsmoe.training.worker import train_worker
 
     environment = worker_environment(use_gpu) | _cpu_threads(use_gpu, cpus_per_worker)
     resume = latest_checkpoint(output)
     resources = {"CPU": cpus_per_worker} | ({"GPU": gpus_per_worker} if use_gpu else {})
-    return TorchTrainer(
+    return DataParallelTrainer(
         train_worker,
         # Ray Train V2 resumes a run it finds in its storage by itself; the path covers runs whose Ray
         # bookkeeping was lost, and V2 no longer takes resume_from_checkpoint.
         train_loop_config={"run": run, "resume_from": str(resume) if resume else None},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        backend_config=ProcessGroupConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=TrainRunConfig(
+        # V2's RunConfig, which V2's trainer takes at run time; its annotation names the V1 class.
+        run_config=TrainRunConfig(  # type: ignore[arg-type]
             name=RUN_NAME,
             storage_path=storage or str(output),
             checkpoint_config=CheckpointConfig(
@@ -275,6 +278,8 @@ def run_training(
 
     # Joining a cluster (--address), whether it has GPUs is known only once joined: until then the job-wide
     # environment leaves out what depends on it (DS_ACCELERATOR=cpu there would reach GPU workers too).
+    import torch
+
     use_gpu: bool | None = torch.cuda.is_available()
     if address is not None:
         use_gpu = bool(ray.cluster_resources().get("GPU")) if ray.is_initialized() else None

@@ -13,19 +13,18 @@ import logging
 import math
 import sys
 import tempfile
+import time
 from typing import TYPE_CHECKING
 
 import ray
 import ray.train
-import ray.train.torch
-import torch
-import torch.distributed
 
 from tsmoe.config import RunConfig
 from tsmoe.training.checkpoint_files import usable_checkpoint, write_checkpoint
-from tsmoe.training.throughput import now
 
 if TYPE_CHECKING:
+    import torch
+
     from tsmoe.training.trainer import Metrics
 
 
@@ -48,8 +47,11 @@ def _quiet_report_lines() -> None:
 def train_worker(loop_config: dict) -> None:
     """Ray Train's `train_loop_per_worker`: `loop_config["run"]` is the validated RunConfig, and
     `loop_config["resume_from"]` a checkpoint directory to continue from when Ray has none."""
-    # Imported here: the process that builds the TorchTrainer (a sweep's trial driver) imports this module
-    # only to name this function, and the trainer brings scikit-learn and SciPy, a second of CPU, with it.
+    # Imported here: the process that builds the trainer (a sweep's trial driver) imports this module only
+    # to name this function, and would otherwise import torch (seconds), and with the trainer scikit-learn
+    # and SciPy (a second of CPU), for nothing.
+    import ray.train.torch
+
     from tsmoe.training.trainer import Trainer
 
     run: RunConfig = loop_config["run"]
@@ -74,13 +76,13 @@ def train_worker(loop_config: dict) -> None:
         # crash) reports its last epoch again, so the driver records the finished result.
         ray.train.report(trainer.history[-1])
     while trainer.epoch < run.training.epochs:
-        epoch_started = now()
+        epoch_started = time.perf_counter()
         metrics = trainer.train_epoch()
         if rank == 0:
-            started = now()
+            started = time.perf_counter()
             metrics.update(trainer.validate())
-            metrics["validation_s"] = now() - started
-            metrics["epoch_s"] = now() - epoch_started  # training and validation, without the checkpoint
+            metrics["validation_s"] = time.perf_counter() - started
+            metrics["epoch_s"] = time.perf_counter() - epoch_started  # training and validation, without the checkpoint
             # The quality objective of a sweep, and what early stopping and the plots read.
             metrics["best_val_auroc"] = _best_auroc([*trainer.history, metrics])
             metrics["epochs_planned"] = run.training.epochs
@@ -100,6 +102,9 @@ def _count_worker_nodes(world_size: int, device: torch.device) -> int:
     figures reach the driver. Every rank must call it. Ray Train's node rank cannot say: it groups
     workers by IP address, which the nodes of a one-machine test cluster share; Ray's node id tells them
     apart."""
+    import torch
+    import torch.distributed
+
     node = bytes.fromhex(ray.get_runtime_context().get_node_id())
     if world_size == 1:
         return 1

@@ -1,0 +1,43 @@
+"""tsmoe's torch.distributed backend for Ray Train: only the training workers import torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.training.test_launch import _tiny_run
+
+BUILD = """
+import pickle, sys
+from pathlib import Path
+from tsmoe.config import load_run_config
+from tsmoe.training.launch import build_torch_trainer
+trainer = build_torch_trainer(load_run_config(sys.argv[1]), Path(sys.argv[2]), workers=2, use_gpu=False,
+                              cpus_per_worker=1)
+Path(sys.argv[3]).write_bytes(pickle.dumps((trainer.backend_config, trainer.train_loop_per_worker)))
+print("torch" in sys.modules)
+"""
+# What Ray Train's controller does with them: unpickle, then build the backend.
+READ = """
+import pickle, sys
+from pathlib import Path
+config, train_function = pickle.loads(Path(sys.argv[1]).read_bytes())
+backend = config.backend_cls()
+print(config.backend, config.framework.value, train_function.__name__, "torch" in sys.modules)
+"""
+
+
+def _python(code: str, *arguments) -> str:
+    done = subprocess.run([sys.executable, "-c", code, *map(str, arguments)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_building_the_trainer_and_reading_its_backend_import_no_torch(tmp_path):
+    run = _tiny_run(tmp_path)
+    config = tmp_path / "tiny.yaml"
+    pickled = tmp_path / "trainer.pickle"
+    # A sweep trial's driver builds the trainer; Ray Train's controller reads its backend and worker function.
+    assert _python(BUILD, config, tmp_path / "run", pickled) == "False"
+    assert _python(READ, pickled) == "gloo torch train_worker False"
+    assert run.data.path.is_dir()
