@@ -15,18 +15,19 @@ import yaml
 from tests.model.tiny import TINY
 from tests.training.test_loop import synthetic_data
 from tsmoe.cli.main import main
-from tsmoe.config import load_run_config
+from tsmoe.config import load_detector, load_run_config
 from tsmoe.model.timemoe import TimeMoE
+from tsmoe.training.checkpoint_files import CHOSEN_DETECTOR_FILE
 from tsmoe.training.launch import WORKER_DEATH, failure_summary, latest_checkpoint
 from tsmoe.training.loop import fit
 
 
-def _write_config(path, data, epochs=2):
+def _write_config(path, data, epochs=2, **evaluation):
     config = {
         "model": TINY,
         "data": {"path": str(data), "batch_size": 4, "num_workers": 0},
         "training": {"epochs": epochs, "warmup_steps": 1, "log_every_steps": 2},
-        "evaluation": {"statistics_segments": 4, "baselines": []},
+        "evaluation": {"statistics_segments": 4, "baselines": [], **evaluation},
     }
     path.write_text(yaml.safe_dump(config))
     return path
@@ -34,10 +35,15 @@ def _write_config(path, data, epochs=2):
 
 @pytest.mark.slow  # starts Ray
 def test_train_writes_config_metrics_checkpoints_and_models_then_refuses_another_config(tmp_path, capsys):
-    config = _write_config(tmp_path / "tiny.yaml", synthetic_data(tmp_path / "data"))
+    alternatives = [{"density_weight": 0.0}, {"forecast_weight": 0.0}]
+    config = _write_config(
+        tmp_path / "tiny.yaml", synthetic_data(tmp_path / "data"), density_weight=1.0, alternatives=alternatives
+    )
     output = tmp_path / "run"
     assert main(["train", str(config), "--output", str(output)]) == 0
-    assert "trained 2 epochs" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "trained 2 epochs" in out
+    assert f"detector: {output / 'best_model' / CHOSEN_DETECTOR_FILE}, the candidate validation chose" in out
 
     assert load_run_config(output / "config.yaml") == load_run_config(config)
     history = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
@@ -61,6 +67,11 @@ def test_train_writes_config_metrics_checkpoints_and_models_then_refuses_another
     model = TimeMoE.from_pretrained(output / "model")
     assert model.config.hidden_size == TINY["hidden_size"]
     assert (output / "best_model" / "config.json").is_file()
+    # Each model directory carries the detector its epoch's validation chose among the three candidates.
+    candidates = load_run_config(config).detector_settings().candidates()
+    best = max(history, key=lambda metrics: metrics["val_auroc"])
+    for directory, epoch in (("model", history[-1]), ("best_model", best)):
+        assert load_detector(output / directory / CHOSEN_DETECTOR_FILE) == candidates[int(epoch["val_detector"])]
 
     # The same config again: nothing to train, the outputs are collected from the checkpoints.
     assert main(["train", str(config), "--output", str(output)]) == 0
@@ -79,7 +90,9 @@ def test_train_writes_config_metrics_checkpoints_and_models_then_refuses_another
     assert _history(output)[0] == history[0]  # the finished epoch is kept as it was
 
     # Another config into the same directory is refused before any work, naming the field.
-    other = _write_config(tmp_path / "other.yaml", tmp_path / "data", epochs=3)
+    other = _write_config(
+        tmp_path / "other.yaml", tmp_path / "data", epochs=3, density_weight=1.0, alternatives=alternatives
+    )
     assert main(["train", str(other), "--output", str(output)]) == 2
     assert "fields training.epochs differ" in capsys.readouterr().err
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from tsmoe.config import load_run_config
+from tsmoe.training.checkpoint_files import CHOSEN_DETECTOR_FILE
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -57,5 +58,8 @@ def run_train(args: argparse.Namespace) -> int:
         f"samples/s"
     )
     print(f"model: {outcome.model}" + (f"\nbest model: {outcome.best_model}" if outcome.best_model else ""))
+    chosen = (outcome.best_model or outcome.model) / CHOSEN_DETECTOR_FILE
+    if chosen.is_file():
+        print(f"detector: {chosen}, the candidate validation chose (tsmoe evaluate scores with it)")
     print(f"metrics: {outcome.output / 'metrics.jsonl'}")
     return 0
