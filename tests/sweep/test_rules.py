@@ -148,3 +148,16 @@ def test_spectral_windows_that_fit_every_crop_load(tmp_path, small_base):
     last_choices = {path: distribution.choices[-1] for path, distribution in space.optuna_distributions().items()}
     config = space.apply(small_base, last_choices)
     assert config.data.views == ["time", "spectrum"] and config.data.spectrum_window == 128
+
+
+def test_a_value_that_leaves_an_alternative_detector_nothing_to_score_is_caught(tmp_path, small_base):
+    base = small_base.model_copy(deep=True)
+    # Density alone, as an alternative: a space that draws the density weight down to 0 leaves it no component.
+    base.evaluation = base.evaluation.model_copy(
+        update={"density_weight": 1.0, "alternatives": [{"forecast_weight": 0.0}]}
+    )
+    message = load_error(
+        tmp_path, "parameters:\n  evaluation.density_weight: {type: categorical, choices: [0.0, 1.0]}\n", base
+    )
+    assert "field evaluation.density_weight: 0.0 is not accepted" in message
+    assert "alternatives[0]: forecast_weight, cross_channel_weight, density_weight and reconstruction_weight" in message
