@@ -55,31 +55,40 @@ class RunConfig(BaseModel):
         ]
 
     @model_validator(mode="after")
-    def _heads_exist(self) -> RunConfig:
+    def _every_detector_fits_the_model_and_its_objective(self) -> RunConfig:
+        """The section and each alternative score with heads the model has, states of a layer it has, and
+        components its objective trains. The candidates are built once: a sweep's space checks validate
+        thousands of run configs."""
+        model, loss = self.model, self.training.loss
         for where, detector in self._detectors():
-            missing = sorted(set(detector.heads) - set(self.model.horizon_lengths))
+            missing = sorted(set(detector.heads) - set(model.horizon_lengths))
             if missing:
-                raise ValueError(
-                    f"{where}.heads {missing} are not among model.horizon_lengths {self.model.horizon_lengths}"
-                )
-        return self
-
-    @model_validator(mode="after")
-    def _density_layer_exists(self) -> RunConfig:
-        for where, detector in self._detectors():
-            if not detector.density_layer_fits(self.model.num_hidden_layers):
+                raise ValueError(f"{where}.heads {missing} are not among model.horizon_lengths {model.horizon_lengths}")
+            if not detector.density_layer_fits(model.num_hidden_layers):
                 raise ValueError(
                     f"{where}.density_layer {detector.density_layer}: the model has "
-                    f"{self.model.num_hidden_layers} decoder layers (give 0 for the input embedding, 1 to "
+                    f"{model.num_hidden_layers} decoder layers (give 0 for the input embedding, 1 to "
                     "num_hidden_layers for a layer's output, or final)"
+                )
+            if loss == "masked_reconstruction" and detector.forecast_weight + detector.cross_channel_weight > 0:
+                raise ValueError(
+                    f"training.loss masked_reconstruction trains no forecast head: set {where}.forecast_weight and "
+                    f"{where}.cross_channel_weight to 0 (score with {where}.reconstruction_weight)"
+                )
+            if (
+                loss == "forecast"
+                and detector.forecast_weight + detector.cross_channel_weight + (detector.density_weight) <= 0
+            ):
+                raise ValueError(
+                    f"training.loss forecast trains no reconstruction path, so {where}.reconstruction_weight scores "
+                    f"nothing: one of {where}.forecast_weight, cross_channel_weight and density_weight must be > 0"
                 )
         return self
 
     @model_validator(mode="after")
-    def _reconstruction_follows_the_objective(self) -> RunConfig:
+    def _reconstruction_path_follows_the_objective(self) -> RunConfig:
         """The model's reconstruction path is set from training.loss, mask_ratio and mask_span (any value given
-        for those model fields is replaced: a sweep that changes the loss must change the model with it), and
-        the detector may only use what the objective trains."""
+        for those model fields is replaced: a sweep that changes the loss must change the model with it)."""
         training = self.training
         derived = {
             "reconstruction_head": training.loss != "forecast",
@@ -89,23 +98,6 @@ class RunConfig(BaseModel):
         if any(getattr(self.model, name) != value for name, value in derived.items()):
             # Assigning revalidates the run config once more, which then finds nothing to change.
             self.model = self.model.model_copy(update=derived)
-        for where, detector in self._detectors():
-            if (
-                training.loss == "masked_reconstruction"
-                and detector.forecast_weight + detector.cross_channel_weight > 0
-            ):
-                raise ValueError(
-                    f"training.loss masked_reconstruction trains no forecast head: set {where}.forecast_weight and "
-                    f"{where}.cross_channel_weight to 0 (score with {where}.reconstruction_weight)"
-                )
-            if (
-                training.loss == "forecast"
-                and detector.forecast_weight + detector.cross_channel_weight + (detector.density_weight) <= 0
-            ):
-                raise ValueError(
-                    f"training.loss forecast trains no reconstruction path, so {where}.reconstruction_weight scores "
-                    f"nothing: one of {where}.forecast_weight, cross_channel_weight and density_weight must be > 0"
-                )
         return self
 
     def detector_settings(self) -> EvaluationConfig:
