@@ -8,6 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as multiprocessing
 
 from tests.model.tiny import TINY
+from tests.training.spawned_ranks import leave_and_exit
 from tests.training.test_loop import synthetic_data, tiny_run
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
@@ -79,7 +80,7 @@ def _rank(rank: int, rendezvous: str, out: str) -> None:
     layer.tokens_per_expert = torch.tensor([40.0, 0.0, 0.0, 0.0] if rank == 0 else [0.0, 0.0, 0.0, 40.0])
     update_expert_bias(model, distributed=True)
     torch.save(layer.expert_bias, f"{out}.{rank}")
-    dist.destroy_process_group()
+    leave_and_exit()
 
 
 @pytest.mark.slow

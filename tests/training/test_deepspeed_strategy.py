@@ -8,7 +8,6 @@ each spawns its two ranks once and runs every trainer it compares inside them.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as multiprocessing
 
 from tests.training.probes import parameters, poison_gradient, poison_router
+from tests.training.spawned_ranks import leave_and_exit
 from tests.training.test_loop import synthetic_data, tiny_run
 from tsmoe.config import RunConfig
 from tsmoe.training.trainer import Trainer
@@ -52,20 +52,6 @@ def _spawn(function, tmp_path: Path, *args) -> dict:
     return torch.load(tmp_path / "results.pt", weights_only=False)
 
 
-def _leave() -> None:
-    """Leave the process group and end the spawned rank at once, its results already written.
-
-    Now and then (twice in about 40 CI runs) a rank's normal exit aborted after the test's work was done:
-    "terminate called without an active exception" with no Python frame on the stack, so in C++ teardown at
-    interpreter exit (a thread object of the CPU communication stack destroyed while still joinable; seen
-    2026-12-06 and 2026-12-07 in CI, never during training). `os._exit` skips that teardown, which has
-    nothing left to do."""
-    dist.destroy_process_group()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
 def _join(rank: int, tmp_path: str) -> None:
     os.environ["LOCAL_RANK"] = str(rank)  # DeepSpeed asks for it; Ray Train and torchrun set it
     dist.init_process_group("gloo", init_method=f"file://{tmp_path}/rendezvous", rank=rank, world_size=2)
@@ -79,7 +65,7 @@ def _zero_and_ddp(rank: int, tmp_path: str, run: RunConfig, stage: int) -> None:
     }
     if rank == 0:
         torch.save(results, Path(tmp_path) / "results.pt")
-    _leave()
+    leave_and_exit()
 
 
 @pytest.mark.parametrize("stage", [1, 2])
@@ -108,7 +94,7 @@ def _nonfinite_steps(rank: int, tmp_path: str, run: RunConfig) -> None:
     torch.save(results, Path(tmp_path) / f"results{rank}.pt")
     if rank == 0:
         torch.save(results, Path(tmp_path) / "results.pt")
-    _leave()
+    leave_and_exit()
 
 
 def test_a_nonfinite_loss_or_gradient_is_skipped_alike_under_ddp_and_zero(tmp_path):
@@ -144,7 +130,7 @@ def _resume(rank: int, tmp_path: str, run: RunConfig) -> None:
     results = {"uninterrupted": uninterrupted, "resumed": _train(resumed, epochs=2), "epoch": epoch_after_load}
     if rank == 0:
         torch.save(results, Path(tmp_path) / "results.pt")
-    _leave()
+    leave_and_exit()
 
 
 def test_zero_resumed_from_a_checkpoint_ends_like_an_uninterrupted_run(tmp_path):

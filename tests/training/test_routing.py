@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.model.tiny import TINY
+from tests.training.spawned_ranks import leave_and_exit
 from tests.training.test_loop import synthetic_data, tiny_run
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
@@ -102,7 +103,7 @@ def _tally_rank(rank: int, rendezvous: str, logits: list[list[torch.Tensor]], ou
     tally.add(logits[rank])
     tally.all_reduce(torch.device("cpu"))
     torch.save({"shares": tally.health().load_shares, "entropy": tally.health().entropy}, f"{out}{rank}.pt")
-    torch.distributed.destroy_process_group()
+    leave_and_exit()
 
 
 @pytest.mark.slow

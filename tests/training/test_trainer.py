@@ -3,7 +3,6 @@ and fine-tuning modes train only what they say."""
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import random
@@ -17,6 +16,7 @@ from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_
 
 from tests.model.tiny import TINY
 from tests.training.probes import parameters, poison_gradient, poison_router
+from tests.training.spawned_ranks import leave_and_exit
 from tests.training.test_loop import synthetic_data, tiny_run
 from tsmoe.config import RunConfig, load_detector, load_run_config
 from tsmoe.data.loader import normalized_segments
@@ -49,11 +49,7 @@ def _ddp_rank(rank: int, run, rendezvous: str, out: str) -> None:
     trainer.train_epoch()
     if rank == 0:
         torch.save({"parameters": parameters(trainer), "reductions": len(reductions)}, out)
-    # The DDP model (its reducer and gloo work) goes before its process group, while the interpreter is whole:
-    # left to interpreter shutdown, a rank once aborted ("terminate called without an active exception").
-    del trainer
-    gc.collect()
-    dist.destroy_process_group()
+    leave_and_exit()
 
 
 @pytest.mark.slow
@@ -354,7 +350,7 @@ def _ddp_objective_rank(rank: int, runs, rendezvous: str) -> None:
         trainer = Trainer(run, "cpu", rank=rank, world_size=2)
         metrics = trainer.train_epoch()
         assert metrics["nan_steps"] == 0 and trainer.step == 2
-    dist.destroy_process_group()
+    leave_and_exit()
 
 
 @pytest.mark.slow
