@@ -50,15 +50,14 @@ def train_worker(loop_config: dict) -> None:
     # Imported here: the process that builds the trainer (a sweep's trial driver) imports this module only
     # to name this function, and would otherwise import torch (seconds), and with the trainer scikit-learn
     # and SciPy (a second of CPU), for nothing.
-    import ray.train.torch
-
+    from tsmoe.training.process_group import worker_device
     from tsmoe.training.trainer import Trainer
 
     run: RunConfig = loop_config["run"]
     _quiet_report_lines()
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    trainer = Trainer(run, ray.train.torch.get_device(), rank, world_size, log=_say)
+    trainer = Trainer(run, worker_device(), rank, world_size, log=_say)
     worker_nodes = _count_worker_nodes(world_size, trainer.device)
     checkpoint = ray.train.get_checkpoint()
     offered = checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext(None)
