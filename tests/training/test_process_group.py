@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
 import pytest
 import torch
+from ray.exceptions import ActorDiedError, GetTimeoutError
 
 from tests.training.test_launch import _tiny_run
+from tsmoe.training import process_group
 
 BUILD = """
 import pickle, sys
@@ -57,3 +60,38 @@ print(worker_device(), "ray.train.torch" in sys.modules)
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with CUDA")
 def test_a_worker_without_cuda_trains_on_the_cpu_without_importing_ray_train_torch():
     assert _python(DEVICE) == "cpu False"
+
+
+class _WorkerGroup:
+    """What the backend's shutdown sees of Ray Train's worker group."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def execute_async(self, function, **arguments):
+        self.called = (function.__name__, arguments)
+        return ["reference"]
+
+
+def _shut_down(monkeypatch, caplog, error: Exception) -> _WorkerGroup:
+    def get(references, timeout):
+        raise error
+
+    monkeypatch.setattr(process_group.ray, "get", get)
+    group = _WorkerGroup()
+    with caplog.at_level(logging.DEBUG, logger=process_group.__name__):
+        process_group._ProcessGroupBackend().on_shutdown(group, process_group.ProcessGroupConfig())
+    return group
+
+
+def test_shutdown_passes_over_a_worker_that_has_exited(monkeypatch, caplog):
+    # A trial stopped by early stopping: Train shuts its workers down after Tune ended the trial.
+    group = _shut_down(monkeypatch, caplog, ActorDiedError())
+    assert group.called == ("_leave_process_group", {"destroy": True})
+    assert [record.levelno for record in caplog.records] == [logging.DEBUG]
+
+
+def test_shutdown_warns_when_the_workers_do_not_leave_in_time(monkeypatch, caplog):
+    _shut_down(monkeypatch, caplog, GetTimeoutError())
+    assert [record.levelno for record in caplog.records] == [logging.WARNING]
+    assert "did not leave the process group" in caplog.text

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import ray
-from ray.exceptions import GetTimeoutError
+from ray.exceptions import GetTimeoutError, RayActorError
 from ray.train._internal.utils import get_address_and_port
 from ray.train.backend import Backend, BackendConfig
 from ray.train.v2._internal.util import TrainingFramework
@@ -151,3 +151,7 @@ class _ProcessGroupBackend(Backend):
             ray.get(left, timeout=SHUTDOWN_TIMEOUT_S)
         except GetTimeoutError:
             logger.warning("the workers did not leave the process group within %s s", SHUTDOWN_TIMEOUT_S)
+        except RayActorError:
+            # A worker already gone (its trial stopped by early stopping, or it crashed: the run reports that
+            # itself) has no group left to leave; Ray would print a traceback for it in the middle of a sweep.
+            logger.debug("a worker had exited before it could leave the process group")
