@@ -122,3 +122,19 @@ def test_a_batch_larger_than_the_training_split_fails(small_dataset):
         r"fewer than one batch of 16",
     ):
         check_dataset(small_dataset, batch_size=16)
+
+
+def test_a_normal_split_may_mark_segments_from_no_run_but_a_labelled_split_may_not(small_dataset):
+    meta = json.loads((small_dataset / "meta.json").read_text())
+    meta["splits"]["train"]["runs"] = "train_runs.npy"
+    (small_dataset / "meta.json").write_text(json.dumps(meta))
+    # Training windows from a normal file (-1) beside windows cut from run 1's normal rows.
+    np.save(small_dataset / "train_runs.npy", np.array([-1] * 6 + [1] * 6, dtype=np.int64))
+    assert check_dataset(small_dataset).splits["train"].runs == 1
+    np.save(small_dataset / "train_runs.npy", np.array([-2] * 12, dtype=np.int64))
+    [problem] = problems_of(small_dataset)
+    assert "train_runs.npy: field values: must be at least -1, found -2" in problem
+    np.save(small_dataset / "train_runs.npy", np.zeros(12, dtype=np.int64))
+    rewrite(small_dataset / "val_runs.npy", lambda runs: np.full_like(runs, -1))
+    [problem] = problems_of(small_dataset)
+    assert "val_runs.npy: field values: must not be negative, found -1" in problem

@@ -51,6 +51,8 @@ def test_runs_are_windowed_normalised_and_labeled(tmp_path):
     # Train: normal.csv windows at 0, 4 and the prefix's at 0, 4, 8, 12.
     train = dataset.split("train").segments
     assert train.shape == (6, 2, 8)
+    # Which run each training window came from: normal.csv's none, the prefix's the run's own id.
+    assert dataset.split("train").runs.tolist() == [-1, -1, 0, 0, 0, 0]
     prefix = values[:20].T
     expected = (prefix - prefix.mean(axis=1, keepdims=True)) / prefix.std(axis=1, keepdims=True)
     np.testing.assert_allclose(train[2], expected[:, 0:8], rtol=1e-5)
@@ -126,6 +128,8 @@ def test_normalize_train_uses_training_rows_for_every_file(tmp_path):
     # No prefix: the whole run is evaluated, offset 10 above training, not re-centred on itself.
     np.testing.assert_allclose(dataset.split("val").segments[0], ((run_values[:8] - mean) / std).T, rtol=1e-5)
     assert dataset.meta.provenance["normalize"] == "train"
+    # Every training window is from the normal file: the split records no runs, as before runs were recorded.
+    assert dataset.split("train").runs is None
 
 
 def test_a_channel_constant_in_training_is_centred_not_divided(tmp_path, capsys):

@@ -23,6 +23,7 @@ def test_defaults_report_every_baseline_beside_the_one_step_head():
         ({"smoothing_window": 0}, "smoothing_window"),
         ({"density_weight": -1.0}, "density_weight"),
         ({"reconstruction_weight": -0.5}, "reconstruction_weight"),
+        ({"normal_reference": "nearby"}, "normal_reference"),
     ],
 )
 def test_out_of_range_settings_are_rejected_naming_the_field(values, field):

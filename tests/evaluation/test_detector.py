@@ -11,10 +11,11 @@ from tsmoe.data.config import DataConfig
 from tsmoe.data.loader import normalized_segments
 from tsmoe.data.store import DatasetWriter, open_dataset
 from tsmoe.data.views import fit_views
+from tsmoe.evaluation.baselines import build_baselines
 from tsmoe.evaluation.config import EvaluationConfig
 from tsmoe.evaluation.detector import ModelDetector, candidate_point_scores, joint_states, reference_split
 from tsmoe.evaluation.distances import NearestNeighbourDistance
-from tsmoe.evaluation.evaluate import measure
+from tsmoe.evaluation.evaluate import baseline_point_scores, measure
 from tsmoe.evaluation.scoring import (
     ErrorStatistics,
     forecast_errors,
@@ -293,3 +294,82 @@ def test_a_detector_cannot_weigh_a_component_it_did_not_compute(tmp_path, model)
     components = detector.standardized_components(dataset.split("val"))
     with pytest.raises(ValueError, match="computed no density component"):
         detector.combine(components, EvaluationConfig(density_weight=1.0))
+
+
+def _dataset_with_run_prefixes(directory):
+    """Two labelled runs at different operating points, each with training windows cut from its own normal rows
+    (beside a normal file's); each run's evaluated segments repeat a training window: first its own, then the
+    other run's."""
+    rng = np.random.default_rng(1)
+    writer = DatasetWriter(directory, LENGTH, ["a", "b"], sampling_rate_hz=1.0)
+    train = writer.add_split("train", 6, with_runs=True)
+    train.segments[:] = rng.normal(size=(6, 2, LENGTH)) + np.array([0, 0, 3, 3, -3, -3])[:, None, None]
+    train.runs[:] = [-1, -1, 0, 0, 1, 1]
+    val = writer.add_split("val", 4, label_level="segment", with_runs=True, with_starts=True)
+    val.segments[:] = train.segments[[2, 4, 4, 2]]
+    val.labels[:] = [0, 1, 0, 1]
+    val.runs[:] = [0, 0, 1, 1]
+    val.starts[:] = [0, 4, 0, 4]
+    writer.run_names = ["a.csv", "b.csv"]
+    writer.finish()
+    return open_dataset(directory)
+
+
+def test_under_normal_reference_run_a_run_is_measured_against_its_own_normal_states(tmp_path, model):
+    dataset = _dataset_with_run_prefixes(tmp_path / "data")
+    config = EvaluationConfig(
+        batch_size=4,
+        forecast_weight=0.0,
+        density_weight=1.0,
+        density_scope="joint",
+        density_method="nearest_neighbours",
+        density_neighbours=1,
+    )
+    val = dataset.split("val")
+
+    def raw_density(detector):
+        return detector.score(val) * detector.scale["density"] + detector.location["density"]
+
+    # Against all training states every evaluated segment is a training window: no distance anywhere.
+    everyone = ModelDetector(model, dataset, config)
+    assert everyone.run_state_models == {}
+    np.testing.assert_allclose(raw_density(everyone)[:, 1:], 0.0, atol=1e-3)
+    # Against its own run's: its own window is still at distance 0, the other run's window is far.
+    own = ModelDetector(model, dataset, config.model_copy(update={"normal_reference": "run"}))
+    assert sorted(own.run_state_models) == [0, 1]
+    train = torch.from_numpy(normalized_segments(dataset.split("train"), dataset.normalization, 0, 6))
+    _, train_states = forecast_errors_and_states(model, train, [1])
+    scored = torch.from_numpy(normalized_segments(val, dataset.normalization, 0, 4))
+    _, val_states = forecast_errors_and_states(model, scored, [1])
+    width = 2 * TINY["hidden_size"]
+    density = raw_density(own)
+    # Run 0's second segment is run 1's window (training segments 4-5 are run 1's), and the other way round.
+    for own_windows, other in ((slice(2, 4), 1), (slice(4, 6), 3)):
+        reference = NearestNeighbourDistance(1, 8192).fit(
+            joint_states(train_states[own_windows].numpy()).reshape(-1, width)
+        )
+        expected = reference.score(joint_states(val_states[other : other + 1].numpy()))[0]
+        np.testing.assert_allclose(density[other, 1:], expected[1:], rtol=1e-4, atol=1e-4)
+        assert expected[1:].min() > 1.0
+    np.testing.assert_allclose(density[[0, 2], 1:], 0.0, atol=1e-3)
+
+
+def test_under_normal_reference_run_each_baseline_is_fitted_on_the_runs_own_normal_segments(tmp_path):
+    dataset = _dataset_with_run_prefixes(tmp_path / "data")
+    config = EvaluationConfig(
+        baselines=["moving_variance", "kmeans"], moving_window=4, kmeans_clusters=2, normal_reference="run"
+    )
+    train, val = dataset.split("train"), dataset.split("val")
+    own = baseline_point_scores(dataset, val, config)
+    for run_id in (0, 1):
+        segments = normalized_segments(train, dataset.normalization, 2 + 2 * run_id, 4 + 2 * run_id)
+        for baseline in build_baselines(config):
+            baseline.fit(segments)
+            expected = baseline.score(normalized_segments(val, dataset.normalization, 2 * run_id, 2 + 2 * run_id))
+            np.testing.assert_allclose(own[baseline.name][2 * run_id : 2 + 2 * run_id], expected, rtol=1e-6)
+    everyone = baseline_point_scores(dataset, val, config.model_copy(update={"normal_reference": "all"}))
+    for baseline in build_baselines(config):
+        baseline.fit(normalized_segments(train, dataset.normalization, 0, 6))
+        expected = baseline.score(normalized_segments(val, dataset.normalization, 0, 4))
+        np.testing.assert_allclose(everyone[baseline.name], expected, rtol=1e-6)
+        assert not np.allclose(everyone[baseline.name], own[baseline.name])

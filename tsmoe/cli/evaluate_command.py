@@ -39,6 +39,7 @@ OVERRIDES = (
     "cross_channel_weight",
     "density_weight",
     "density_layer",
+    "normal_reference",
     "reconstruction_weight",
     "smoothing_window",
     "segment_aggregate",
@@ -78,6 +79,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--density-layer",
         type=_density_layer,
         help="states the density reads: final, 0 (the input embedding) or a decoder layer's number",
+    )
+    evaluate.add_argument(
+        "--normal-reference",
+        choices=["all", "run"],
+        help="what the density and the baselines compare a run with: all training data, or its own normal rows",
     )
     evaluate.add_argument("--reconstruction-weight", type=float, help="needs a model trained with reconstruction")
     evaluate.add_argument("--smoothing-window", type=int)

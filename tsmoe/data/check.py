@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tsmoe.data.curriculum import CropStage, crop_lengths
-from tsmoe.data.meta import META_FILE, DatasetMeta, SplitFiles, read_meta
+from tsmoe.data.meta import LABELED_SPLITS, META_FILE, NORMAL_FILE_RUN, DatasetMeta, SplitFiles, read_meta
 from tsmoe.data.store import open_segments
 
 SCAN_CHUNK_SEGMENTS = 64
@@ -158,9 +158,11 @@ def _check_split(
     if files.labels is not None:
         _check_labels(directory / files.labels, f"splits.{name}.labels", count, meta, summary, problems)
     if files.runs is not None:
-        runs = _load_index_array(directory / files.runs, f"splits.{name}.runs", count, problems)
+        # A normal split's segments from a normal file carry NORMAL_FILE_RUN; labelled splits' all name a run.
+        lowest = NORMAL_FILE_RUN if name not in LABELED_SPLITS else 0
+        runs = _load_index_array(directory / files.runs, f"splits.{name}.runs", count, problems, lowest)
         if runs is not None:
-            summary.runs = len(np.unique(runs))
+            summary.runs = len(np.unique(runs[runs >= 0]))
             if meta.run_names and runs.max(initial=0) >= len(meta.run_names):
                 first = int(np.argmax(runs >= len(meta.run_names)))
                 problems.append(
@@ -218,7 +220,9 @@ def _check_labels(
         problems.append(f"{path}: field values: every label is {kind}; AUROC needs both normal and anomalous points")
 
 
-def _load_index_array(path: Path, field_name: str, count: int, problems: list[str]) -> np.ndarray | None:
+def _load_index_array(
+    path: Path, field_name: str, count: int, problems: list[str], lowest: int = 0
+) -> np.ndarray | None:
     array = _load_array(path, field_name, problems)
     if array is None:
         return None
@@ -227,9 +231,10 @@ def _load_index_array(path: Path, field_name: str, count: int, problems: list[st
             f"{path}: field shape: expected {count} integers (one per segment), found {array.dtype} {list(array.shape)}"
         )
         return None
-    if (array < 0).any():
-        first = int(np.argmax(array < 0))
-        problems.append(f"{path}: field values: must not be negative, found {array[first]} (first bad index {first})")
+    if (array < lowest).any():
+        first = int(np.argmax(array < lowest))
+        expected = "must not be negative" if lowest == 0 else f"must be at least {lowest}"
+        problems.append(f"{path}: field values: {expected}, found {array[first]} (first bad index {first})")
         return None
     return np.asarray(array)
 

@@ -43,7 +43,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from tsmoe.data.meta import LABELED_SPLITS, DatasetMeta, SplitName
+from tsmoe.data.meta import LABELED_SPLITS, NORMAL_FILE_RUN, DatasetMeta, SplitName
 from tsmoe.data.store import NO_SPREAD, DatasetWriter, safe_std
 
 
@@ -378,12 +378,18 @@ def csv_to_dataset(
         ("train", train_windows),
         ("holdout", holdout_windows),
     ]
+    run_ids = {id(run): run_id for run_id, run in enumerate(labeled)}
     for name, windows in normal_splits:
         if not windows:
             continue
-        arrays = writer.add_split(name, len(windows))
+        # Windows cut from a labelled run's normal rows carry its run id (NORMAL_FILE_RUN for a normal file's),
+        # so that a run can be compared with its own normal operation (evaluation.normal_reference: run).
+        from_runs = any(id(run) in run_ids for run, _ in windows)
+        arrays = writer.add_split(name, len(windows), with_runs=from_runs)
         for index, (run, start) in enumerate(windows):
             arrays.segments[index] = normalized[id(run)][:, start : start + segment_length]
+            if arrays.runs is not None:
+                arrays.runs[index] = run_ids.get(id(run), NORMAL_FILE_RUN)
     for split in LABELED_SPLITS:
         windows_of_split = [
             (run_id, run, start)

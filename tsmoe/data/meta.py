@@ -32,6 +32,8 @@ FORMAT_VERSION: Literal[1] = 1
 SPLITS = ("train", "val", "test", "holdout")
 SplitName = Literal["train", "val", "test", "holdout"]
 LABELED_SPLITS: tuple[SplitName, ...] = ("val", "test")  # the splits scored against labels
+# The run id of a normal split's segment cut from a normal file rather than from a labelled run's normal rows.
+NORMAL_FILE_RUN = -1
 
 
 class SplitFiles(BaseModel):

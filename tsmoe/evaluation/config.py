@@ -23,6 +23,7 @@ DETECTOR_FIELDS = (
     "density_scope",
     "density_neighbours",
     "density_layer",
+    "normal_reference",
     "covariance_shrinkage",
     "smoothing_window",
     "segment_aggregate",
@@ -72,6 +73,11 @@ class EvaluationConfig(BaseModel):
     # output). The final states hold what forecasting needs; the early ones keep the level of each series, so
     # with density_scope joint they hold the joint operating point of the channels.
     density_layer: Literal["final"] | Annotated[int, Field(ge=0)] = "final"
+    # The normal data a scored run's points are compared with, by the density component and the baselines: all
+    # training segments, or "run": the training segments cut from that run's own normal rows (a labelled run's
+    # normal prefix, `tsmoe data from-csv --normal-prefix`), so that each recording is compared with its own
+    # operating point. A run without such segments, and a dataset without any, is compared with all of them.
+    normal_reference: Literal["all", "run"] = "all"
     covariance_shrinkage: float = Field(0.1, gt=0, le=1)  # of both Mahalanobis covariances
     smoothing_window: int = Field(1, ge=1)  # points in the centred mean over the model's point scores
     # A segment's score from its point scores.

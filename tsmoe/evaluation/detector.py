@@ -10,7 +10,10 @@ Each component is measured against normal data the model was not fit on where th
   vectors (covariance shrunk, so one channel or a frozen one never divides by zero);
 - density: distance of a point's hidden state (the final one, or an earlier layer's: `density_layer`) from the
   training split's states, per channel and combined as the forecast component is (`channel_aggregate`), or
-  all channels' states side by side (`density_scope: joint`); Mahalanobis or nearest neighbours;
+  all channels' states side by side (`density_scope: joint`); Mahalanobis or nearest neighbours. With
+  `normal_reference: run`, a run's points are measured against the training states of that run's own normal
+  rows where it has any (a labelled run's normal prefix), so each recording is compared with its own operating
+  point;
 - reconstruction: each point's error from the masked-reconstruction pass that hid it (models with the
   reconstruction path only), z-scored per channel by the reference errors, combined by `channel_aggregate`.
 
@@ -35,6 +38,7 @@ from tsmoe.data.store import SegmentDataset, SegmentSplit
 from tsmoe.data.views import SeriesViews
 from tsmoe.evaluation.config import WEIGHT_FIELDS, EvaluationConfig
 from tsmoe.evaluation.distances import NearestNeighbourDistance, ShrunkMahalanobis
+from tsmoe.evaluation.grouping import run_blocks
 from tsmoe.evaluation.scoring import (
     ChannelStatistics,
     ErrorStatistics,
@@ -53,11 +57,13 @@ MAX_NEIGHBOUR_STATES = 8_192
 
 class Batch(NamedTuple):
     """One batch of segments as the components see it, over the S series the views make: forecast errors
-    [B, S, L], hidden states [B, S, L, H], and reconstruction errors [B, S, L] when that component is on."""
+    [B, S, L], hidden states [B, S, L, H], reconstruction errors [B, S, L] when that component is on, and the
+    segments' run ids [B] where the split has them."""
 
     errors: np.ndarray
     states: np.ndarray
     reconstruction: np.ndarray | None
+    runs: np.ndarray | None
 
 
 def reference_split(dataset: SegmentDataset, config: EvaluationConfig) -> SegmentSplit:
@@ -75,18 +81,20 @@ def _batches(
     count: int,
     progress: Progress,
     views: SeriesViews,
+    first: int = 0,
 ) -> Iterator[Batch]:
-    """The first `count` segments, batch by batch, over the S series the views make of each segment's channels
+    """Segments [first, count), batch by batch, over the S series the views make of each segment's channels
     (reconstruction errors only with reconstruction_weight > 0)."""
     device = next(model.parameters()).device
-    for start in range(0, count, config.batch_size):
+    for start in range(first, count, config.batch_size):
         stop = min(start + config.batch_size, count)
         segments = views(torch.from_numpy(normalized_segments(split, normalization, start, stop)).to(device))
         errors, states = forecast_errors_and_states(model, segments, config.heads, config.error, config.density_layer)
         reconstruction = None
         if config.reconstruction_weight > 0:
             reconstruction = reconstruction_errors(model, segments, config.error).numpy()
-        yield Batch(errors.numpy(), states.numpy(), reconstruction)
+        runs = None if split.runs is None else np.asarray(split.runs[start:stop])
+        yield Batch(errors.numpy(), states.numpy(), reconstruction, runs)
         if progress is not None:
             progress(split.name, stop, count)
 
@@ -130,8 +138,13 @@ class ModelDetector:
                 "training.loss masked_reconstruction or both"
             )
         model.eval()
+        # Per labelled run id: estimators fitted on that run's own normal rows (normal_reference run).
+        self.run_state_models: dict[int, list[ShrunkMahalanobis | NearestNeighbourDistance]] = {}
         if config.density_weight > 0:
-            self.state_models = self._fit_states(dataset.split("train"))
+            train = dataset.split("train")
+            self.state_models = self._fit_states(train)
+            if config.normal_reference == "run":
+                self.run_state_models = self._fit_run_states(train)
         reference = reference_split(dataset, config)
         count = min(len(reference), config.statistics_segments)
         errors, states, reconstruction = self._collect(reference, count)
@@ -143,15 +156,21 @@ class ModelDetector:
             self.cross_channel = ShrunkMahalanobis(config.covariance_shrinkage, config.seed).fit(
                 point_vectors(z[:, :, 1:])
             )
-        components = self._components(z, states, reconstruction)
+        runs = None if reference.runs is None else np.asarray(reference.runs[:count])
+        components = self._components(z, states, reconstruction, runs)
         self.location = {name: float(np.nanmean(values)) for name, values in components.items()}
         spread = {name: float(np.nanstd(values)) for name, values in components.items()}
         self.scale = {name: value if value > MIN_STD else 1.0 for name, value in spread.items()}
 
-    def _collect(self, split: SegmentSplit, count: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """Forecast errors, hidden states (density only) and reconstruction errors (reconstruction only)."""
+    def _collect(
+        self, split: SegmentSplit, count: int, first: int = 0
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Forecast errors, hidden states (density only) and reconstruction errors (reconstruction only) of
+        segments [first, count)."""
         errors, states, reconstruction = [], [], []
-        for batch in _batches(self.model, split, self.normalization, self.config, count, self.progress, self.views):
+        for batch in _batches(
+            self.model, split, self.normalization, self.config, count, self.progress, self.views, first
+        ):
             errors.append(batch.errors)
             if self.config.density_weight > 0:
                 states.append(batch.states)
@@ -170,9 +189,30 @@ class ModelDetector:
         return ShrunkMahalanobis(config.covariance_shrinkage, config.seed)
 
     def _fit_states(self, train: SegmentSplit) -> list[ShrunkMahalanobis | NearestNeighbourDistance]:
-        """One estimator per channel, or one for all channels' states side by side (`density_scope: joint`)."""
+        """Estimators of the training split's first `statistics_segments` segments' states."""
         _, states, _ = self._collect(train, min(len(train), self.config.statistics_segments))
         assert states is not None
+        return self._fit_estimators(states)
+
+    def _fit_run_states(self, train: SegmentSplit) -> dict[int, list[ShrunkMahalanobis | NearestNeighbourDistance]]:
+        """Estimators per labelled run, of the training segments cut from its own normal rows (up to
+        `statistics_segments` of them)."""
+        runs = train.runs
+        if runs is None:
+            return {}
+        fitted = {}
+        for run_id in np.unique(runs[runs >= 0]):
+            states = []
+            for start, stop in run_blocks(runs, int(run_id), self.config.statistics_segments):
+                _, block_states, _ = self._collect(train, stop, start)
+                assert block_states is not None
+                states.append(block_states)
+            fitted[int(run_id)] = self._fit_estimators(np.concatenate(states))
+        return fitted
+
+    def _fit_estimators(self, states: np.ndarray) -> list[ShrunkMahalanobis | NearestNeighbourDistance]:
+        """One estimator per channel of states [N, C, L, H], or one for all channels' states side by side
+        (`density_scope: joint`)."""
         if self.config.density_scope == "joint":
             return [self._state_estimator().fit(joint_states(states).reshape(-1, states.shape[1] * states.shape[-1]))]
         hidden = states.shape[-1]
@@ -180,17 +220,27 @@ class ModelDetector:
             self._state_estimator().fit(states[:, channel].reshape(-1, hidden)) for channel in range(states.shape[1])
         ]
 
-    def _density(self, states: np.ndarray) -> np.ndarray:
-        """Point density scores [N, L] of hidden states [N, C, L, H]."""
+    def _density(self, states: np.ndarray, runs: np.ndarray | None) -> np.ndarray:
+        """Point density scores [N, L] of hidden states [N, C, L, H] of segments from runs [N] (or None): against
+        their own run's normal states where there are estimators of them, else the training split's."""
+        scores = self._density_against(self.state_models, states)
+        if runs is not None:
+            for run_id, models in self.run_state_models.items():
+                mine = runs == run_id
+                if mine.any():
+                    scores[mine] = self._density_against(models, states[mine])
+        return scores
+
+    def _density_against(
+        self, models: list[ShrunkMahalanobis | NearestNeighbourDistance], states: np.ndarray
+    ) -> np.ndarray:
         if self.config.density_scope == "joint":
-            return self.state_models[0].score(joint_states(states))
-        per_channel = np.stack(
-            [model.score(states[:, channel]) for channel, model in enumerate(self.state_models)], axis=1
-        )
+            return models[0].score(joint_states(states))
+        per_channel = np.stack([model.score(states[:, channel]) for channel, model in enumerate(models)], axis=1)
         return combine_channels(per_channel, self.config.channel_aggregate)
 
     def _components(
-        self, z: np.ndarray, states: np.ndarray | None, reconstruction: np.ndarray | None
+        self, z: np.ndarray, states: np.ndarray | None, reconstruction: np.ndarray | None, runs: np.ndarray | None
     ) -> dict[str, np.ndarray]:
         config = self.config
         values = {}
@@ -200,7 +250,7 @@ class ModelDetector:
             values["cross_channel"] = self.cross_channel.score(z.transpose(0, 2, 1))  # [N, L]
         if config.density_weight > 0:
             assert states is not None
-            values["density"] = self._density(states)
+            values["density"] = self._density(states, runs)
             values["density"][:, 0] = np.nan  # position 0 has no forecast; keep every component alike
         if config.reconstruction_weight > 0:
             assert reconstruction is not None
@@ -228,7 +278,7 @@ class ModelDetector:
         ):
             z = self.statistics.normalize(batch.errors)
             states = batch.states if self.config.density_weight > 0 else None
-            for name, values in self._components(z, states, batch.reconstruction).items():
+            for name, values in self._components(z, states, batch.reconstruction, batch.runs).items():
                 parts.setdefault(name, []).append((values - self.location[name]) / self.scale[name])
         return {name: np.concatenate(values) for name, values in parts.items()}
 

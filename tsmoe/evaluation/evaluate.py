@@ -20,7 +20,7 @@ from tsmoe.data.views import SeriesViews
 from tsmoe.evaluation.baselines import build_baselines
 from tsmoe.evaluation.config import EvaluationConfig
 from tsmoe.evaluation.detector import ModelDetector, candidate_point_scores
-from tsmoe.evaluation.grouping import aggregate_segments, point_groups, run_scores, segment_groups
+from tsmoe.evaluation.grouping import aggregate_segments, point_groups, run_blocks, run_scores, segment_groups
 from tsmoe.evaluation.metrics import AveragedMetrics, average_over_groups, detection_metrics
 from tsmoe.model.timemoe import TimeMoE
 
@@ -98,7 +98,9 @@ def model_point_scores(
 def baseline_point_scores(
     dataset: SegmentDataset, split: SegmentSplit, config: EvaluationConfig
 ) -> dict[str, np.ndarray]:
-    """Every configured baseline's point scores [N, L], fitted on the normalised training split."""
+    """Every configured baseline's point scores [N, L], fitted on the normalised training split; with
+    `normal_reference: run`, a run's segments are scored by baselines fitted on that run's own normal training
+    segments where it has any, as the model's density is."""
     train = dataset.split("train")
     train_segments = normalized_segments(train, dataset.normalization, 0, min(len(train), config.statistics_segments))
     scores = {}
@@ -109,7 +111,31 @@ def baseline_point_scores(
             for start in range(0, len(split), CHUNK_SEGMENTS)
         ]
         scores[baseline.name] = np.concatenate(chunks)
+    for run_id, segments in _own_normal_segments(dataset, split, config).items():
+        for baseline in build_baselines(config):
+            baseline.fit(segments)
+            for start, stop in run_blocks(np.asarray(split.runs), run_id):
+                scores[baseline.name][start:stop] = baseline.score(
+                    normalized_segments(split, dataset.normalization, start, stop)
+                )
     return scores
+
+
+def _own_normal_segments(
+    dataset: SegmentDataset, split: SegmentSplit, config: EvaluationConfig
+) -> dict[int, np.ndarray]:
+    """Per run of `split` (by id): the normalised training segments cut from its own normal rows, with
+    `normal_reference: run`; empty otherwise, or where neither split has run ids."""
+    train = dataset.split("train")
+    if config.normal_reference != "run" or train.runs is None or split.runs is None:
+        return {}
+    own = {}
+    for run_id in np.intersect1d(np.unique(train.runs), np.unique(split.runs)):
+        blocks = run_blocks(np.asarray(train.runs), int(run_id), config.statistics_segments)
+        own[int(run_id)] = np.concatenate(
+            [normalized_segments(train, dataset.normalization, start, stop) for start, stop in blocks]
+        )
+    return own
 
 
 def score_detectors(

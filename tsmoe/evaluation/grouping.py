@@ -91,3 +91,13 @@ def run_scores(
         scores.append(float(aggregate[0]))
         labels.append(int(np.asarray(segment_labels)[members].max()))
     return np.asarray(scores), np.asarray(labels, dtype=np.int8)
+
+
+def run_blocks(runs: np.ndarray, run_id: int, limit: int | None = None) -> list[tuple[int, int]]:
+    """The [start, stop) ranges of consecutive segments whose run id is `run_id` (the first `limit` of them):
+    what a split's segments of one run are read in."""
+    mine = np.flatnonzero(np.asarray(runs) == run_id)[:limit]
+    if mine.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(mine) != 1) + 1
+    return [(int(block[0]), int(block[-1]) + 1) for block in np.split(mine, breaks)]
