@@ -261,3 +261,49 @@ def test_a_run_with_one_class_is_noted(tmp_path, capsys):
         tmp_path / "data", train_files=[], val_files=[run], layout=LAYOUT, segment_length=8, stride=8, normal_prefix=20
     )
     assert "every evaluated row is normal" in capsys.readouterr().err
+
+
+def test_a_normal_file_named_as_one_labelled_file_is_that_runs_normal_data(tmp_path):
+    # Server-metric layout: each machine's normal recording in train/, its labelled one under the same name in test/.
+    rng = np.random.default_rng(5)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "test").mkdir()
+    normal = [_write_run(tmp_path / "train" / name, rng.normal(size=(16, 2))) for name in ("m1.csv", "m2.csv", "x.csv")]
+    labels = np.zeros(16, dtype=int)
+    labels[10:12] = 1
+    labelled = [_write_run(tmp_path / "test" / name, rng.normal(size=(16, 2)), labels) for name in ("m2.csv", "m1.csv")]
+    csv_to_dataset(
+        tmp_path / "data",
+        train_files=normal,
+        val_files=labelled,
+        layout=LAYOUT,
+        segment_length=8,
+        stride=8,
+        normalize="train",
+        holdout_fraction=0.0,
+    )
+    dataset = open_dataset(tmp_path / "data")
+    assert dataset.meta.run_names == ["m2.csv", "m1.csv"]
+    # Two windows per file: m1's are run 1's normal data, m2's run 0's, x.csv is nobody's.
+    assert dataset.split("train").runs.tolist() == [1, 1, 0, 0, -1, -1]
+
+
+def test_a_normal_file_named_as_several_labelled_files_is_nobodys(tmp_path):
+    rng = np.random.default_rng(6)
+    labels = np.zeros(16, dtype=int)
+    labels[10:12] = 1
+    for folder in ("train", "a", "b"):
+        (tmp_path / folder).mkdir()
+    normal = _write_run(tmp_path / "train" / "m1.csv", rng.normal(size=(16, 2)))
+    labelled = [_write_run(tmp_path / folder / "m1.csv", rng.normal(size=(16, 2)), labels) for folder in ("a", "b")]
+    csv_to_dataset(
+        tmp_path / "data",
+        train_files=[normal],
+        val_files=labelled,
+        layout=LAYOUT,
+        segment_length=8,
+        stride=8,
+        normalize="train",
+        holdout_fraction=0.0,
+    )
+    assert open_dataset(tmp_path / "data").split("train").runs is None

@@ -26,6 +26,11 @@ File-level labels (`label_per_file`, or every labeled file with a constant label
 prefix): each labeled file is one sample, cut whole into windows that carry the file's label; evaluation
 scores a file by aggregating its windows and reports AUROC over files. They need `normalize="train"`.
 
+Whose normal data a training (or held-out) window is: the labelled run it was cut from (its normal prefix), or
+the labelled run whose file has the same name as the normal file it was cut from (train/NAME beside test/NAME,
+as server-metric datasets lay out each machine's recordings; only where exactly one labelled file has the
+name), else none (NORMAL_FILE_RUN). Evaluation can then compare a run with its own normal operation.
+
 Evaluation windows overlap (a stride below the segment length) and the last one is aligned to the run's
 end, so every evaluation row is scored; `runs` and `starts` record where each window lies, so metrics can
 count every row of a run once. Every file is read and checked before anything is written.
@@ -267,6 +272,19 @@ def _run_names(paths: Sequence[Path]) -> list[str]:
     return [str(path.resolve().relative_to(common)) for path in paths]
 
 
+def _normal_data_owners(runs: Sequence[_Run], labeled: Sequence[_Run]) -> dict[int, int]:
+    """The labelled run id (index in `labeled`) whose normal data each file's normal rows are, by `id(file)`:
+    a labelled run's own prefix, or a normal file named as exactly one labelled file. Others are absent."""
+    owners = {id(run): run_id for run_id, run in enumerate(labeled)}
+    by_name: dict[str, list[int]] = {}
+    for run_id, run in enumerate(labeled):
+        by_name.setdefault(run.path.name, []).append(run_id)
+    for run in runs:
+        if run.split == "train" and len(by_name.get(run.path.name, [])) == 1:
+            owners[id(run)] = by_name[run.path.name][0]
+    return owners
+
+
 def csv_to_dataset(
     out: str | Path,
     *,
@@ -378,12 +396,12 @@ def csv_to_dataset(
         ("train", train_windows),
         ("holdout", holdout_windows),
     ]
-    run_ids = {id(run): run_id for run_id, run in enumerate(labeled)}
+    run_ids = _normal_data_owners(runs, labeled)
     for name, windows in normal_splits:
         if not windows:
             continue
-        # Windows cut from a labelled run's normal rows carry its run id (NORMAL_FILE_RUN for a normal file's),
-        # so that a run can be compared with its own normal operation (evaluation.normal_reference: run).
+        # Each window carries the id of the labelled run whose normal data it is (NORMAL_FILE_RUN for none), so
+        # that a run can be compared with its own normal operation (evaluation.normal_reference: run).
         from_runs = any(id(run) in run_ids for run, _ in windows)
         arrays = writer.add_split(name, len(windows), with_runs=from_runs)
         for index, (run, start) in enumerate(windows):
