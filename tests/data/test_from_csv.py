@@ -307,3 +307,28 @@ def test_a_normal_file_named_as_several_labelled_files_is_nobodys(tmp_path):
         holdout_fraction=0.0,
     )
     assert open_dataset(tmp_path / "data").split("train").runs is None
+
+
+def test_under_normalize_run_a_labelled_file_without_a_prefix_is_normalised_by_its_namesake(tmp_path):
+    rng = np.random.default_rng(7)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "test").mkdir()
+    # Two machines at their own operating points; each labelled recording starts with its anomaly, no prefix.
+    normal = {
+        name: offset + scale * rng.normal(size=(24, 2))
+        for name, offset, scale in (("m1.csv", 100, 10), ("m2.csv", -5, 2))
+    }
+    train_files = [_write_run(tmp_path / "train" / name, values) for name, values in normal.items()]
+    labels = np.zeros(16, dtype=int)
+    labels[:4] = 1
+    recorded = {name: values[:16] + 1.0 for name, values in normal.items()}
+    test_files = [_write_run(tmp_path / "test" / name, values, labels) for name, values in recorded.items()]
+    arguments = dict(layout=LAYOUT, segment_length=8, stride=8, holdout_fraction=0.0)
+    csv_to_dataset(tmp_path / "data", train_files=train_files, val_files=test_files, **arguments)
+    val = open_dataset(tmp_path / "data").split("val")
+    for run_id, name in enumerate(recorded):
+        mean, std = normal[name].mean(axis=0), normal[name].std(axis=0)
+        np.testing.assert_allclose(val.segments[2 * run_id], ((recorded[name][:8] - mean) / std).T, rtol=1e-5)
+    # Without its namesake a file without a prefix cannot be normalised by its own rows.
+    with pytest.raises(ValueError, match=r"m2.csv: only 0 normal rows .* a normal file of the same name"):
+        csv_to_dataset(tmp_path / "other", train_files=train_files[:1], val_files=test_files, **arguments)

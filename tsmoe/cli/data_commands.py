@@ -52,7 +52,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "from-csv", help="cut CSV runs into a dataset by sliding windows, normalised by normal rows"
     )
     from_csv.add_argument("out", type=Path, help="a new directory (an existing non-empty one is refused)")
-    from_csv.add_argument("--train", nargs="*", type=Path, default=[], help="files of normal data only")
+    from_csv.add_argument(
+        "--train",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="files of normal data only; one named as a labeled file (train/NAME, test/NAME) is that run's own",
+    )
     from_csv.add_argument("--val", nargs="*", type=Path, default=[], help="labeled runs for validation")
     from_csv.add_argument("--test", nargs="*", type=Path, default=[], help="labeled runs for testing")
     from_csv.add_argument(
@@ -80,7 +86,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--normalize",
         choices=["run", "train"],
         default="run",
-        help="run: each file by its own normal rows (recordings of different machines); "
+        help="run: each file by its own normal rows, or a labeled file without them by its namesake --train file "
+        "(recordings of different machines); "
         "train: every file by the training rows' statistics (recordings of the same machine)",
     )
     from_csv.add_argument(

@@ -7,7 +7,8 @@ normal rows, which train like a normal file, and the rest of the run is cut into
 Normalisation (`normalize`):
 
 - "run": each file is normalised by its own normal rows, because recordings from different machines
-  differ in offset and gain. A labeled run then needs at least 2 normal prefix rows.
+  differ in offset and gain. A labeled run then needs at least 2 normal prefix rows, or a normal file of its
+  name (train/NAME beside test/NAME), whose rows normalise it.
 - "train": every file is normalised by the statistics of all training rows, for recordings of the same
   machine, where an offset is itself a sign of a fault. No prefix is needed.
 
@@ -150,7 +151,7 @@ def _prepare_normal_file(run: _Run, layout: CsvLayout, segment_length: int) -> N
     run.normal_rows = run.values.shape[1]
 
 
-def _prepare_point_run(run: _Run, normal_prefix: int, segment_length: int, normalize: str) -> None:
+def _prepare_point_run(run: _Run, normal_prefix: int, segment_length: int, normalize: str, paired: bool) -> None:
     assert run.labels is not None
     normal_rows = min(normal_prefix, len(run.labels))
     if run.labels[:normal_rows].any():
@@ -161,10 +162,11 @@ def _prepare_point_run(run: _Run, normal_prefix: int, segment_length: int, norma
             file=sys.stderr,
         )
         normal_rows = first
-    if normalize == "run" and normal_rows < 2:
+    if normalize == "run" and normal_rows < 2 and not paired:
         raise ValueError(
             f"{run.path}: only {normal_rows} normal rows before the first anomaly; at least 2 are needed to "
-            f"normalise the run by its own normal rows (or normalise by training statistics: normalize 'train')"
+            f"normalise the run by its own normal rows (or give a normal file of the same name, train/NAME, "
+            f"or normalise by training statistics: normalize 'train')"
         )
     if len(run.labels) - normal_rows < segment_length:
         raise ValueError(
@@ -255,13 +257,20 @@ def _statistics(path: Path, channels: list[str], rows: np.ndarray) -> tuple[np.n
     return mean, safe_std(std)
 
 
-def _normalizers(runs: Sequence[_Run], normalize: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """(mean, std) per run (by id): its own training rows, or the training rows of all files."""
+def _normalizers(
+    runs: Sequence[_Run], normalize: str, pairs: dict[int, _Run]
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """(mean, std) per run (by id): its own training rows (a labelled run without 2 of them: its paired normal
+    file's), or the training rows of all files."""
     if normalize == "train":
         rows = np.concatenate([run.values[:, : run.train_rows] for run in runs if run.train_rows > 0], axis=1)
         shared = _statistics(Path("training rows of all files"), runs[0].channels, rows)
         return {id(run): shared for run in runs}
-    return {id(run): _statistics(run.path, run.channels, run.values[:, : run.train_rows]) for run in runs}
+    own = {}
+    for run in runs:
+        source = pairs[id(run)] if run.train_rows < 2 and id(run) in pairs else run
+        own[id(run)] = _statistics(source.path, source.channels, source.values[:, : source.train_rows])
+    return own
 
 
 def _run_names(paths: Sequence[Path]) -> list[str]:
@@ -272,16 +281,27 @@ def _run_names(paths: Sequence[Path]) -> list[str]:
     return [str(path.resolve().relative_to(common)) for path in paths]
 
 
-def _normal_data_owners(runs: Sequence[_Run], labeled: Sequence[_Run]) -> dict[int, int]:
-    """The labelled run id (index in `labeled`) whose normal data each file's normal rows are, by `id(file)`:
-    a labelled run's own prefix, or a normal file named as exactly one labelled file. Others are absent."""
-    owners = {id(run): run_id for run_id, run in enumerate(labeled)}
-    by_name: dict[str, list[int]] = {}
-    for run_id, run in enumerate(labeled):
-        by_name.setdefault(run.path.name, []).append(run_id)
+def _paired_normal_files(runs: Sequence[_Run]) -> dict[int, _Run]:
+    """Labelled runs (by `id`) and the normal file of the same name, where the name is one normal file's and
+    one labelled file's alone (train/NAME beside test/NAME)."""
+    normal: dict[str, list[_Run]] = {}
+    labeled: dict[str, list[_Run]] = {}
     for run in runs:
-        if run.split == "train" and len(by_name.get(run.path.name, [])) == 1:
-            owners[id(run)] = by_name[run.path.name][0]
+        (normal if run.split == "train" else labeled).setdefault(run.path.name, []).append(run)
+    return {
+        id(labeled[name][0]): files[0]
+        for name, files in normal.items()
+        if len(files) == 1 and len(labeled.get(name, [])) == 1
+    }
+
+
+def _normal_data_owners(labeled: Sequence[_Run], pairs: dict[int, _Run]) -> dict[int, int]:
+    """The labelled run id (index in `labeled`) whose normal data each file's normal rows are, by `id(file)`:
+    a labelled run's own prefix, or its paired normal file. Others are absent."""
+    owners = {id(run): run_id for run_id, run in enumerate(labeled)}
+    for run_id, run in enumerate(labeled):
+        if id(run) in pairs:
+            owners[id(pairs[id(run)])] = run_id
     return owners
 
 
@@ -349,13 +369,14 @@ def csv_to_dataset(
         )
     if file_level and normal_prefix:
         raise ValueError(f"normal_prefix: file-level labels evaluate whole files, so it must be 0, got {normal_prefix}")
+    pairs = _paired_normal_files(runs)
     for run in runs:
         if run.split == "train":
             _prepare_normal_file(run, layout, segment_length)
         elif file_level:
             _prepare_file_run(run, segment_length)
         else:
-            _prepare_point_run(run, normal_prefix, segment_length, normalize)
+            _prepare_point_run(run, normal_prefix, segment_length, normalize, id(run) in pairs)
     if val_fraction is not None:
         _choose_validation(labeled, val_fraction, seed, file_level)
     if not any(run.split == "val" for run in labeled):
@@ -388,7 +409,7 @@ def csv_to_dataset(
         "splits": {name: run.split for name, run in zip(names, labeled, strict=True)},
     }
     writer = DatasetWriter(out, segment_length, channels, sampling_rate_hz, provenance=provenance, run_names=names)
-    normalizers = _normalizers(runs, normalize)
+    normalizers = _normalizers(runs, normalize, pairs)
     normalized = {
         id(run): ((run.values - normalizers[id(run)][0]) / normalizers[id(run)][1]).astype(np.float32) for run in runs
     }
@@ -396,7 +417,7 @@ def csv_to_dataset(
         ("train", train_windows),
         ("holdout", holdout_windows),
     ]
-    run_ids = _normal_data_owners(runs, labeled)
+    run_ids = _normal_data_owners(labeled, pairs)
     for name, windows in normal_splits:
         if not windows:
             continue
