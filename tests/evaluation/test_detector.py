@@ -336,13 +336,13 @@ def test_under_normal_reference_run_a_run_is_measured_against_its_own_normal_sta
     np.testing.assert_allclose(raw_density(everyone)[:, 1:], 0.0, atol=1e-3)
     # Against its own run's: its own window is still at distance 0, the other run's window is far.
     own = ModelDetector(model, dataset, config.model_copy(update={"normal_reference": "run"}))
-    assert sorted(own.run_state_models) == [0, 1]
     train = torch.from_numpy(normalized_segments(dataset.split("train"), dataset.normalization, 0, 6))
     _, train_states = forecast_errors_and_states(model, train, [1])
     scored = torch.from_numpy(normalized_segments(val, dataset.normalization, 0, 4))
     _, val_states = forecast_errors_and_states(model, scored, [1])
     width = 2 * TINY["hidden_size"]
     density = raw_density(own)
+    assert sorted(own.run_state_models) == [0, 1]  # fitted as each run was first scored
     # Run 0's second segment is run 1's window (training segments 4-5 are run 1's), and the other way round.
     for own_windows, other in ((slice(2, 4), 1), (slice(4, 6), 3)):
         reference = NearestNeighbourDistance(1, 8192).fit(

@@ -138,13 +138,12 @@ class ModelDetector:
                 "training.loss masked_reconstruction or both"
             )
         model.eval()
-        # Per labelled run id: estimators fitted on that run's own normal rows (normal_reference run).
-        self.run_state_models: dict[int, list[ShrunkMahalanobis | NearestNeighbourDistance]] = {}
+        self.train = dataset.split("train")
+        # Per labelled run id: estimators of that run's own normal states (normal_reference run), fitted when the
+        # run is first scored (a validation split holds a share of the runs), None for a run without them.
+        self.run_state_models: dict[int, list[ShrunkMahalanobis | NearestNeighbourDistance] | None] = {}
         if config.density_weight > 0:
-            train = dataset.split("train")
-            self.state_models = self._fit_states(train)
-            if config.normal_reference == "run":
-                self.run_state_models = self._fit_run_states(train)
+            self.state_models = self._fit_states(self.train)
         reference = reference_split(dataset, config)
         count = min(len(reference), config.statistics_segments)
         errors, states, reconstruction = self._collect(reference, count)
@@ -194,21 +193,19 @@ class ModelDetector:
         assert states is not None
         return self._fit_estimators(states)
 
-    def _fit_run_states(self, train: SegmentSplit) -> dict[int, list[ShrunkMahalanobis | NearestNeighbourDistance]]:
-        """Estimators per labelled run, of the training segments cut from its own normal rows (up to
-        `statistics_segments` of them)."""
-        runs = train.runs
-        if runs is None:
-            return {}
-        fitted = {}
-        for run_id in np.unique(runs[runs >= 0]):
+    def _run_states(self, run_id: int) -> list[ShrunkMahalanobis | NearestNeighbourDistance] | None:
+        """Estimators of the training segments of a labelled run's own normal data (up to
+        `statistics_segments` of them), fitted on first use; None where the run has none."""
+        if run_id not in self.run_state_models:
+            runs = self.train.runs
+            blocks = [] if runs is None else run_blocks(runs, run_id, self.config.statistics_segments)
             states = []
-            for start, stop in run_blocks(runs, int(run_id), self.config.statistics_segments):
-                _, block_states, _ = self._collect(train, stop, start)
+            for start, stop in blocks:
+                _, block_states, _ = self._collect(self.train, stop, start)
                 assert block_states is not None
                 states.append(block_states)
-            fitted[int(run_id)] = self._fit_estimators(np.concatenate(states))
-        return fitted
+            self.run_state_models[run_id] = self._fit_estimators(np.concatenate(states)) if states else None
+        return self.run_state_models[run_id]
 
     def _fit_estimators(self, states: np.ndarray) -> list[ShrunkMahalanobis | NearestNeighbourDistance]:
         """One estimator per channel of states [N, C, L, H], or one for all channels' states side by side
@@ -224,11 +221,13 @@ class ModelDetector:
         """Point density scores [N, L] of hidden states [N, C, L, H] of segments from runs [N] (or None): against
         their own run's normal states where there are estimators of them, else the training split's."""
         scores = self._density_against(self.state_models, states)
-        if runs is not None:
-            for run_id, models in self.run_state_models.items():
+        if runs is None or self.config.normal_reference != "run":
+            return scores
+        for run_id in np.unique(runs[runs >= 0]):
+            models = self._run_states(int(run_id))
+            if models is not None:
                 mine = runs == run_id
-                if mine.any():
-                    scores[mine] = self._density_against(models, states[mine])
+                scores[mine] = self._density_against(models, states[mine])
         return scores
 
     def _density_against(
