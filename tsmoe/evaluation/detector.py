@@ -220,14 +220,18 @@ class ModelDetector:
     def _density(self, states: np.ndarray, runs: np.ndarray | None) -> np.ndarray:
         """Point density scores [N, L] of hidden states [N, C, L, H] of segments from runs [N] (or None): against
         their own run's normal states where there are estimators of them, else the training split's."""
-        scores = self._density_against(self.state_models, states)
         if runs is None or self.config.normal_reference != "run":
-            return scores
+            return self._density_against(self.state_models, states)
+        scores = np.full((states.shape[0], states.shape[2]), np.nan)
+        own = np.zeros(len(states), dtype=bool)
         for run_id in np.unique(runs[runs >= 0]):
             models = self._run_states(int(run_id))
             if models is not None:
                 mine = runs == run_id
                 scores[mine] = self._density_against(models, states[mine])
+                own |= mine
+        if not own.all():
+            scores[~own] = self._density_against(self.state_models, states[~own])
         return scores
 
     def _density_against(
