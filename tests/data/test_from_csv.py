@@ -332,3 +332,27 @@ def test_under_normalize_run_a_labelled_file_without_a_prefix_is_normalised_by_i
     # Without its namesake a file without a prefix cannot be normalised by its own rows.
     with pytest.raises(ValueError, match=r"m2.csv: only 0 normal rows .* a normal file of the same name"):
         csv_to_dataset(tmp_path / "other", train_files=train_files[:1], val_files=test_files, **arguments)
+
+
+def test_a_normal_file_shorter_than_a_segment_still_normalises_its_namesake(tmp_path, capsys):
+    rng = np.random.default_rng(8)
+    for folder in ("train", "test"):
+        (tmp_path / folder).mkdir()
+    long_normal = _write_run(tmp_path / "train" / "m1.csv", rng.normal(size=(24, 2)))
+    short_values = 50 + 5 * rng.normal(size=(5, 2))
+    short_normal = _write_run(tmp_path / "train" / "m2.csv", short_values)
+    labels = np.zeros(16, dtype=int)
+    labels[:4] = 1
+    recorded = 50 + 5 * rng.normal(size=(16, 2))
+    labelled = _write_run(tmp_path / "test" / "m2.csv", recorded, labels)
+    arguments = dict(layout=LAYOUT, segment_length=8, stride=8, holdout_fraction=0.0)
+    csv_to_dataset(tmp_path / "data", train_files=[long_normal, short_normal], val_files=[labelled], **arguments)
+    assert "m2.csv: 5 rows, shorter than the segment length 8: it gives no training window" in capsys.readouterr().err
+    dataset = open_dataset(tmp_path / "data")
+    assert len(dataset.split("train")) == 3  # m1's windows only
+    mean, std = short_values.mean(axis=0), short_values.std(axis=0)
+    np.testing.assert_allclose(dataset.split("val").segments[0], ((recorded[:8] - mean) / std).T, rtol=1e-5)
+    # A short normal file that normalises nothing is refused, as before.
+    unpaired = _write_run(tmp_path / "test" / "m3.csv", recorded, labels)
+    with pytest.raises(ValueError, match=r"m2.csv: 5 rows, shorter than the segment length 8$"):
+        csv_to_dataset(tmp_path / "other", train_files=[long_normal, short_normal], val_files=[unpaired], **arguments)

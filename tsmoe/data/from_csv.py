@@ -139,14 +139,22 @@ def _read_file(path: Path, layout: CsvLayout, labeled: bool) -> _Run:
     return _Run(path, channels, values, labels, normal_rows=0)
 
 
-def _prepare_normal_file(run: _Run, layout: CsvLayout, segment_length: int) -> None:
+def _prepare_normal_file(run: _Run, layout: CsvLayout, segment_length: int, paired: bool) -> None:
     if run.labels is not None and run.labels.any():
         raise ValueError(
             f"{run.path}: a training file must be normal, but column {layout.label_column!r} marks "
             f"{int(run.labels.sum())} rows anomalous (first at line {int(np.argmax(run.labels)) + 2})"
         )
-    if run.values.shape[1] < segment_length:
-        raise ValueError(f"{run.path}: {run.values.shape[1]} rows, shorter than the segment length {segment_length}")
+    rows = run.values.shape[1]
+    if rows < segment_length and not paired:
+        raise ValueError(f"{run.path}: {rows} rows, shorter than the segment length {segment_length}")
+    if rows < segment_length:
+        # As a short normal prefix does: no training window, but its rows still normalise its labelled namesake.
+        print(
+            f"note: {run.path}: {rows} rows, shorter than the segment length {segment_length}: it gives no training "
+            f"window, and only normalises the labelled file of its name",
+            file=sys.stderr,
+        )
     run.labels = None
     run.normal_rows = run.values.shape[1]
 
@@ -370,9 +378,10 @@ def csv_to_dataset(
     if file_level and normal_prefix:
         raise ValueError(f"normal_prefix: file-level labels evaluate whole files, so it must be 0, got {normal_prefix}")
     pairs = _paired_normal_files(runs)
+    paired_normal = {id(normal) for normal in pairs.values()}
     for run in runs:
         if run.split == "train":
-            _prepare_normal_file(run, layout, segment_length)
+            _prepare_normal_file(run, layout, segment_length, id(run) in paired_normal)
         elif file_level:
             _prepare_file_run(run, segment_length)
         else:
