@@ -263,7 +263,7 @@ def test_a_run_with_one_class_is_noted(tmp_path, capsys):
     assert "every evaluated row is normal" in capsys.readouterr().err
 
 
-def test_a_normal_file_named_as_one_labelled_file_is_that_runs_normal_data(tmp_path):
+def test_a_normal_file_named_as_one_labelled_file_is_that_runs_normal_data(tmp_path, capsys):
     # Server-metric layout: each machine's normal recording in train/, its labelled one under the same name in test/.
     rng = np.random.default_rng(5)
     (tmp_path / "train").mkdir()
@@ -286,6 +286,8 @@ def test_a_normal_file_named_as_one_labelled_file_is_that_runs_normal_data(tmp_p
     assert dataset.meta.run_names == ["m2.csv", "m1.csv"]
     # Two windows per file: m1's are run 1's normal data, m2's run 0's, x.csv is nobody's.
     assert dataset.split("train").runs.tolist() == [1, 1, 0, 0, -1, -1]
+    assert dataset.meta.provenance["normal_files"] == {"m2.csv": "m2.csv", "m1.csv": "m1.csv"}
+    assert "note: 2 of 2 labelled files have a normal file of the same name" in capsys.readouterr().err
 
 
 def test_a_normal_file_named_as_several_labelled_files_is_nobodys(tmp_path):

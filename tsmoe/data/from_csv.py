@@ -379,6 +379,13 @@ def csv_to_dataset(
         raise ValueError(f"normal_prefix: file-level labels evaluate whole files, so it must be 0, got {normal_prefix}")
     pairs = _paired_normal_files(runs)
     paired_normal = {id(normal) for normal in pairs.values()}
+    if pairs:
+        print(
+            f"note: {len(pairs)} of {len(labeled)} labelled files have a normal file of the same name, which is "
+            f"their own normal data (evaluation.normal_reference: run)"
+            + (" and normalises them where they have no normal prefix" if normalize == "run" else ""),
+            file=sys.stderr,
+        )
     for run in runs:
         if run.split == "train":
             _prepare_normal_file(run, layout, segment_length, id(run) in paired_normal)
@@ -416,6 +423,9 @@ def csv_to_dataset(
         "holdout_fraction": holdout_fraction,
         "normal_rows": {name: run.normal_rows for name, run in zip(names, labeled, strict=True)},
         "splits": {name: run.split for name, run in zip(names, labeled, strict=True)},
+        "normal_files": {
+            name: pairs[id(run)].path.name for name, run in zip(names, labeled, strict=True) if id(run) in pairs
+        },
     }
     writer = DatasetWriter(out, segment_length, channels, sampling_rate_hz, provenance=provenance, run_names=names)
     normalizers = _normalizers(runs, normalize, pairs)
