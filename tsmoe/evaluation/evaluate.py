@@ -17,10 +17,17 @@ import pandas as pd
 from tsmoe.data.loader import normalized_segments
 from tsmoe.data.store import SegmentDataset, SegmentSplit
 from tsmoe.data.views import SeriesViews
-from tsmoe.evaluation.baselines import build_baselines
+from tsmoe.evaluation.baselines import Baseline, build_baselines
 from tsmoe.evaluation.config import EvaluationConfig
 from tsmoe.evaluation.detector import ModelDetector, candidate_point_scores
-from tsmoe.evaluation.grouping import aggregate_segments, point_groups, run_blocks, run_scores, segment_groups
+from tsmoe.evaluation.grouping import (
+    aggregate_segments,
+    index_blocks,
+    point_groups,
+    run_blocks,
+    run_scores,
+    segment_groups,
+)
 from tsmoe.evaluation.metrics import AveragedMetrics, average_over_groups, detection_metrics
 from tsmoe.model.timemoe import TimeMoE
 
@@ -101,23 +108,35 @@ def baseline_point_scores(
     """Every configured baseline's point scores [N, L], fitted on the normalised training split; with
     `normal_reference: run`, a run's segments are scored by baselines fitted on that run's own normal training
     segments where it has any, as the model's density is."""
-    train = dataset.split("train")
-    train_segments = normalized_segments(train, dataset.normalization, 0, min(len(train), config.statistics_segments))
-    scores = {}
-    for baseline in build_baselines(config):
-        baseline.fit(train_segments)
-        chunks = [
-            baseline.score(normalized_segments(split, dataset.normalization, start, start + CHUNK_SEGMENTS))
-            for start in range(0, len(split), CHUNK_SEGMENTS)
-        ]
-        scores[baseline.name] = np.concatenate(chunks)
-    for run_id, segments in _own_normal_segments(dataset, split, config).items():
+    own = _own_normal_segments(dataset, split, config)
+    # Segments of a run with its own normal segments are scored by that run's baselines only.
+    shared = np.ones(len(split), dtype=bool)
+    if own:
+        shared[np.isin(np.asarray(split.runs), list(own))] = False
+    scores: dict[str, np.ndarray] = {
+        name: np.full((len(split), dataset.meta.segment_length), np.nan) for name in config.baselines
+    }
+
+    def score_blocks(baseline: Baseline, blocks: list[tuple[int, int]]) -> None:
+        for start, stop in blocks:
+            for chunk in range(start, stop, CHUNK_SEGMENTS):
+                end = min(chunk + CHUNK_SEGMENTS, stop)
+                scores[baseline.name][chunk:end] = baseline.score(
+                    normalized_segments(split, dataset.normalization, chunk, end)
+                )
+
+    if shared.any():
+        train = dataset.split("train")
+        train_segments = normalized_segments(
+            train, dataset.normalization, 0, min(len(train), config.statistics_segments)
+        )
+        for baseline in build_baselines(config):
+            baseline.fit(train_segments)
+            score_blocks(baseline, index_blocks(np.flatnonzero(shared)))
+    for run_id, segments in own.items():
         for baseline in build_baselines(config):
             baseline.fit(segments)
-            for start, stop in run_blocks(np.asarray(split.runs), run_id):
-                scores[baseline.name][start:stop] = baseline.score(
-                    normalized_segments(split, dataset.normalization, start, stop)
-                )
+            score_blocks(baseline, run_blocks(np.asarray(split.runs), run_id))
     return scores
 
 

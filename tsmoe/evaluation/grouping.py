@@ -93,11 +93,15 @@ def run_scores(
     return np.asarray(scores), np.asarray(labels, dtype=np.int8)
 
 
-def run_blocks(runs: np.ndarray, run_id: int, limit: int | None = None) -> list[tuple[int, int]]:
-    """The [start, stop) ranges of consecutive segments whose run id is `run_id` (the first `limit` of them):
-    what a split's segments of one run are read in."""
-    mine = np.flatnonzero(np.asarray(runs) == run_id)[:limit]
-    if mine.size == 0:
+def index_blocks(indices: np.ndarray) -> list[tuple[int, int]]:
+    """The [start, stop) ranges of consecutive values in sorted segment indices: what they are read in."""
+    indices = np.asarray(indices)
+    if indices.size == 0:
         return []
-    breaks = np.flatnonzero(np.diff(mine) != 1) + 1
-    return [(int(block[0]), int(block[-1]) + 1) for block in np.split(mine, breaks)]
+    breaks = np.flatnonzero(np.diff(indices) != 1) + 1
+    return [(int(block[0]), int(block[-1]) + 1) for block in np.split(indices, breaks)]
+
+
+def run_blocks(runs: np.ndarray, run_id: int, limit: int | None = None) -> list[tuple[int, int]]:
+    """The ranges of consecutive segments whose run id is `run_id` (the first `limit` of them)."""
+    return index_blocks(np.flatnonzero(np.asarray(runs) == run_id)[:limit])
