@@ -7,7 +7,14 @@ import pytest
 
 from tsmoe.data.check import check_dataset
 from tsmoe.data.store import open_dataset
-from tsmoe.data.synth import CHANNELS, FAULT_KINDS, generate_synthetic_dataset, synthesize_segment
+from tsmoe.data.synth import (
+    CHANNELS,
+    FAULT_KINDS,
+    generate_synthetic_dataset,
+    normal_recording,
+    sinusoid,
+    synthesize_segment,
+)
 
 
 def _generate(directory, **overrides):
@@ -47,6 +54,15 @@ def test_currents_are_three_phase_near_the_supply_frequency():
     assert 49 <= peak_hz <= 51
     # Balanced phases sum to (almost) nothing at the fundamental.
     assert np.abs(segment.sum(axis=0)).mean() < 0.2 * np.abs(segment[0]).mean()
+
+
+def test_a_normal_recording_carries_the_operating_point_it_returns():
+    currents, state = normal_recording(np.random.default_rng(3), 4096, 1000.0)
+    again, _ = normal_recording(np.random.default_rng(3), 4096, 1000.0)
+    assert currents.shape == (3, 4096) and np.array_equal(currents, again)
+    # The fundamental, rebuilt from the returned state, explains most of each phase; noise and harmonics the rest.
+    residual = currents - sinusoid(state, 1, 1.0)
+    assert np.abs(residual).mean() < 0.15 * np.abs(currents).mean()
 
 
 @pytest.mark.parametrize("kind", FAULT_KINDS)

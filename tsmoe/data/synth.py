@@ -59,7 +59,7 @@ def _operating_point(rng: np.random.Generator, length: int, rate: float) -> dict
     }
 
 
-def _sinusoid(state: dict, order: float, relative_amplitude: float | np.ndarray) -> np.ndarray:
+def sinusoid(state: dict, order: float, relative_amplitude: float | np.ndarray) -> np.ndarray:
     """A three-phase component [3, L] at `order` times the supply frequency; silent above Nyquist."""
     if order * state["frequency"] >= state["rate"] / 2:
         return np.zeros((3, len(state["time"])))
@@ -69,10 +69,17 @@ def _sinusoid(state: dict, order: float, relative_amplitude: float | np.ndarray)
 
 
 def _normal_currents(state: dict, rng: np.random.Generator) -> np.ndarray:
-    currents = _sinusoid(state, 1, 1.0)
+    currents = sinusoid(state, 1, 1.0)
     for order, relative_amplitude in state["harmonics"].items():
-        currents += _sinusoid(state, order, relative_amplitude)
+        currents += sinusoid(state, order, relative_amplitude)
     return currents + rng.normal(0.0, state["noise"], size=currents.shape)
+
+
+def normal_recording(rng: np.random.Generator, length: int, rate: float) -> tuple[np.ndarray, dict]:
+    """Normal currents [3, L] of one operating point, and that operating point (frequency, slip, amplitude...),
+    for recordings other than this dataset's segments (benchmarks/motor_files.py)."""
+    state = _operating_point(rng, length, rate)
+    return _normal_currents(state, rng), state
 
 
 def _fault_window(rng: np.random.Generator, length: int) -> tuple[int, int]:
@@ -98,7 +105,7 @@ def _inject_fault(kind: str, currents: np.ndarray, state: dict, rng: np.random.G
     if kind == "rotor_sidebands":
         strength = rng.uniform(0.04, 0.1)
         for order in (1 - 2 * state["slip"], 1 + 2 * state["slip"]):
-            currents[:, window] += _sinusoid(state, order, strength)[:, window]
+            currents[:, window] += sinusoid(state, order, strength)[:, window]
     elif kind == "sag":
         currents[:, window] *= rng.uniform(0.5, 0.8)
     elif kind == "drift":
@@ -110,7 +117,7 @@ def _inject_fault(kind: str, currents: np.ndarray, state: dict, rng: np.random.G
         phase = rng.integers(0, 3)
         currents[phase, window] *= 1 + rng.choice([-1, 1]) * rng.uniform(0.15, 0.3)
     elif kind == "harmonic_distortion":
-        currents[:, window] += _sinusoid(state, 3, rng.uniform(0.06, 0.12))[:, window]
+        currents[:, window] += sinusoid(state, 3, rng.uniform(0.06, 0.12))[:, window]
     else:
         raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(FAULT_KINDS)}")
     labels[window] = 1
