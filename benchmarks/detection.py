@@ -253,7 +253,7 @@ def main() -> None:
     )
     print(header)
     print(f"detector: {choice}")
-    print(summary.to_string(index=False, float_format=lambda value: f"{value:.3f}"))
+    print(summary[summary.groups_scored > 0].to_string(index=False, float_format=lambda value: f"{value:.3f}"))
     if runs is not None and len(runs) > 1:
         print("\npoint AUROC per group of runs (mean over runs):")
         print(group_means(runs).to_string(float_format=lambda value: f"{value:.3f}"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from tests.model.tiny import TINY
@@ -181,3 +183,40 @@ def test_evaluate_uses_the_detector_training_chose_on_validation_and_says_so(tmp
     written, chosen = (json.loads((tmp_path / name).read_text()) for name in ("written.json", "chosen.json"))
     # The chosen detector (density alone) scores differently from the section (forecast and density).
     assert [row["auroc"] for row in written] != [row["auroc"] for row in chosen]
+
+
+def test_evaluate_leaves_out_a_level_without_figures_and_says_why(tmp_path, capsys):
+    # Files labelled as a whole: every file's segments hold one class, so the per-run segment level has no AUROC.
+    rng = np.random.default_rng(0)
+    csv = tmp_path / "csv"
+    csv.mkdir()
+    for name in ("normal_a", "normal_b"):
+        pd.DataFrame({"x": rng.normal(size=96)}).to_csv(csv / f"{name}.csv", index=False)
+    for name in ("healthy_a", "healthy_b", "healthy_v", "faulty_a", "faulty_b", "faulty_v"):
+        label = int(name.startswith("faulty"))
+        values = rng.normal(size=96) * (3.0 if label else 1.0)
+        pd.DataFrame({"x": values, "label": label}).to_csv(csv / f"{name}.csv", index=False)
+    data = tmp_path / "data"
+    arguments = ["data", "from-csv", str(data), "--train", str(csv / "normal_a.csv"), str(csv / "normal_b.csv")]
+    arguments += ["--test", *(str(csv / f"{name}.csv") for name in ("healthy_a", "healthy_b", "faulty_a", "faulty_b"))]
+    arguments += ["--val", str(csv / "healthy_v.csv"), str(csv / "faulty_v.csv")]
+    arguments += ["--label-column", "label", "--label-per-file", "--normalize", "train", "--segment-length", "32"]
+    assert main(arguments) == 0
+    TimeMoE(TimeMoEConfig(**TINY)).save_pretrained(tmp_path / "model")
+    capsys.readouterr()
+
+    table = tmp_path / "table.json"
+    evaluate = ["evaluate", str(tmp_path / "model"), "--data", str(data), "--split", "test", "--heads", "1"]
+    assert main([*evaluate, "--baselines", "moving_variance", "--json", str(table)]) == 0
+    out = capsys.readouterr().out
+    rows = json.loads(table.read_text())
+    assert {(row["level"], row["groups_scored"]) for row in rows} == {("segment", 0), ("run", 1)}
+    printed = [line.split() for line in out.splitlines()]
+    assert [words[:2] for words in printed if words[:2] in (["time-moe", "run"], ["time-moe", "segment"])] == [
+        ["time-moe", "run"]
+    ]
+    assert "NaN" not in out
+    assert "segment level left out: no run holds both classes there, so it has no AUROC" in out
+    # The baseline that sees the faulty files' larger spread ranks them first.
+    moving_variance = next(row for row in rows if row["detector"] == "moving_variance" and row["level"] == "run")
+    assert moving_variance["auroc"] == 1.0

@@ -164,7 +164,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         views=views,
     )
     print(f"{args.data} ({args.split} split), model {args.model}:")
-    print(table.to_string(index=False, float_format=lambda value: f"{value:.3f}"))
+    # A level none of whose groups holds both classes has no figure (the segments of files labelled as a whole
+    # are all one class per file): a row of NaN says nothing, so say why it is left out. --json keeps it.
+    unscored = table.groups_scored == 0
+    if not unscored.all():
+        print(table[~unscored].to_string(index=False, float_format=lambda value: f"{value:.3f}"))
+    for level in table.level[unscored].unique():
+        print(f"{level} level left out: no run holds both classes there, so it has no AUROC")
     if args.json is not None:
         args.json.write_text(json.dumps(table.to_dict(orient="records"), indent=2) + "\n")
     return 0
