@@ -43,7 +43,7 @@ from tsmoe.data.from_csv import CsvLayout, csv_to_dataset
 from tsmoe.data.store import SegmentDataset, open_dataset
 from tsmoe.data.views import SeriesViews, fit_views
 from tsmoe.evaluation.config import EvaluationConfig
-from tsmoe.evaluation.evaluate import MODEL_NAME, choose_detector, measure, score_detectors
+from tsmoe.evaluation.evaluate import MODEL_NAME, choose_detector, measure, rows_with_figures, score_detectors
 from tsmoe.evaluation.grouping import point_groups
 from tsmoe.evaluation.metrics import detection_metrics, has_both_classes
 from tsmoe.model.timemoe import TimeMoE
@@ -253,7 +253,10 @@ def main() -> None:
     )
     print(header)
     print(f"detector: {choice}")
-    print(summary[summary.groups_scored > 0].to_string(index=False, float_format=lambda value: f"{value:.3f}"))
+    shown, left_out = rows_with_figures(summary)
+    print(shown.to_string(index=False, float_format=lambda value: f"{value:.3f}"))
+    for level in left_out:
+        print(f"{level} level left out: no run holds both classes there, so it has no AUROC")
     if runs is not None and len(runs) > 1:
         print("\npoint AUROC per group of runs (mean over runs):")
         print(group_means(runs).to_string(float_format=lambda value: f"{value:.3f}"))

@@ -24,7 +24,7 @@ from tsmoe.data.config import DataConfig
 from tsmoe.data.store import SegmentDataset, open_dataset
 from tsmoe.data.views import SeriesViews, fit_views
 from tsmoe.evaluation.config import BASELINE_NAMES, EvaluationConfig
-from tsmoe.evaluation.evaluate import evaluate_detectors
+from tsmoe.evaluation.evaluate import evaluate_detectors, rows_with_figures
 from tsmoe.model.checkpoint import load_pretrained
 from tsmoe.training.checkpoint_files import CHOSEN_DETECTOR_FILE
 
@@ -164,12 +164,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         views=views,
     )
     print(f"{args.data} ({args.split} split), model {args.model}:")
-    # A level none of whose groups holds both classes has no figure (the segments of files labelled as a whole
-    # are all one class per file): a row of NaN says nothing, so say why it is left out. --json keeps it.
-    unscored = table.groups_scored == 0
-    if not unscored.all():
-        print(table[~unscored].to_string(index=False, float_format=lambda value: f"{value:.3f}"))
-    for level in table.level[unscored].unique():
+    # A row of NaN says nothing, so a level without figures is named instead; --json keeps its rows.
+    shown, left_out = rows_with_figures(table)
+    if not shown.empty:
+        print(shown.to_string(index=False, float_format=lambda value: f"{value:.3f}"))
+    for level in left_out:
         print(f"{level} level left out: no run holds both classes there, so it has no AUROC")
     if args.json is not None:
         args.json.write_text(json.dumps(table.to_dict(orient="records"), indent=2) + "\n")

@@ -190,6 +190,13 @@ def evaluate_detectors(
     return pd.DataFrame([row for result in results for row in result.rows()])
 
 
+def rows_with_figures(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of a table of `DetectionResult.rows()` that have figures, and the levels left out: a level none of
+    whose groups holds both classes has none (the segments of files labelled as a whole are one class per file)."""
+    unscored = table.groups_scored == 0
+    return table[~unscored], list(table.level[unscored].unique())
+
+
 @dataclass
 class DetectorChoice:
     """The detector validation chose among a config's candidates, with every candidate's result on that split."""
