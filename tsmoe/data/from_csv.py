@@ -146,9 +146,9 @@ def _prepare_normal_file(run: _Run, layout: CsvLayout, segment_length: int, pair
             f"{int(run.labels.sum())} rows anomalous (first at line {int(np.argmax(run.labels)) + 2})"
         )
     rows = run.values.shape[1]
-    if rows < segment_length and not paired:
-        raise ValueError(f"{run.path}: {rows} rows, shorter than the segment length {segment_length}")
     if rows < segment_length:
+        if not paired:
+            raise ValueError(f"{run.path}: {rows} rows, shorter than the segment length {segment_length}")
         # As a short normal prefix does: no training window, but its rows still normalise its labelled namesake.
         print(
             f"note: {run.path}: {rows} rows, shorter than the segment length {segment_length}: it gives no training "
