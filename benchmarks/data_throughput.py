@@ -59,7 +59,7 @@ def loader_rate(dataset, config: DataConfig, batches: int) -> float:
     started = time.perf_counter()
     while delivered < batches:
         try:
-            batch = next(iterator)
+            batch = next(iterator).segments
         except StopIteration:
             epoch += 1
             loader.batch_sampler.set_epoch(epoch)
@@ -122,7 +122,7 @@ def main() -> None:
                     epochs=1,
                 )
             )
-        )
+        ).segments
         torch.manual_seed(0)
         consumed = step_rate(TimeMoE(model_config), batch, args.steps)
         # Two epochs: the first pays for starting the workers, the second is the figure.

@@ -5,7 +5,8 @@ import torch
 from tsmoe.data.config import DataConfig
 from tsmoe.data.curriculum import CropStage
 from tsmoe.data.loader import CropBatchSampler, CroppedSegments, build_train_loader
-from tsmoe.data.store import open_dataset
+from tsmoe.data.meta import NORMAL_FILE_RUN
+from tsmoe.data.store import DatasetWriter, open_dataset
 
 SCHEDULE = [CropStage(until=0.5, length=8), CropStage(until=1.0, length=1.0)]
 
@@ -74,13 +75,30 @@ def test_too_few_segments_for_one_batch_is_a_clear_error():
 def test_crops_are_normalised_slices_of_the_stored_segments(small_dataset):
     dataset = open_dataset(small_dataset)
     split = dataset.split("train")
-    crops = CroppedSegments(split, dataset.normalization).__getitems__([(5, 3, 8), (1, 0, 8), (5, 10, 8)])
+    batch = CroppedSegments(split, dataset.normalization).__getitems__([(5, 3, 8), (1, 0, 8), (5, 10, 8)])
+    crops = batch.segments
+    # This training split records no run ids: every crop is a normal file's.
+    assert batch.runs.tolist() == [NORMAL_FILE_RUN] * 3
     mean = np.asarray(dataset.normalization.mean)[:, None]
     std = np.asarray(dataset.normalization.std)[:, None]
     assert crops.shape == (3, 2, 8) and crops.dtype == torch.float32
     for crop, (index, start) in zip(crops, [(5, 3), (1, 0), (5, 10)], strict=True):
         expected = (split.segments[index, :, start : start + 8] - mean) / std
         np.testing.assert_allclose(crop.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_each_crop_carries_the_run_id_of_its_segment(tmp_path):
+    writer = DatasetWriter(tmp_path / "data", 16, ["x"], sampling_rate_hz=1.0)
+    arrays = writer.add_split("train", 4, with_runs=True)
+    arrays.segments[:] = np.random.default_rng(0).normal(size=(4, 1, 16))
+    arrays.runs[:] = [3, NORMAL_FILE_RUN, 0, 3]
+    writer.add_split("val", 1, label_level="segment")
+    writer.finish()
+    dataset = open_dataset(tmp_path / "data")
+    batch = CroppedSegments(dataset.split("train"), dataset.normalization).__getitems__(
+        [(2, 0, 8), (1, 4, 8), (3, 8, 8)]
+    )
+    assert batch.runs.dtype == torch.int64 and batch.runs.tolist() == [0, NORMAL_FILE_RUN, 3]
 
 
 def test_loader_workers_follow_the_curriculum_across_epochs(small_dataset):
@@ -90,6 +108,6 @@ def test_loader_workers_follow_the_curriculum_across_epochs(small_dataset):
     shapes = []
     for epoch in range(2):
         loader.batch_sampler.set_epoch(epoch)
-        shapes += [tuple(batch.shape) for batch in loader]
+        shapes += [tuple(batch.segments.shape) for batch in loader]
     assert shapes == [(4, 2, 8)] * 3 + [(4, 2, 32)] * 3
     assert loader.persistent_workers

@@ -148,10 +148,14 @@ def test_a_window_longer_than_the_shortest_crop_names_the_field():
 RESIDUAL_LENGTH = 64
 
 
-def _write_channels(directory, train: np.ndarray, names: list[str]):
-    """A dataset whose training split holds `train` [N, C, L] and a one-segment validation split."""
+def _write_channels(directory, train: np.ndarray, names: list[str], runs: np.ndarray | None = None):
+    """A dataset whose training split holds `train` [N, C, L] (of run ids `runs`) and a one-segment validation
+    split."""
     writer = DatasetWriter(directory, train.shape[-1], names, sampling_rate_hz=1.0)
-    writer.add_split("train", len(train)).segments[:] = train
+    arrays = writer.add_split("train", len(train), with_runs=runs is not None)
+    arrays.segments[:] = train
+    if runs is not None:
+        arrays.runs[:] = runs
     writer.add_split("val", 1, label_level="segment")
     writer.finish()
     return open_dataset(directory)
@@ -170,7 +174,7 @@ def test_two_cancelling_channels_give_one_residual_series_along_their_sum(tmp_pa
     views = fit_views(DataConfig(views=["time", "residual"]), dataset.split("train"), dataset.normalization)
     assert views.residual_series == 1 and views.series_count(2) == 3
     # Normalised, the channels are a' and about -a': they cancel along (1, 1) / sqrt(2).
-    direction = views.projection[:, 0] / views.projection[:, 0].norm()
+    direction = views.projection[0, :, 0] / views.projection[0, :, 0].norm()
     torch.testing.assert_close(direction.abs(), torch.full((2,), 0.5**0.5), atol=1e-3, rtol=0)
     assert torch.sign(direction[0]) == torch.sign(direction[1])
     # On the training split the residual series is the relation's noise scaled to mean 0 and variance 1.
@@ -218,12 +222,12 @@ def test_an_exact_relation_is_scaled_by_the_floor_and_a_constant_channel_is_left
     dataset = _write_channels(tmp_path / "data", train, ["a", "b", "frozen"])
     views = fit_views(DataConfig(views=["time", "residual"]), dataset.split("train"), dataset.normalization)
     # One series: the pair's sum. The constant channel relates to nothing and takes no part in it.
-    assert views.residual_series == 1 and views.projection[2, 0] == 0.0
+    assert views.residual_series == 1 and views.projection[0, 2, 0] == 0.0
     series = views(torch.from_numpy(normalized_segments(dataset.split("train"), dataset.normalization, 0, 6)))
     assert torch.isfinite(series).all() and series[:, 3].abs().max() < 1e-2
     # Scaled by the floor: a unit departure along the direction reads 1 / sqrt(MIN_RESIDUAL_VARIANCE times
     # the mean variance of the channels that vary), here 1 / sqrt(1e-4 * 1) = 100.
-    torch.testing.assert_close(views.projection.norm(dim=0), torch.tensor([100.0]), rtol=1e-3, atol=0)
+    torch.testing.assert_close(views.projection[0].norm(dim=0), torch.tensor([100.0]), rtol=1e-3, atol=0)
 
 
 def test_a_pair_of_which_one_channel_is_constant_has_nothing_to_relate(tmp_path):
@@ -258,3 +262,68 @@ def test_the_residual_view_is_computed_on_the_segments_device(tmp_path):
         views = fit_views(DataConfig(views=["time", "residual"]), dataset.split("train"), dataset.normalization)
         series = views(segments)
     assert series.device == segments.device and series.shape == (2, 3, RESIDUAL_LENGTH)
+
+
+# Per run: machines whose channels relate in their own ways.
+
+
+def _two_machines(count: int, length: int = RESIDUAL_LENGTH, seed: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Three channels of two machines, `count` segments each, and their run ids (0, then 1). Machine 0's
+    channels 1 and 2 both follow -a, two relations; machine 1's channel 1 follows +a and channel 2 is
+    independent, one relation. Pooled, neither machine's relations hold."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(2, count, length)).cumsum(axis=2)
+    noise = 0.5 * rng.normal(size=(2, 2, count, length))
+    first = np.stack([a[0], -a[0] + noise[0, 0], -a[0] + noise[0, 1]], axis=1)
+    second = np.stack([a[1], a[1] + noise[1, 0], 3 * rng.normal(size=(count, length))], axis=1)
+    return np.concatenate([first, second]), np.repeat([0, 1], count)
+
+
+def test_each_run_is_projected_on_the_relations_of_its_own_normal_data(tmp_path):
+    train, runs = _two_machines(8)
+    dataset = _write_channels(tmp_path / "data", train, ["a", "b", "c"], runs)
+    split = dataset.split("train")
+    config = DataConfig(views=["time", "residual"], residual_reference="run")
+    views = fit_views(config, split, dataset.normalization)
+    # Two series: machine 0 has two relations, machine 1 one, and its second series is zero.
+    assert views.residual_series == 2 and views.runs_with_own_residual == 2
+    segments = torch.from_numpy(normalized_segments(split, dataset.normalization, 0, len(split)))
+    own = views(segments, torch.from_numpy(runs))[:, 3:].double()
+    assert own[8:, 1].abs().max() == 0
+    # On each machine's own training data its residual series are unit noise about 0.
+    for machine, series in ((0, own[:8]), (1, own[8:, :1])):
+        spread = series.transpose(0, 1).reshape(series.shape[1], -1).std(dim=1, correction=0)
+        torch.testing.assert_close(spread, torch.ones_like(spread), atol=1e-3, rtol=0, msg=f"machine {machine}")
+    # Machine 1's relation broken the way machine 0 behaves (b = -a) stands out of its own series.
+    broken = segments[8:9].clone()
+    broken[:, 1] = -broken[:, 0]
+    intact = views(segments[8:9], torch.tensor([1]))[0, 3].abs().mean()
+    assert views(broken, torch.tensor([1]))[0, 3].abs().mean() > 5 * intact
+
+
+def test_a_run_without_its_own_fit_uses_the_whole_training_split(tmp_path):
+    train, runs = _two_machines(8)
+    dataset = _write_channels(tmp_path / "data", train, ["a", "b", "c"], runs)
+    split = dataset.split("train")
+    pooled = fit_views(DataConfig(views=["time", "residual"]), split, dataset.normalization)
+    per_run = fit_views(DataConfig(views=["time", "residual"], residual_reference="run"), split, dataset.normalization)
+    segments = torch.randn(3, 3, RESIDUAL_LENGTH)
+    expected = pooled(segments)
+    width = expected.shape[1]
+    # Run ids the training split has no data of, a normal file's id and no run ids at all: fit 0, the pooled one.
+    for runs in (torch.tensor([2, 7, -1]), None):
+        series = per_run(segments, runs)
+        torch.testing.assert_close(series[:, :width], expected)
+        assert series[:, width:].abs().max() == 0
+
+
+def test_a_run_with_too_few_normal_points_gets_no_fit_of_its_own(tmp_path):
+    train, runs = _two_machines(8, length=8)
+    runs[8:] = np.array([1, 2, 2, 2, 2, 2, 2, 2])  # run 1: one segment, 8 points for 3 channels, < 10 each
+    dataset = _write_channels(tmp_path / "data", train, ["a", "b", "c"], runs)
+    views = fit_views(
+        DataConfig(views=["time", "residual"], residual_reference="run"), dataset.split("train"), dataset.normalization
+    )
+    assert views.runs_with_own_residual == 2 and views.run_fits.tolist() == [1, 0, 2]
+    with pytest.raises(ValueError, match=r"runs: expected one run id per segment \(2\)"):
+        views(torch.randn(2, 3, 8), torch.tensor([0, 1, 2]))

@@ -128,7 +128,11 @@ def trained_views(model: Path, config: Path | None, dataset: SegmentDataset) -> 
     if views.spectral:
         described.append(f"spectrum ({data.spectrum_bands} bands over {data.spectrum_window} points)")
     if data.residual:
-        described.append(f"residual ({views.residual_series} cross-channel series)")
+        own = views.runs_with_own_residual
+        described.append(
+            f"residual ({views.residual_series} cross-channel series"
+            + (f"; {own} runs on their own normal data's directions)" if own else ")")
+        )
     if len(described) == 1:
         return views, "views: time"
     return views, f"views: {', '.join(described)} from {path}"

@@ -40,6 +40,11 @@ class DataConfig(BaseModel):
     # share of the mean channel variance is one the channels normally cancel along (three phases summing to
     # zero, two sensors of one quantity); the projection on each becomes a series.
     residual_variance: float = Field(0.05, gt=0, lt=1)
+    # Whose normal data the residual directions come from: the whole training split, or "run": each labelled
+    # run's own (its normal prefix or its paired normal file, `tsmoe data from-csv`), so that machines whose
+    # channels relate in their own ways are each projected on their own relations. Runs without such data, and
+    # datasets without any, use the whole split's.
+    residual_reference: Literal["all", "run"] = "all"
 
     @field_validator("crop_schedule")
     @classmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -19,11 +19,19 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from tsmoe.data.config import DataConfig
 from tsmoe.data.curriculum import crop_length_at
-from tsmoe.data.meta import Normalization
+from tsmoe.data.meta import NORMAL_FILE_RUN, Normalization
 from tsmoe.data.store import SegmentSplit
 
 # (segment index, crop start, crop length)
 Crop = tuple[int, int, int]
+
+
+class CropBatch(NamedTuple):
+    """A training batch: normalised crops [B, C, length] and the run id [B] of each crop's segment (whose
+    normal data it is; NORMAL_FILE_RUN where the split records none), which a per-run view reads."""
+
+    segments: torch.Tensor
+    runs: torch.Tensor
 
 
 class CroppedSegments(Dataset):
@@ -33,14 +41,16 @@ class CroppedSegments(Dataset):
         self.split = split
         self.mean = np.asarray(normalization.mean, dtype=np.float32)[:, None]
         self.std = np.asarray(normalization.std, dtype=np.float32)[:, None]
+        runs = split.runs
+        self.runs = np.full(len(split), NORMAL_FILE_RUN, dtype=np.int64) if runs is None else runs
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, crop: Crop) -> torch.Tensor:
-        return self.__getitems__([crop])[0]
+        return self.__getitems__([crop]).segments[0]
 
-    def __getitems__(self, crops: Sequence[Crop]) -> torch.Tensor:
+    def __getitems__(self, crops: Sequence[Crop]) -> CropBatch:
         """A whole batch in one read: sorted rows of the memory map are much cheaper than one read each."""
         indices = np.fromiter((crop[0] for crop in crops), dtype=np.int64, count=len(crops))
         order = np.argsort(indices, kind="stable")
@@ -54,10 +64,10 @@ class CroppedSegments(Dataset):
             batch[row] = rows[row, :, start : start + length]
         batch -= self.mean
         batch /= self.std
-        return torch.from_numpy(batch)
+        return CropBatch(torch.from_numpy(batch), torch.from_numpy(self.runs[indices]))
 
 
-def _collate_batch(batch: Any) -> torch.Tensor:
+def _collate_batch(batch: Any) -> CropBatch:
     # __getitems__ already returns the stacked batch (torch types a batch as the list it would otherwise be).
     return batch
 
@@ -153,7 +163,8 @@ def build_train_loader(
     world_size: int = 1,
     pin_memory: bool = False,
 ) -> DataLoader:
-    """The training DataLoader: fixed-shape [B, C, crop] batches, worker processes kept across epochs."""
+    """The training DataLoader: fixed-shape `CropBatch`es ([B, C, crop] crops and their run ids), worker
+    processes kept across epochs."""
     sampler = CropBatchSampler(len(split), split.meta.segment_length, config, epochs, rank, world_size)
     workers = config.num_workers
     return DataLoader(

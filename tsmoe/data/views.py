@@ -30,6 +30,14 @@ never divided up into a signal. Channels constant in training are left out (they
 change of one shows in the time view). Data with fewer than two channels that vary, or channels without
 such a relation, get no residual series.
 
+With `residual_reference: run`, each labelled run whose normal data is in the training split (its normal
+prefix, or its paired normal file: the segments' run ids) gets directions fitted on that data alone, and its
+segments are projected on them; other segments use the directions of the whole training split. Machines
+whose metrics are mixed from the same loads by different weights each cancel along their own directions
+(several dozen for one machine's 38 metrics), while the pooled rows of all machines share almost none. The
+series axis has one length, R, the most directions any fit found; a fit with fewer leaves its last series
+at zero, which the model forecasts exactly and which never scores.
+
 The model is channel independent, so the extra series simply enlarge the series axis: segments [B, C, L]
 become [B, S, L]: the C channels first, then (spectrum) channel 0's bands 0 .. bands-1, channel 1's, and
 so on, then (residual) the R residual series, S = C * (1 + bands) + R. Nothing is stored on disk: the views
@@ -59,6 +67,9 @@ STATISTICS_CHUNK = 16
 MIN_RESIDUAL_VARIANCE = 1e-4
 # Below this variance (normalised units) a channel counts as constant in training.
 MIN_CHANNEL_VARIANCE = 1e-12
+# A run's own residual directions need this many of its normal points per channel that varies (a covariance
+# estimated from fewer is mostly noise); a run with fewer uses the whole training split's directions.
+MIN_RUN_POINTS_PER_CHANNEL = 10
 
 
 def band_matrix(window: int, bands: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -92,8 +103,9 @@ class SeriesViews:
     """The views of a run, with the statistics they need; call it on segments [B, C, L].
 
     `mean` and `std` ([C, bands], log1p band power on the training split) are None without the spectral view;
-    `projection` ([C, R]: residual directions divided by their std) and `offset` ([R]: the training mean's
-    projection) are None without the residual view.
+    `projection` ([G, C, R]: residual directions divided by their std, per fit) and `offset` ([G, R]: the
+    fit's mean projected) are None without the residual view. Fit 0 is the whole training split's; `run_fits`
+    ([max run id + 1]) gives the fit of each run id, 0 for a run without its own (None: every run uses fit 0).
     """
 
     window: int = 64
@@ -102,6 +114,7 @@ class SeriesViews:
     std: torch.Tensor | None = None
     projection: torch.Tensor | None = None
     offset: torch.Tensor | None = None
+    run_fits: torch.Tensor | None = None
 
     @property
     def spectral(self) -> bool:
@@ -111,7 +124,12 @@ class SeriesViews:
     @property
     def residual_series(self) -> int:
         """How many cross-channel residual series are added (0 without the view)."""
-        return 0 if self.projection is None else self.projection.shape[1]
+        return 0 if self.projection is None else self.projection.shape[2]
+
+    @property
+    def runs_with_own_residual(self) -> int:
+        """How many runs are projected on directions fitted on their own normal data."""
+        return 0 if self.projection is None else self.projection.shape[0] - 1
 
     def series_count(self, channels: int) -> int:
         """How many series the model sees for segments of `channels` channels."""
@@ -123,10 +141,11 @@ class SeriesViews:
         return SeriesViews(self.window, self.bands, *moved)
 
     def _statistics(self) -> tuple[torch.Tensor | None, ...]:
-        return self.mean, self.std, self.projection, self.offset
+        return self.mean, self.std, self.projection, self.offset, self.run_fits
 
-    def __call__(self, segments: torch.Tensor) -> torch.Tensor:
-        """Series [B, S, L] of normalised segments [B, C, L], on the segments' device (module docstring)."""
+    def __call__(self, segments: torch.Tensor, runs: torch.Tensor | None = None) -> torch.Tensor:
+        """Series [B, S, L] of normalised segments [B, C, L], on the segments' device (module docstring);
+        `runs` ([B], the segments' run ids) chooses each segment's residual directions (fit 0 when None)."""
         if all(tensor is None for tensor in self._statistics()):
             return segments
         count, channels, length = segments.shape
@@ -142,17 +161,28 @@ class SeriesViews:
             spectral = (logarithm - mean[..., None]) / std[..., None]
             parts.append(spectral.reshape(count, channels * self.bands, length).to(segments.dtype))
         if self.projection is not None and self.offset is not None:
-            if channels != self.projection.shape[0]:
+            if channels != self.projection.shape[1]:
                 raise ValueError(
-                    f"the residual view's directions are for {self.projection.shape[0]} channels, the segments "
+                    f"the residual view's directions are for {self.projection.shape[1]} channels, the segments "
                     f"have {channels}"
                 )
-            projection, offset = self.projection.to(segments.device), self.offset.to(segments.device)
+            fits = self._fits_of(runs, count, segments.device)
+            projection, offset = self.projection.to(segments.device)[fits], self.offset.to(segments.device)[fits]
             # Outside any autocast: bfloat16 would round the cancelling channels before they cancel.
             with torch.autocast(segments.device.type, enabled=False):
-                residual = torch.einsum("bcl,cr->brl", segments.float(), projection) - offset[:, None]
+                residual = torch.einsum("bcl,bcr->brl", segments.float(), projection) - offset[..., None]
             parts.append(residual.to(segments.dtype))
         return torch.cat(parts, dim=1)
+
+    def _fits_of(self, runs: torch.Tensor | None, count: int, device: torch.device) -> torch.Tensor:
+        """The residual fit [B] of each of `count` segments with run ids `runs`, on `device`."""
+        if runs is None or self.run_fits is None:
+            return torch.zeros(count, dtype=torch.long, device=device)
+        if runs.shape != (count,):
+            raise ValueError(f"runs: expected one run id per segment ({count}), got shape {tuple(runs.shape)}")
+        table, runs = self.run_fits.to(device), runs.to(device)
+        known = (runs >= 0) & (runs < len(table))
+        return torch.where(known, table[runs.clamp(0, len(table) - 1)], 0)
 
 
 def fit_views(config: DataConfig, train: SegmentSplit, normalization: Normalization) -> SeriesViews:
@@ -164,16 +194,26 @@ def fit_views(config: DataConfig, train: SegmentSplit, normalization: Normalizat
         mean, std = _band_statistics(config, train, normalization)
         views = replace(views, mean=mean, std=std)
     if config.residual:
-        projection, offset = _residual_directions(config.residual_variance, train, normalization)
-        views = replace(views, projection=projection, offset=offset)
+        views = replace(views, **_residual_fits(config, train, normalization))
     return views
 
 
-def _statistics_chunks(train: SegmentSplit, normalization: Normalization) -> Iterator[np.ndarray]:
-    """The first STATISTICS_SEGMENTS normalised training segments, STATISTICS_CHUNK at a time: [n, C, L] each."""
-    count = min(len(train), STATISTICS_SEGMENTS)
-    for start in range(0, count, STATISTICS_CHUNK):
-        yield normalized_segments(train, normalization, start, min(start + STATISTICS_CHUNK, count))
+def _statistics_chunks(
+    train: SegmentSplit, normalization: Normalization, indices: np.ndarray | None = None
+) -> Iterator[np.ndarray]:
+    """The first STATISTICS_SEGMENTS normalised training segments (of `indices`, all when None),
+    STATISTICS_CHUNK at a time: [n, C, L] each."""
+    if indices is None:
+        count = min(len(train), STATISTICS_SEGMENTS)
+        for start in range(0, count, STATISTICS_CHUNK):
+            yield normalized_segments(train, normalization, start, min(start + STATISTICS_CHUNK, count))
+        return
+    mean = np.asarray(normalization.mean, dtype=np.float32)[:, None]
+    std = np.asarray(normalization.std, dtype=np.float32)[:, None]
+    chosen = indices[:STATISTICS_SEGMENTS]
+    for start in range(0, len(chosen), STATISTICS_CHUNK):
+        rows = np.asarray(train.segments[chosen[start : start + STATISTICS_CHUNK]], dtype=np.float32)
+        yield (rows - mean) / std
 
 
 def _band_statistics(
@@ -199,34 +239,73 @@ def _band_statistics(
     return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
 
 
-def _residual_directions(
-    share: float, train: SegmentSplit, normalization: Normalization
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Residual directions scaled by their std [C, R] and the training mean's projection [R] (module
-    docstring), from the channel vectors of the first training segments; None, None when R is 0."""
+def _residual_fits(config: DataConfig, train: SegmentSplit, normalization: Normalization) -> dict:
+    """The residual view's fields of SeriesViews: the whole training split's directions, then (with
+    `residual_reference: run`) each run's own, padded with zero series to the most any fit found."""
+    fits = [_residual_directions(config.residual_variance, _statistics_chunks(train, normalization))]
+    run_ids: list[int] = []
+    runs = train.runs
+    if config.residual_reference == "run" and runs is not None:
+        for run_id in np.unique(runs[runs >= 0]):
+            own = _residual_directions(
+                config.residual_variance,
+                _statistics_chunks(train, normalization, np.flatnonzero(runs == run_id)),
+                MIN_RUN_POINTS_PER_CHANNEL,
+            )
+            if own is not None:
+                fits.append(own)
+                run_ids.append(int(run_id))
+    series = max((0 if fit is None else fit[0].shape[1]) for fit in fits)
+    if series == 0:
+        return {}
     channels = train.meta.num_channels
-    total = np.zeros(channels)
-    products = np.zeros((channels, channels))
+    projection = np.zeros((len(fits), channels, series))
+    offset = np.zeros((len(fits), series))
+    for index, fit in enumerate(fits):
+        if fit is not None:
+            projection[index, :, : fit[0].shape[1]] = fit[0]
+            offset[index, : fit[1].shape[0]] = fit[1]
+    fields = {"projection": torch.from_numpy(projection).float(), "offset": torch.from_numpy(offset).float()}
+    if run_ids:
+        table = np.zeros(max(run_ids) + 1, dtype=np.int64)
+        table[run_ids] = np.arange(1, len(run_ids) + 1)
+        fields["run_fits"] = torch.from_numpy(table)
+    return fields
+
+
+def _residual_directions(
+    share: float, chunks: Iterator[np.ndarray], min_points_per_channel: int = 0
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Residual directions scaled by their std [C, R] and the mean's projection [R] (module docstring), from
+    the channel vectors of segment chunks [n, C, L]; None when R is 0 or there are fewer than
+    `min_points_per_channel` points per channel that varies."""
+    total: np.ndarray | None = None
+    products = np.zeros(0)
     points = 0
-    for segments in _statistics_chunks(train, normalization):
-        vectors = segments.transpose(0, 2, 1).reshape(-1, channels).astype(np.float64)  # [points, C]
+    for segments in chunks:
+        vectors = segments.transpose(0, 2, 1).reshape(-1, segments.shape[1]).astype(np.float64)  # [points, C]
+        if total is None:
+            total, products = np.zeros(vectors.shape[1]), np.zeros((vectors.shape[1], vectors.shape[1]))
         total += vectors.sum(axis=0)
         products += vectors.T @ vectors
         points += len(vectors)
+    if total is None:
+        return None
+    channels = len(total)
     mean = total / points
     covariance = products / points - np.outer(mean, mean)
     # A channel without spread in training relates to nothing: it is left out (its own change already shows in
     # the time view), so constant metrics do not each become a residual series.
     live = np.flatnonzero(np.diag(covariance) > MIN_CHANNEL_VARIANCE)
-    if len(live) < 2:
-        return None, None
+    if len(live) < 2 or points < min_points_per_channel * len(live):
+        return None
     live_covariance = covariance[np.ix_(live, live)]
     variances, directions = np.linalg.eigh(live_covariance)  # ascending, unit columns
     typical = float(np.trace(live_covariance)) / len(live)
     minor = variances < share * typical
     if not minor.any():
-        return None, None
+        return None
     scale = np.sqrt(np.maximum(variances[minor], MIN_RESIDUAL_VARIANCE * typical))
     projection = np.zeros((channels, int(minor.sum())))
     projection[live] = directions[:, minor] / scale
-    return torch.from_numpy(projection).float(), torch.from_numpy(mean @ projection).float()
+    return projection, mean @ projection

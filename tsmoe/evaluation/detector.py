@@ -20,8 +20,9 @@ Each component is measured against normal data the model was not fit on where th
 Every component is standardised by its mean and std over the reference points, weighted, summed, and the
 sum smoothed over `smoothing_window` points.
 
-A model trained with the spectral view (`data.views`) is scored with it: every segment gets the same extra
-series as in training, and "channel" above means every series the model sees (C * (1 + bands) of them).
+A model trained with extra views (`data.views`) is scored with them: every segment gets the same extra
+series as in training (with `residual_reference: run`, the residual series on its own run's directions), and
+"channel" above means every series the model sees.
 """
 
 from __future__ import annotations
@@ -88,12 +89,13 @@ def _batches(
     device = next(model.parameters()).device
     for start in range(first, count, config.batch_size):
         stop = min(start + config.batch_size, count)
-        segments = views(torch.from_numpy(normalized_segments(split, normalization, start, stop)).to(device))
+        runs = None if split.runs is None else np.asarray(split.runs[start:stop])
+        segments = torch.from_numpy(normalized_segments(split, normalization, start, stop)).to(device)
+        segments = views(segments, None if runs is None else torch.from_numpy(runs).to(device))
         errors, states = forecast_errors_and_states(model, segments, config.heads, config.error, config.density_layer)
         reconstruction = None
         if config.reconstruction_weight > 0:
             reconstruction = reconstruction_errors(model, segments, config.error).numpy()
-        runs = None if split.runs is None else np.asarray(split.runs[start:stop])
         yield Batch(errors.numpy(), states.numpy(), reconstruction, runs)
         if progress is not None:
             progress(split.name, stop, count)

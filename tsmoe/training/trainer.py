@@ -195,10 +195,12 @@ class Trainer:
             started, waited, samples, tokens, losses_finite = now(), 0.0, 0, 0, True
             for micro in range(accumulation):
                 wait_started = now()
-                batch = next(batches)
+                crops = next(batches)
                 waited += now() - wait_started
                 # The crop's extra views, computed on the training device; tokens below count every series.
-                batch = self.views(batch.to(self.device, non_blocking=True))
+                batch = self.views(
+                    crops.segments.to(self.device, non_blocking=True), crops.runs.to(self.device, non_blocking=True)
+                )
                 inputs, labels = series_batch(batch, self.device)
                 crop = batch.shape[-1]
                 with self.strategy.accumulating(last_micro_batch=micro == accumulation - 1):
