@@ -20,6 +20,8 @@ from tests.training.spawned_ranks import leave_and_exit
 from tests.training.test_loop import synthetic_data, tiny_run
 from tsmoe.config import RunConfig, load_detector, load_run_config
 from tsmoe.data.loader import normalized_segments
+from tsmoe.data.store import DatasetWriter
+from tsmoe.data.views import SeriesViews
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.masking import span_mask
 from tsmoe.model.timemoe import TimeMoE
@@ -249,6 +251,64 @@ def test_a_run_with_the_spectral_view_trains_on_every_series_and_validates(tmp_p
         assert [name for name, _ in trainer.module.named_parameters()] == [name for name, _ in plain.named_parameters()]
     else:
         assert all("lora_" in name for name, value in trainer.module.named_parameters() if value.requires_grad)
+
+
+def _two_machines_data(directory, length: int = 64):
+    """Two machines' runs of 3 channels: 4 normal segments each, whose channels relate in each machine's own way
+    (tests/data/test_views.py), and one labelled segment each with an anomaly in its second half."""
+    rng = np.random.default_rng(5)
+    level = rng.normal(size=(2, 5, length)).cumsum(axis=2)
+    segments = np.stack(
+        [
+            np.stack([a, sign * a + 0.5 * rng.normal(size=a.shape), rng.normal(size=a.shape)], axis=1)
+            for a, sign in zip(level, (-1, 1), strict=True)
+        ]
+    )  # [machine, 5, 3, length]
+    writer = DatasetWriter(directory, length, ["a", "b", "c"], sampling_rate_hz=1.0)
+    train = writer.add_split("train", 8, with_runs=True)
+    train.segments[:] = segments[:, :4].reshape(8, 3, length)
+    train.runs[:] = np.repeat([0, 1], 4)
+    val = writer.add_split("val", 2, label_level="point", with_runs=True, with_starts=True)
+    val.segments[:] = segments[:, 4]
+    val.segments[:, 1, length // 2 :] *= -1  # each machine's relation broken the other machine's way
+    val.labels[:, length // 2 :] = 1
+    val.runs[:], val.starts[:] = [0, 1], [0, 0]
+    writer.finish()
+    return directory
+
+
+def test_every_crop_is_projected_on_its_own_runs_residual_directions_in_training_and_validation(tmp_path, monkeypatch):
+    run = tiny_run(_two_machines_data(tmp_path / "data"), epochs=1, throughput_warmup_steps=0)
+    run.data.views, run.data.residual_reference = ["time", "residual"], "run"
+    trainer = Trainer(run)
+    assert trainer.views.runs_with_own_residual == 2
+    train = normalized_segments(trainer.dataset.split("train"), trainer.dataset.normalization, 0, 8)
+    calls = []
+    views = SeriesViews.__call__
+
+    def recording(self, segments, runs=None):
+        calls.append((segments.clone(), runs))
+        return views(self, segments, runs)
+
+    monkeypatch.setattr(SeriesViews, "__call__", recording)
+    trainer.train_epoch()
+    metrics = trainer.validate()
+    crops = [call for call in calls if call[0].shape[0] == run.data.batch_size and call[1] is not None]
+    assert crops and all(runs is not None for _, runs in calls)
+    # Each crop came with the run id of the segment it was cut from.
+    for segments, runs in crops:
+        for crop, run_id in zip(segments.numpy(), runs.tolist(), strict=True):
+            length = crop.shape[-1]
+            owners = {
+                index // 4
+                for index in range(8)
+                for start in range(64 - length + 1)
+                if np.array_equal(train[index, :, start : start + length], crop)
+            }
+            assert owners == {run_id}
+    # Validation scored both labelled runs, each with its own directions.
+    assert {tuple(runs.tolist()) for _, runs in calls if runs is not None and runs.min() >= 0} >= {(0, 1)}
+    assert 0 <= metrics["val_auroc"] <= 1
 
 
 # --- the masked-reconstruction objective ---------------------------------------------------------------

@@ -89,7 +89,8 @@ def _batches(
     device = next(model.parameters()).device
     for start in range(first, count, config.batch_size):
         stop = min(start + config.batch_size, count)
-        runs = None if split.runs is None else np.asarray(split.runs[start:stop])
+        # A copy of the memory-mapped ids: torch refuses to share a read-only array without a warning.
+        runs = None if split.runs is None else np.array(split.runs[start:stop])
         segments = torch.from_numpy(normalized_segments(split, normalization, start, stop)).to(device)
         segments = views(segments, None if runs is None else torch.from_numpy(runs).to(device))
         errors, states = forecast_errors_and_states(model, segments, config.heads, config.error, config.density_layer)
