@@ -127,6 +127,20 @@ def test_joint_density_scores_channel_states_side_by_side(tmp_path, model, layer
     np.testing.assert_allclose(detector.score(dataset.split("val")), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_a_detector_of_input_embedding_density_alone_runs_no_decoder_layer(tmp_path, model, monkeypatch):
+    dataset = _dataset(tmp_path / "data")
+    config = EvaluationConfig(batch_size=4, forecast_weight=0.0, density_weight=1.0, density_layer=0)
+    # The same density from a detector that also runs the forecast pass (for a negligible cross-channel weight).
+    with_forward = ModelDetector(model, dataset, config.model_copy(update={"cross_channel_weight": 1e-9}))
+    density = with_forward.standardized_components(dataset.split("val"))["density"]
+    forward_calls = []
+    monkeypatch.setattr(model, "forward", lambda *arguments, **keywords: forward_calls.append(1))
+    detector = ModelDetector(model, dataset, config)
+    scores = detector.score(dataset.split("val"))
+    assert forward_calls == [] and detector.statistics is None
+    np.testing.assert_allclose(scores, detector.combine({"density": density}), rtol=1e-5, atol=1e-6)
+
+
 def test_joint_states_put_channels_side_by_side():
     states = np.arange(2 * 3 * 4 * 5, dtype=float).reshape(2, 3, 4, 5)  # [N, C, L, H]
     joint = joint_states(states)

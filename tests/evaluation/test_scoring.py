@@ -11,6 +11,7 @@ from tsmoe.evaluation.scoring import (
     ErrorStatistics,
     channel_scores,
     context_buckets,
+    embedding_states,
     forecast_errors,
     forecast_errors_and_states,
     reconstruction_errors,
@@ -79,6 +80,17 @@ def test_density_states_come_from_the_layer_asked_for(tiny_model):
     assert not np.allclose(final.numpy(), embedding.numpy())
     with pytest.raises(ValueError, match=r"evaluation.density_layer 3: the model has layers 0 \(embedding\) to 2"):
         forecast_errors_and_states(tiny_model, segments, [1], state_layer=3)
+
+
+def test_embedding_states_are_the_forward_pass_layer_0_states_without_it(tiny_model, monkeypatch):
+    segments = torch.randn(2, 3, 12, generator=torch.Generator().manual_seed(5))
+    _, expected = forecast_errors_and_states(tiny_model, segments, [1], state_layer=0)
+
+    def no_forward(*arguments, **keywords):
+        raise AssertionError("the decoder ran")
+
+    monkeypatch.setattr(tiny_model, "forward", no_forward)
+    np.testing.assert_array_equal(embedding_states(tiny_model, segments).numpy(), expected.numpy())
 
 
 def test_context_buckets_group_positions_by_powers_of_two():

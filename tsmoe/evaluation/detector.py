@@ -43,6 +43,7 @@ from tsmoe.evaluation.grouping import run_blocks
 from tsmoe.evaluation.scoring import (
     ChannelStatistics,
     ErrorStatistics,
+    embedding_states,
     forecast_errors_and_states,
     reconstruction_errors,
 )
@@ -58,10 +59,10 @@ MAX_NEIGHBOUR_STATES = 8_192
 
 class Batch(NamedTuple):
     """One batch of segments as the components see it, over the S series the views make: forecast errors
-    [B, S, L], hidden states [B, S, L, H], reconstruction errors [B, S, L] when that component is on, and the
-    segments' run ids [B] where the split has them."""
+    [B, S, L] (None where no component reads them), hidden states [B, S, L, H], reconstruction errors [B, S, L]
+    when that component is on, and the segments' run ids [B] where the split has them."""
 
-    errors: np.ndarray
+    errors: np.ndarray | None
     states: np.ndarray
     reconstruction: np.ndarray | None
     runs: np.ndarray | None
@@ -72,6 +73,15 @@ def reference_split(dataset: SegmentDataset, config: EvaluationConfig) -> Segmen
     if config.statistics_split == "holdout" and "holdout" in dataset.splits:
         return dataset.split("holdout")
     return dataset.split("train")
+
+
+def reads_forecast_errors(config: EvaluationConfig) -> bool:
+    """Whether a detector reads forecast errors. One that weighs only the density of input-embedding states
+    does not, and so skips the decoder layers: each point's embedding is its own value's alone."""
+    density_alone = (
+        config.forecast_weight == 0 and config.cross_channel_weight == 0 and config.reconstruction_weight == 0
+    )
+    return not (density_alone and config.density_layer == 0)
 
 
 def _batches(
@@ -93,11 +103,17 @@ def _batches(
         runs = None if split.runs is None else np.array(split.runs[start:stop])
         segments = torch.from_numpy(normalized_segments(split, normalization, start, stop)).to(device)
         segments = views(segments, None if runs is None else torch.from_numpy(runs).to(device))
-        errors, states = forecast_errors_and_states(model, segments, config.heads, config.error, config.density_layer)
+        errors: torch.Tensor | None = None
+        if reads_forecast_errors(config):
+            errors, states = forecast_errors_and_states(
+                model, segments, config.heads, config.error, config.density_layer
+            )
+        else:
+            states = embedding_states(model, segments)
         reconstruction = None
         if config.reconstruction_weight > 0:
             reconstruction = reconstruction_errors(model, segments, config.error).numpy()
-        yield Batch(errors.numpy(), states.numpy(), reconstruction, runs)
+        yield Batch(None if errors is None else errors.numpy(), states.numpy(), reconstruction, runs)
         if progress is not None:
             progress(split.name, stop, count)
 
@@ -150,11 +166,13 @@ class ModelDetector:
         reference = reference_split(dataset, config)
         count = min(len(reference), config.statistics_segments)
         errors, states, reconstruction = self._collect(reference, count)
-        self.statistics = ErrorStatistics.from_errors(errors)
-        z = self.statistics.normalize(errors)
+        # None for a detector that reads no forecast errors (`reads_forecast_errors`).
+        self.statistics = None if errors is None else ErrorStatistics.from_errors(errors)
+        z = self._normalized_errors(errors)
         if reconstruction is not None:
             self.reconstruction_statistics = ChannelStatistics.from_errors(reconstruction)
         if config.cross_channel_weight > 0:
+            assert z is not None
             self.cross_channel = ShrunkMahalanobis(config.covariance_shrinkage, config.seed).fit(
                 point_vectors(z[:, :, 1:])
             )
@@ -164,22 +182,29 @@ class ModelDetector:
         spread = {name: float(np.nanstd(values)) for name, values in components.items()}
         self.scale = {name: value if value > MIN_STD else 1.0 for name, value in spread.items()}
 
+    def _normalized_errors(self, errors: np.ndarray | None) -> np.ndarray | None:
+        """Forecast errors [N, S, L] as z-scores against the reference errors (None where none are read)."""
+        if errors is None or self.statistics is None:
+            return None
+        return self.statistics.normalize(errors)
+
     def _collect(
         self, split: SegmentSplit, count: int, first: int = 0
-    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """Forecast errors, hidden states (density only) and reconstruction errors (reconstruction only) of
-        segments [first, count)."""
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """Forecast errors (where read), hidden states (density only) and reconstruction errors (reconstruction
+        only) of segments [first, count)."""
         errors, states, reconstruction = [], [], []
         for batch in _batches(
             self.model, split, self.normalization, self.config, count, self.progress, self.views, first
         ):
-            errors.append(batch.errors)
+            if batch.errors is not None:
+                errors.append(batch.errors)
             if self.config.density_weight > 0:
                 states.append(batch.states)
             if batch.reconstruction is not None:
                 reconstruction.append(batch.reconstruction)
         return (
-            np.concatenate(errors),
+            np.concatenate(errors) if errors else None,
             np.concatenate(states) if states else None,
             np.concatenate(reconstruction) if reconstruction else None,
         )
@@ -246,13 +271,19 @@ class ModelDetector:
         return combine_channels(per_channel, self.config.channel_aggregate)
 
     def _components(
-        self, z: np.ndarray, states: np.ndarray | None, reconstruction: np.ndarray | None, runs: np.ndarray | None
+        self,
+        z: np.ndarray | None,
+        states: np.ndarray | None,
+        reconstruction: np.ndarray | None,
+        runs: np.ndarray | None,
     ) -> dict[str, np.ndarray]:
         config = self.config
         values = {}
         if config.forecast_weight > 0:
+            assert z is not None
             values["forecast"] = combine_channels(self._forecast_deviation(z), config.channel_aggregate)
         if config.cross_channel_weight > 0:
+            assert z is not None
             values["cross_channel"] = self.cross_channel.score(z.transpose(0, 2, 1))  # [N, L]
         if config.density_weight > 0:
             assert states is not None
@@ -282,7 +313,7 @@ class ModelDetector:
         for batch in _batches(
             self.model, split, self.normalization, self.config, len(split), self.progress, self.views
         ):
-            z = self.statistics.normalize(batch.errors)
+            z = self._normalized_errors(batch.errors)
             states = batch.states if self.config.density_weight > 0 else None
             for name, values in self._components(z, states, batch.reconstruction, batch.runs).items():
                 parts.setdefault(name, []).append((values - self.location[name]) / self.scale[name])

@@ -83,6 +83,16 @@ def forecast_errors_and_states(
 
 
 @torch.inference_mode()
+def embedding_states(model: TimeMoE, segments: torch.Tensor) -> torch.Tensor:
+    """Hidden states [B, C, L, H] of layer 0 (the input embedding) of normalised segments [B, C, L]: the states
+    `forecast_errors_and_states` gives with `state_layer` 0, without the decoder layers' cost."""
+    batch, channels, length = segments.shape
+    parameter = next(model.parameters())
+    series = segments.reshape(batch * channels, length).to(device=parameter.device, dtype=parameter.dtype)
+    return model.embed(series).float().reshape(batch, channels, length, -1).cpu()
+
+
+@torch.inference_mode()
 def reconstruction_errors(model: TimeMoE, segments: torch.Tensor, error: str = "squared") -> torch.Tensor:
     """Per-point reconstruction error [B, C, L] of normalised segments [B, C, L], each point's from the pass
     that hid it: ceil(1 / ratio) passes of the model's training span and ratio hide every point exactly once."""

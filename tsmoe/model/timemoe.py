@@ -550,6 +550,11 @@ class TimeMoE(nn.Module):
             )
         return output
 
+    def embed(self, series: torch.Tensor) -> torch.Tensor:
+        """The input embedding [N, L, H] of values [N, L]: layer 0's states, each point's own value alone, so
+        they need no pass through the decoder layers."""
+        return self.model.embed_layer(series.unsqueeze(-1))
+
     def _backbone(
         self, series, attention_mask, cache: KVCache | None = None, hidden_points=None, keep_layer=None, kept=None
     ):
@@ -561,7 +566,7 @@ class TimeMoE(nn.Module):
         that one is kept, so scoring a deep model holds one layer's states, not all.
         """
         start = 0 if cache is None else cache.length
-        hidden = self.model.embed_layer(series.unsqueeze(-1))
+        hidden = self.embed(series)
         if hidden_points is not None:
             hidden = torch.where(hidden_points.unsqueeze(-1), self.mask_embedding.to(hidden.dtype), hidden)
         positions = torch.arange(start, start + series.shape[1], device=series.device)
