@@ -41,7 +41,7 @@ from tsmoe.config import RunConfig, load_run_config, with_field
 from tsmoe.data.check import check_dataset
 from tsmoe.data.from_csv import CsvLayout, csv_to_dataset
 from tsmoe.data.store import SegmentDataset, open_dataset
-from tsmoe.data.views import SeriesViews, fit_views
+from tsmoe.data.views import SeriesViews, describe_views, fit_views
 from tsmoe.evaluation.config import EvaluationConfig
 from tsmoe.evaluation.evaluate import MODEL_NAME, choose_detector, measure, rows_with_figures, score_detectors
 from tsmoe.evaluation.grouping import point_groups
@@ -232,6 +232,7 @@ def main() -> None:
         run.data.path = directory
         model, train_seconds = train_model(run)
         views = fit_views(run.data, dataset.split("train"), dataset.normalization)  # the series it trained on
+        described_views = describe_views(views, run.data)
         config, choice = detector_for(model, dataset, run, arguments.split, views)
         split = dataset.split(arguments.split)
         scores = score_detectors(dataset, arguments.split, config, model, views=views)
@@ -252,6 +253,7 @@ def main() -> None:
         f"{arguments.threads} threads, torch {torch.__version__}"
     )
     print(header)
+    print(f"views: {described_views}")
     print(f"detector: {choice}")
     shown, left_out = rows_with_figures(summary)
     print(shown.to_string(index=False, float_format=lambda value: f"{value:.3f}"))

@@ -13,7 +13,7 @@ from tests.model.test_device import default_device_elsewhere
 from tsmoe.data.config import DataConfig, check_spectrum_window
 from tsmoe.data.loader import normalized_segments
 from tsmoe.data.store import DatasetWriter, open_dataset
-from tsmoe.data.views import SeriesViews, band_matrix, band_power, fit_views
+from tsmoe.data.views import SeriesViews, band_matrix, band_power, describe_views, fit_views
 
 WINDOW, BANDS = 16, 4
 
@@ -327,3 +327,20 @@ def test_a_run_with_too_few_normal_points_gets_no_fit_of_its_own(tmp_path):
     assert views.runs_with_own_residual == 2 and views.run_fits.tolist() == [1, 0, 2]
     with pytest.raises(ValueError, match=r"runs: expected one run id per segment \(2\)"):
         views(torch.randn(2, 3, 8), torch.tensor([0, 1, 2]))
+
+
+def test_views_are_described_with_the_series_they_add(tmp_path):
+    train, runs = _two_machines(8)
+    dataset = _write_channels(tmp_path / "data", train, ["a", "b", "c"], runs)
+    split = dataset.split("train")
+    config = DataConfig(views=["time", "spectrum", "residual"], spectrum_window=8, spectrum_bands=2)
+    pooled = fit_views(config, split, dataset.normalization)
+    per_run = fit_views(config.model_copy(update={"residual_reference": "run"}), split, dataset.normalization)
+    plain = DataConfig()
+    assert describe_views(fit_views(plain, split, dataset.normalization), plain) == "time"
+    spectrum = f"spectrum (2 bands over 8 points), residual ({pooled.residual_series} cross-channel series)"
+    assert describe_views(pooled, config) == f"time, {spectrum}"
+    assert describe_views(per_run, config) == (
+        "time, spectrum (2 bands over 8 points), residual (2 cross-channel series; each of 2 runs on its own "
+        "normal data's)"
+    )

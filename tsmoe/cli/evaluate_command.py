@@ -22,7 +22,7 @@ from tsmoe.config import load_detector, load_run_config
 from tsmoe.data.check import check_dataset
 from tsmoe.data.config import DataConfig
 from tsmoe.data.store import SegmentDataset, open_dataset
-from tsmoe.data.views import SeriesViews, fit_views
+from tsmoe.data.views import SeriesViews, describe_views, fit_views
 from tsmoe.evaluation.config import BASELINE_NAMES, EvaluationConfig
 from tsmoe.evaluation.evaluate import evaluate_detectors, rows_with_figures
 from tsmoe.model.checkpoint import load_pretrained
@@ -124,18 +124,10 @@ def trained_views(model: Path, config: Path | None, dataset: SegmentDataset) -> 
     path = config if config is not None else model.resolve().parent / RUN_CONFIG_FILE
     data = load_run_config(path).data if path.is_file() else DataConfig()
     views = fit_views(data, dataset.split("train"), dataset.normalization)
-    described = ["time"]
-    if views.spectral:
-        described.append(f"spectrum ({data.spectrum_bands} bands over {data.spectrum_window} points)")
-    if data.residual:
-        own = views.runs_with_own_residual
-        described.append(
-            f"residual ({views.residual_series} cross-channel series"
-            + (f"; {own} runs on their own normal data's directions)" if own else ")")
-        )
-    if len(described) == 1:
+    described = describe_views(views, data)
+    if described == "time":
         return views, "views: time"
-    return views, f"views: {', '.join(described)} from {path}"
+    return views, f"views: {described} from {path}"
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

@@ -185,6 +185,20 @@ class SeriesViews:
         return torch.where(known, table[runs.clamp(0, len(table) - 1)], 0)
 
 
+def describe_views(views: SeriesViews, config: DataConfig) -> str:
+    """The series the model sees, in words: "time", or e.g. "time, residual (2 cross-channel series)"."""
+    described = ["time"]
+    if views.spectral:
+        described.append(f"spectrum ({config.spectrum_bands} bands over {config.spectrum_window} points)")
+    if config.residual:
+        own = views.runs_with_own_residual
+        described.append(
+            f"residual ({views.residual_series} cross-channel series"
+            + (f"; each of {own} run{'' if own == 1 else 's'} on its own normal data's)" if own else ")")
+        )
+    return ", ".join(described)
+
+
 def fit_views(config: DataConfig, train: SegmentSplit, normalization: Normalization) -> SeriesViews:
     """The run's views, with the statistics they measure on the training split (spectral bands' mean and
     std, residual directions)."""
