@@ -317,6 +317,20 @@ def test_a_run_without_its_own_fit_uses_the_whole_training_split(tmp_path):
         assert series[:, width:].abs().max() == 0
 
 
+def test_a_run_whose_channels_hold_no_relation_gets_zero_series_not_the_other_runs_relations(tmp_path):
+    train, runs = _two_machines(8)
+    rng = np.random.default_rng(6)
+    independent = 3 * rng.normal(size=(4, 3, RESIDUAL_LENGTH))  # run 2: three unrelated channels
+    train, runs = np.concatenate([train, independent]), np.concatenate([runs, [2, 2, 2, 2]])
+    dataset = _write_channels(tmp_path / "data", train, ["a", "b", "c"], runs)
+    views = fit_views(
+        DataConfig(views=["time", "residual"], residual_reference="run"), dataset.split("train"), dataset.normalization
+    )
+    assert views.runs_with_own_residual == 3 and views.run_fits.tolist() == [1, 2, 3]
+    segments = torch.randn(2, 3, RESIDUAL_LENGTH)
+    assert views(segments, torch.tensor([2, 2]))[:, 3:].abs().max() == 0
+
+
 def test_a_run_with_too_few_normal_points_gets_no_fit_of_its_own(tmp_path):
     train, runs = _two_machines(8, length=8)
     runs[8:] = np.array([1, 2, 2, 2, 2, 2, 2, 2])  # run 1: one segment, 8 points for 3 channels, < 10 each

@@ -32,7 +32,9 @@ such a relation, get no residual series.
 
 With `residual_reference: run`, each labelled run whose normal data is in the training split (its normal
 prefix, or its paired normal file: the segments' run ids) gets directions fitted on that data alone, and its
-segments are projected on them; other segments use the directions of the whole training split. Machines
+segments are projected on them (none where its channels hold no relation); segments of other runs, and of runs
+with fewer than MIN_RUN_POINTS_PER_CHANNEL normal points per varying channel, use the directions of the whole
+training split. Machines
 whose metrics are mixed from the same loads by different weights each cancel along their own directions
 (several dozen for one machine's 38 metrics), while the pooled rows of all machines share almost none. The
 series axis has one length, R, the most directions any fit found; a fit with fewer leaves its last series
@@ -256,7 +258,9 @@ def _band_statistics(
 def _residual_fits(config: DataConfig, train: SegmentSplit, normalization: Normalization) -> dict:
     """The residual view's fields of SeriesViews: the whole training split's directions, then (with
     `residual_reference: run`) each run's own, padded with zero series to the most any fit found."""
-    fits = [_residual_directions(config.residual_variance, _statistics_chunks(train, normalization))]
+    pooled = _residual_directions(config.residual_variance, _statistics_chunks(train, normalization))
+    channels = train.meta.num_channels
+    fits = [pooled if pooled is not None else (np.zeros((channels, 0)), np.zeros(0))]
     run_ids: list[int] = []
     runs = train.runs
     if config.residual_reference == "run" and runs is not None:
@@ -266,19 +270,19 @@ def _residual_fits(config: DataConfig, train: SegmentSplit, normalization: Norma
                 _statistics_chunks(train, normalization, np.flatnonzero(runs == run_id)),
                 MIN_RUN_POINTS_PER_CHANNEL,
             )
+            # A run with too few normal points keeps the pooled directions; one whose channels hold no relation
+            # gets none of its own (zero series), never other machines' relations.
             if own is not None:
                 fits.append(own)
                 run_ids.append(int(run_id))
-    series = max((0 if fit is None else fit[0].shape[1]) for fit in fits)
+    series = max(fit[0].shape[1] for fit in fits)
     if series == 0:
         return {}
-    channels = train.meta.num_channels
     projection = np.zeros((len(fits), channels, series))
     offset = np.zeros((len(fits), series))
-    for index, fit in enumerate(fits):
-        if fit is not None:
-            projection[index, :, : fit[0].shape[1]] = fit[0]
-            offset[index, : fit[1].shape[0]] = fit[1]
+    for index, (directions, mean_projection) in enumerate(fits):
+        projection[index, :, : directions.shape[1]] = directions
+        offset[index, : len(mean_projection)] = mean_projection
     fields = {"projection": torch.from_numpy(projection).float(), "offset": torch.from_numpy(offset).float()}
     if run_ids:
         table = np.zeros(max(run_ids) + 1, dtype=np.int64)
@@ -291,8 +295,8 @@ def _residual_directions(
     share: float, chunks: Iterator[np.ndarray], min_points_per_channel: int = 0
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Residual directions scaled by their std [C, R] and the mean's projection [R] (module docstring), from
-    the channel vectors of segment chunks [n, C, L]; None when R is 0 or there are fewer than
-    `min_points_per_channel` points per channel that varies."""
+    the channel vectors of segment chunks [n, C, L] (R may be 0); None when there are fewer than
+    `min_points_per_channel` points per channel that varies, too few to tell."""
     total: np.ndarray | None = None
     products = np.zeros(0)
     points = 0
@@ -311,14 +315,17 @@ def _residual_directions(
     # A channel without spread in training relates to nothing: it is left out (its own change already shows in
     # the time view), so constant metrics do not each become a residual series.
     live = np.flatnonzero(np.diag(covariance) > MIN_CHANNEL_VARIANCE)
-    if len(live) < 2 or points < min_points_per_channel * len(live):
+    if points < min_points_per_channel * max(len(live), 1):
         return None
+    no_directions = np.zeros((channels, 0)), np.zeros(0)
+    if len(live) < 2:
+        return no_directions
     live_covariance = covariance[np.ix_(live, live)]
     variances, directions = np.linalg.eigh(live_covariance)  # ascending, unit columns
     typical = float(np.trace(live_covariance)) / len(live)
     minor = variances < share * typical
     if not minor.any():
-        return None
+        return no_directions
     scale = np.sqrt(np.maximum(variances[minor], MIN_RESIDUAL_VARIANCE * typical))
     projection = np.zeros((channels, int(minor.sum())))
     projection[live] = directions[:, minor] / scale
