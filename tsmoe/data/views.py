@@ -34,11 +34,10 @@ With `residual_reference: run`, each labelled run whose normal data is in the tr
 prefix, or its paired normal file: the segments' run ids) gets directions fitted on that data alone, and its
 segments are projected on them (none where its channels hold no relation); segments of other runs, and of runs
 with fewer than MIN_RUN_POINTS_PER_CHANNEL normal points per varying channel, use the directions of the whole
-training split. Machines
-whose metrics are mixed from the same loads by different weights each cancel along their own directions
-(several dozen for one machine's 38 metrics), while the pooled rows of all machines share almost none. The
-series axis has one length, R, the most directions any fit found; a fit with fewer leaves its last series
-at zero, which the model forecasts exactly and which never scores.
+training split. Machines whose metrics are mixed from the same loads by different weights each cancel along
+their own directions (several dozen for one machine's 38 metrics), while the pooled rows of all machines share
+almost none. The series axis has one length, R, the most directions any fit found; a fit with fewer leaves its
+last series at zero, which the model forecasts exactly and which never scores.
 
 The model is channel independent, so the extra series simply enlarge the series axis: segments [B, C, L]
 become [B, S, L]: the C channels first, then (spectrum) channel 0's bands 0 .. bands-1, channel 1's, and
@@ -210,7 +209,7 @@ def fit_views(config: DataConfig, train: SegmentSplit, normalization: Normalizat
         mean, std = _band_statistics(config, train, normalization)
         views = replace(views, mean=mean, std=std)
     if config.residual:
-        views = replace(views, **_residual_fits(config, train, normalization))
+        views = _with_residual_fits(views, config, train, normalization)
     return views
 
 
@@ -255,8 +254,10 @@ def _band_statistics(
     return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
 
 
-def _residual_fits(config: DataConfig, train: SegmentSplit, normalization: Normalization) -> dict:
-    """The residual view's fields of SeriesViews: the whole training split's directions, then (with
+def _with_residual_fits(
+    views: SeriesViews, config: DataConfig, train: SegmentSplit, normalization: Normalization
+) -> SeriesViews:
+    """`views` with the residual view's directions: the whole training split's, then (with
     `residual_reference: run`) each run's own, padded with zero series to the most any fit found."""
     pooled = _residual_directions(config.residual_variance, _statistics_chunks(train, normalization))
     channels = train.meta.num_channels
@@ -277,18 +278,23 @@ def _residual_fits(config: DataConfig, train: SegmentSplit, normalization: Norma
                 run_ids.append(int(run_id))
     series = max(fit[0].shape[1] for fit in fits)
     if series == 0:
-        return {}
+        return views
     projection = np.zeros((len(fits), channels, series))
     offset = np.zeros((len(fits), series))
     for index, (directions, mean_projection) in enumerate(fits):
         projection[index, :, : directions.shape[1]] = directions
         offset[index, : len(mean_projection)] = mean_projection
-    fields = {"projection": torch.from_numpy(projection).float(), "offset": torch.from_numpy(offset).float()}
+    run_fits = None
     if run_ids:
         table = np.zeros(max(run_ids) + 1, dtype=np.int64)
         table[run_ids] = np.arange(1, len(run_ids) + 1)
-        fields["run_fits"] = torch.from_numpy(table)
-    return fields
+        run_fits = torch.from_numpy(table)
+    return replace(
+        views,
+        projection=torch.from_numpy(projection).float(),
+        offset=torch.from_numpy(offset).float(),
+        run_fits=run_fits,
+    )
 
 
 def _residual_directions(
