@@ -11,6 +11,7 @@ from tsmoe.data.config import DataConfig
 from tsmoe.data.loader import normalized_segments
 from tsmoe.data.store import DatasetWriter, open_dataset
 from tsmoe.data.views import fit_views
+from tsmoe.evaluation import detector as detector_module
 from tsmoe.evaluation.baselines import build_baselines
 from tsmoe.evaluation.config import EvaluationConfig
 from tsmoe.evaluation.detector import ModelDetector, candidate_point_scores, joint_states, reference_split
@@ -366,6 +367,37 @@ def test_under_normal_reference_run_a_run_is_measured_against_its_own_normal_sta
         np.testing.assert_allclose(density[other, 1:], expected[1:], rtol=1e-4, atol=1e-4)
         assert expected[1:].min() > 1.0
     np.testing.assert_allclose(density[[0, 2], 1:], 0.0, atol=1e-3)
+
+
+def test_only_the_most_recent_runs_state_models_are_kept_and_scores_do_not_change(tmp_path, model, monkeypatch):
+    dataset = _dataset_with_run_prefixes(tmp_path / "data")
+    config = EvaluationConfig(
+        batch_size=1,
+        forecast_weight=0.0,
+        density_weight=1.0,
+        density_method="nearest_neighbours",
+        normal_reference="run",
+    )
+    val = dataset.split("val")
+    kept_all = ModelDetector(model, dataset, config)
+    expected = kept_all.score(val)
+    assert list(kept_all.run_state_models) == [0, 1]
+    monkeypatch.setattr(detector_module, "RUN_STATE_MODELS_KEPT", 1)
+    fitted = []
+    collect = ModelDetector._collect
+
+    def counted(self, split, count, first=0):
+        fitted.append((split.name, first, count))
+        return collect(self, split, count, first)
+
+    monkeypatch.setattr(ModelDetector, "_collect", counted)
+    kept_one = ModelDetector(model, dataset, config)
+    fitted.clear()
+    np.testing.assert_array_equal(kept_one.score(val), expected)
+    assert list(kept_one.run_state_models) == [1]
+    # Each run's segments lie together in the split, so scoring it fitted each run's own states once
+    # (training segments 2-3 are run 0's, 4-5 run 1's).
+    assert [call for call in fitted if call[0] == "train"] == [("train", 2, 4), ("train", 4, 6)]
 
 
 def test_under_normal_reference_run_each_baseline_is_fitted_on_the_runs_own_normal_segments(tmp_path):

@@ -27,6 +27,7 @@ series as in training (with `residual_reference: run`, the residual series on it
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -55,6 +56,10 @@ MIN_STD = 1e-12
 # Training states kept for the nearest-neighbour density: enough to cover normal operation, few enough
 # that scoring every point of a split stays seconds, not minutes.
 MAX_NEIGHBOUR_STATES = 8_192
+# Runs whose own state estimators are kept at once (normal_reference run). A split holds each run's segments
+# together, so a few suffice, and each can hold MAX_NEIGHBOUR_STATES joint states: about 140 MB at 67 series of
+# 64 features, which for every machine of a 28-machine test split would be gigabytes.
+RUN_STATE_MODELS_KEPT = 4
 
 
 class Batch(NamedTuple):
@@ -159,8 +164,11 @@ class ModelDetector:
         model.eval()
         self.train = dataset.split("train")
         # Per labelled run id: estimators of that run's own normal states (normal_reference run), fitted when the
-        # run is first scored (a validation split holds a share of the runs), None for a run without them.
-        self.run_state_models: dict[int, list[ShrunkMahalanobis | NearestNeighbourDistance] | None] = {}
+        # run is first scored (a validation split holds a share of the runs), None for a run without them; the
+        # RUN_STATE_MODELS_KEPT most recently used.
+        self.run_state_models: OrderedDict[int, list[ShrunkMahalanobis | NearestNeighbourDistance] | None] = (
+            OrderedDict()
+        )
         if config.density_weight > 0:
             self.state_models = self._fit_states(self.train)
         reference = reference_split(dataset, config)
@@ -224,7 +232,9 @@ class ModelDetector:
     def _run_states(self, run_id: int) -> list[ShrunkMahalanobis | NearestNeighbourDistance] | None:
         """Estimators of the training segments of a labelled run's own normal data (up to
         `statistics_segments` of them), fitted on first use; None where the run has none."""
-        if run_id not in self.run_state_models:
+        if run_id in self.run_state_models:
+            self.run_state_models.move_to_end(run_id)
+        else:
             runs = self.train.runs
             blocks = [] if runs is None else run_blocks(runs, run_id, self.config.statistics_segments)
             states = []
@@ -233,6 +243,8 @@ class ModelDetector:
                 assert block_states is not None
                 states.append(block_states)
             self.run_state_models[run_id] = self._fit_estimators(np.concatenate(states)) if states else None
+            while len(self.run_state_models) > RUN_STATE_MODELS_KEPT:
+                self.run_state_models.popitem(last=False)
         return self.run_state_models[run_id]
 
     def _fit_estimators(self, states: np.ndarray) -> list[ShrunkMahalanobis | NearestNeighbourDistance]:
