@@ -287,6 +287,13 @@ def test_each_run_is_projected_on_the_relations_of_its_own_normal_data(tmp_path)
     views = fit_views(config, split, dataset.normalization)
     # Two series: machine 0 has two relations, machine 1 one, and its second series is zero.
     assert views.residual_series == 2 and views.runs_with_own_residual == 2
+    fit_0, fit_1 = (views.projection[int(views.run_fits[run])].double() for run in (0, 1))
+    # Machine 0's channels follow a, -a, -a: its directions are orthogonal to (1, -1, -1), the one it moves along.
+    moving = torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64) / 3**0.5
+    assert (moving @ (fit_0 / fit_0.norm(dim=0))).abs().max() < 0.05
+    # Machine 1's a and b = a cancel along (1, -1, 0) / sqrt(2) (the channels share one normalisation).
+    along = fit_1[:, 0] / fit_1[:, 0].norm()
+    assert abs(along @ torch.tensor([1.0, -1.0, 0.0], dtype=torch.float64) / 2**0.5) > 0.99
     segments = torch.from_numpy(normalized_segments(split, dataset.normalization, 0, len(split)))
     own = views(segments, torch.from_numpy(runs))[:, 3:].double()
     assert own[8:, 1].abs().max() == 0
