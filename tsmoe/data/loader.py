@@ -180,6 +180,15 @@ def build_train_loader(
 
 def normalized_segments(split: SegmentSplit, normalization: Normalization, start: int, stop: int) -> np.ndarray:
     """Full segments [start:stop] normalised with the training statistics (for scoring)."""
+    return _normalized(split.segments[start:stop], normalization)
+
+
+def normalized_rows(split: SegmentSplit, normalization: Normalization, indices: np.ndarray) -> np.ndarray:
+    """Full segments at `indices` (in that order) normalised with the training statistics."""
+    return _normalized(split.segments[indices], normalization)
+
+
+def _normalized(segments: np.ndarray, normalization: Normalization) -> np.ndarray:
     mean = np.asarray(normalization.mean, dtype=np.float32)[:, None]
     std = np.asarray(normalization.std, dtype=np.float32)[:, None]
-    return (np.asarray(split.segments[start:stop], dtype=np.float32) - mean) / std
+    return (np.asarray(segments, dtype=np.float32) - mean) / std

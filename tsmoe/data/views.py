@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from tsmoe.data.config import DataConfig, check_spectrum_window
-from tsmoe.data.loader import normalized_segments
+from tsmoe.data.loader import normalized_rows
 from tsmoe.data.meta import Normalization
 from tsmoe.data.store import SegmentSplit, safe_std
 
@@ -218,17 +218,9 @@ def _statistics_chunks(
 ) -> Iterator[np.ndarray]:
     """The first STATISTICS_SEGMENTS normalised training segments (of `indices`, all when None),
     STATISTICS_CHUNK at a time: [n, C, L] each."""
-    if indices is None:
-        count = min(len(train), STATISTICS_SEGMENTS)
-        for start in range(0, count, STATISTICS_CHUNK):
-            yield normalized_segments(train, normalization, start, min(start + STATISTICS_CHUNK, count))
-        return
-    mean = np.asarray(normalization.mean, dtype=np.float32)[:, None]
-    std = np.asarray(normalization.std, dtype=np.float32)[:, None]
-    chosen = indices[:STATISTICS_SEGMENTS]
+    chosen = np.arange(min(len(train), STATISTICS_SEGMENTS)) if indices is None else indices[:STATISTICS_SEGMENTS]
     for start in range(0, len(chosen), STATISTICS_CHUNK):
-        rows = np.asarray(train.segments[chosen[start : start + STATISTICS_CHUNK]], dtype=np.float32)
-        yield (rows - mean) / std
+        yield normalized_rows(train, normalization, chosen[start : start + STATISTICS_CHUNK])
 
 
 def _band_statistics(
