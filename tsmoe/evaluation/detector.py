@@ -102,10 +102,11 @@ def _batches(
     """Segments [first, count), batch by batch, over the S series the views make of each segment's channels
     (reconstruction errors only with reconstruction_weight > 0)."""
     device = next(model.parameters()).device
+    split_runs = split.runs  # opened once, not per batch
     for start in range(first, count, config.batch_size):
         stop = min(start + config.batch_size, count)
         # A copy of the memory-mapped ids: torch refuses to share a read-only array without a warning.
-        runs = None if split.runs is None else np.array(split.runs[start:stop])
+        runs = None if split_runs is None else np.array(split_runs[start:stop])
         segments = torch.from_numpy(normalized_segments(split, normalization, start, stop)).to(device)
         segments = views(segments, None if runs is None else torch.from_numpy(runs).to(device))
         errors: torch.Tensor | None = None
