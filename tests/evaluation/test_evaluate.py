@@ -1,4 +1,5 @@
-"""Choosing a detector on validation: the highest headline AUROC among the section and its alternatives."""
+"""Choosing a detector on validation: the section as written unless an alternative leads it by more than one
+standard error of their difference."""
 
 from __future__ import annotations
 
@@ -67,3 +68,29 @@ def test_validation_metrics_are_the_chosen_detectors_and_name_every_candidates_a
     _given_scores(monkeypatch, [_scores(0.5)])
     alone = validation_metrics(None, dataset, EvaluationConfig())
     assert "val_detector" not in alone and round(alone["val_auroc"], 3) == 0.667
+    assert alone["val_auroc_se"] > 0
+
+
+def test_an_alternative_replaces_the_section_only_when_it_leads_by_more_than_one_standard_error(monkeypatch, tmp_path):
+    rng = np.random.default_rng(4)
+    labels = np.tile([0, 1], 20)
+    writer = DatasetWriter(tmp_path / "data", LENGTH, ["a"], sampling_rate_hz=1.0)
+    writer.add_split("train", 2).segments[:] = 0.0
+    writer.add_split("val", len(labels), label_level="segment").labels[:] = labels
+    writer.finish()
+    dataset = open_dataset(tmp_path / "data")
+    section = labels + rng.normal(0.0, 1.0, len(labels))
+    # The section's scores with more noise, which happen to score a little higher (0.8125 against 0.805).
+    slightly_better = section + rng.normal(0.0, 0.5, len(labels))
+    section, slightly_better = (np.repeat(scores[:, None], LENGTH, axis=1) for scores in (section, slightly_better))
+    perfect = np.repeat(labels[:, None].astype(float), LENGTH, axis=1)
+
+    _given_scores(monkeypatch, [section, slightly_better, section])
+    choice = choose_detector(None, dataset, SECTION)
+    aurocs = [result.segment.auroc for result in choice.results]
+    assert aurocs[1] - aurocs[0] == pytest.approx(0.0075) and choice.index == 0
+
+    _given_scores(monkeypatch, [section, slightly_better, perfect])
+    choice = choose_detector(None, dataset, SECTION)
+    assert choice.results[2].segment.auroc == 1.0 and choice.index == 2
+    assert choice.standard_error == 0.0 and 0.03 < choice.standard_errors[0] < 0.15

@@ -29,6 +29,7 @@ from tsmoe.evaluation.grouping import (
     segment_groups,
 )
 from tsmoe.evaluation.metrics import AveragedMetrics, average_over_groups, detection_metrics
+from tsmoe.evaluation.uncertainty import headline_resamples, standard_error
 from tsmoe.model.timemoe import TimeMoE
 
 MODEL_NAME = "time-moe"
@@ -199,16 +200,23 @@ def rows_with_figures(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 @dataclass
 class DetectorChoice:
-    """The detector validation chose among a config's candidates, with every candidate's result on that split."""
+    """The detector validation chose among a config's candidates, with every candidate's result on that split and
+    the standard error of its headline AUROC (NaN where the split is too small to resample)."""
 
     index: int  # 0: the evaluation section as written; i: its alternative i - 1
     config: EvaluationConfig
     results: list[DetectionResult]
+    standard_errors: list[float]
 
     @property
     def result(self) -> DetectionResult:
         """The chosen detector's result."""
         return self.results[self.index]
+
+    @property
+    def standard_error(self) -> float:
+        """The standard error of the chosen detector's headline AUROC."""
+        return self.standard_errors[self.index]
 
 
 def choose_detector(
@@ -218,8 +226,10 @@ def choose_detector(
     split_name: str = "val",
     views: SeriesViews | None = None,
 ) -> DetectorChoice:
-    """Score the split with each of `config.candidates()` and choose the highest headline AUROC; the section as
-    written wins ties, and a candidate without a finite AUROC is never chosen over one with."""
+    """Score the split with each of `config.candidates()` and keep the first listed (the section as written, then
+    its alternatives in order) whose headline AUROC is within one standard error of the highest, the paired
+    standard error of their difference (`uncertainty.py`): an alternative replaces the section only where
+    validation can tell them apart. A candidate without a finite AUROC is never chosen over one with."""
     split = dataset.split(split_name)
     candidates = config.candidates()
     scores = candidate_point_scores(model, dataset, split, candidates, views=views)
@@ -228,11 +238,24 @@ def choose_detector(
         for point_scores, candidate in zip(scores, candidates, strict=True)
     ]
     aurocs = [result.headline[1].auroc for result in results]
-    index = max(
+    resamples = headline_resamples(scores, split, config, results[0].headline[0])
+    best = max(
         range(len(results)),
         key=lambda i: (math.isfinite(aurocs[i]), aurocs[i] if math.isfinite(aurocs[i]) else 0.0, -i),
     )
-    return DetectorChoice(index, candidates[index], results)
+    index = best
+    if math.isfinite(aurocs[best]):
+        index = next(
+            i
+            for i in range(len(results))
+            if math.isfinite(aurocs[i])
+            and aurocs[best] - aurocs[i] <= _zero_if_nan(standard_error(resamples[best] - resamples[i]))
+        )
+    return DetectorChoice(index, candidates[index], results, [standard_error(row) for row in resamples])
+
+
+def _zero_if_nan(value: float) -> float:
+    return value if math.isfinite(value) else 0.0
 
 
 def validation_metrics(
@@ -244,7 +267,8 @@ def validation_metrics(
 ) -> dict[str, float]:
     """The model's figures on a split for a training run's metrics: val_auroc (the headline), val_auprc,
     val_best_f1 at point level where the split has point labels, else at run level where its segments come
-    in labelled runs (files), else at segment level, plus each level's AUROC. With alternatives, the figures
+    in labelled runs (files), else at segment level, plus each level's AUROC, and val_auroc_se, the headline AUROC's
+    standard error (which the epoch a run keeps is chosen with). With alternatives, the figures
     are the chosen detector's, `val_detector` says which (0: the section as written), and
     `val_auroc_detector_I` gives every candidate's headline AUROC."""
     choice = choose_detector(model, dataset, config, split_name, views)
@@ -262,6 +286,7 @@ def validation_metrics(
             f"{split_name}_best_f1": headline.best_f1,
         }
     )
+    metrics[f"{split_name}_auroc_se"] = choice.standard_error
     if len(choice.results) > 1:
         metrics[f"{split_name}_detector"] = float(choice.index)
         for index, candidate in enumerate(choice.results):

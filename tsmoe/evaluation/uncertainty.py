@@ -1,0 +1,111 @@
+"""How far a validation AUROC can be trusted: bootstrap resamples of the headline AUROC, shared by candidates.
+
+A validation split is small (14 files, 10 runs, 32 segments), and choosing the highest of several AUROCs on
+it picks noise as often as a better detector. The resamples give the standard error that model selection
+(`choose_detector`, and the epoch a run keeps) weighs a difference against.
+
+What is resampled is what the headline AUROC treats as independent: the runs where it is averaged over runs,
+the files where each file is one sample, the segments where the split's points are pooled (points within a
+segment are not independent). Pooled resamples are stratified, anomalous units apart from normal ones, so
+every resample holds both classes. Every candidate is measured on the same resamples, so the difference of
+two candidates has its own, paired, standard error.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from tsmoe.data.store import SegmentSplit
+from tsmoe.evaluation.config import EvaluationConfig
+from tsmoe.evaluation.grouping import aggregate_segments, point_groups, run_scores, segment_groups
+
+RESAMPLES = 200
+# Points per pooled resample: neighbouring points of a segment carry nearly the same (smoothed) score, so a
+# regular subsample keeps the AUROC's spread while resamples of long splits stay a fraction of a second each.
+MAX_POOLED_POINTS = 20_000
+
+
+def headline_resamples(
+    point_scores: list[np.ndarray], split: SegmentSplit, config: EvaluationConfig, level: str
+) -> np.ndarray:
+    """Each candidate's headline AUROC (at `level`: point, run or segment, as `DetectionResult.headline`) on
+    the same bootstrap resamples of the split: [K, RESAMPLES] for K candidates' point scores [N, L]. NaN rows for a
+    split with fewer than two independent units of each class (or of runs to average over)."""
+    rng = np.random.default_rng(config.seed)
+    runs = split.runs
+    labels = np.asarray(split.labels)
+    if level == "run":
+        assert runs is not None, "run-level AUROC needs the split's run ids"
+        per_run = [run_scores(scores, split.segment_labels(), runs, split.starts, config) for scores in point_scores]
+        run_labels = per_run[0][1]
+        return _pooled(
+            [[np.array([scores[unit]]) for unit in range(len(run_labels))] for scores, _ in per_run],
+            [np.array([label]) for label in run_labels],
+            rng,
+        )
+    grouped = runs is not None and np.unique(runs).size > 1
+    if level == "point":
+        if grouped:
+            groups = [list(point_groups(scores, labels, runs, split.starts)) for scores in point_scores]
+            return _group_means(groups, rng)
+        # Pooled points: each segment is a unit.
+        return _pooled([list(scores) for scores in point_scores], list(labels), rng)
+    segment_scores = [
+        aggregate_segments(scores, config.segment_aggregate, config.segment_quantile) for scores in point_scores
+    ]
+    segment_labels = np.asarray(split.segment_labels())
+    if grouped:
+        return _group_means([list(segment_groups(scores, segment_labels, runs)) for scores in segment_scores], rng)
+    return _pooled(
+        [[np.array([value]) for value in scores] for scores in segment_scores],
+        [np.array([label]) for label in segment_labels],
+        rng,
+    )
+
+
+def _group_means(groups: list[list[tuple[np.ndarray, np.ndarray]]], rng: np.random.Generator) -> np.ndarray:
+    """Mean AUROC over resampled groups, per candidate, for groups [K][G] of (scores, labels); only groups whose
+    labels hold both classes count, as in `average_over_groups`."""
+    scored = [index for index, (_, labels) in enumerate(groups[0]) if np.unique(labels).size == 2]
+    if len(scored) < 2:
+        return np.full((len(groups), RESAMPLES), np.nan)
+    aurocs = np.array([[_auroc(*candidate[index]) for index in scored] for candidate in groups])  # [K, G]
+    picks = rng.integers(0, len(scored), size=(RESAMPLES, len(scored)))
+    return aurocs[:, picks].mean(axis=2)
+
+
+def _pooled(units: list[list[np.ndarray]], labels: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """AUROC over the points of resampled units, per candidate: units [K][U] of scores, labels [U] alike, each
+    resample drawing as many anomalous units (any point anomalous) and normal units as the split has."""
+    anomalous = np.array([bool(np.asarray(unit).any()) for unit in labels])
+    strata = [np.flatnonzero(anomalous), np.flatnonzero(~anomalous)]
+    if min(len(stratum) for stratum in strata) < 2:
+        return np.full((len(units), RESAMPLES), np.nan)
+    total = sum(np.asarray(unit).size for unit in labels)
+    stride = max(1, math.ceil(total / MAX_POOLED_POINTS))
+    thinned_labels = [np.asarray(unit).ravel()[::stride] for unit in labels]
+    thinned = [[np.asarray(unit, dtype=np.float64).ravel()[::stride] for unit in candidate] for candidate in units]
+    resamples = np.full((len(units), RESAMPLES), np.nan)
+    for draw in range(RESAMPLES):
+        chosen = np.concatenate([rng.choice(stratum, size=len(stratum)) for stratum in strata])
+        drawn_labels = np.concatenate([thinned_labels[unit] for unit in chosen])
+        for candidate, candidate_units in enumerate(thinned):
+            drawn = np.concatenate([candidate_units[unit] for unit in chosen])
+            resamples[candidate, draw] = _auroc(drawn, drawn_labels)
+    return resamples
+
+
+def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    defined = ~np.isnan(scores)
+    if np.unique(labels[defined]).size < 2:
+        return math.nan
+    return float(roc_auc_score(labels[defined], scores[defined]))
+
+
+def standard_error(resamples: np.ndarray) -> float:
+    """The standard error a row of resamples gives (NaN where they are undefined)."""
+    finite = resamples[np.isfinite(resamples)]
+    return float(np.std(finite, ddof=1)) if finite.size > 1 else math.nan
