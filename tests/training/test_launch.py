@@ -18,6 +18,7 @@ from tsmoe.cli.main import main
 from tsmoe.config import load_detector, load_run_config
 from tsmoe.model.timemoe import TimeMoE
 from tsmoe.training.checkpoint_files import CHOSEN_DETECTOR_FILE
+from tsmoe.training.epoch_choice import kept_epoch
 from tsmoe.training.launch import WORKER_DEATH, failure_summary, latest_checkpoint
 from tsmoe.training.loop import fit
 
@@ -52,6 +53,8 @@ def test_train_writes_config_metrics_checkpoints_and_models_then_refuses_another
         for key in (
             "loss",
             "val_auroc",
+            "val_auroc_se",
+            "selection_score",
             "val_auprc",
             "it_s",
             "samples_s",
@@ -69,7 +72,7 @@ def test_train_writes_config_metrics_checkpoints_and_models_then_refuses_another
     assert (output / "best_model" / "config.json").is_file()
     # Each model directory carries the detector its epoch's validation chose among the three candidates.
     candidates = load_run_config(config).detector_settings().candidates()
-    best = max(history, key=lambda metrics: metrics["val_auroc"])
+    best = next(metrics for metrics in history if metrics["epoch"] == kept_epoch(history))
     for directory, epoch in (("model", history[-1]), ("best_model", best)):
         assert load_detector(output / directory / CHOSEN_DETECTOR_FILE) == candidates[int(epoch["val_detector"])]
 

@@ -43,6 +43,7 @@ from tsmoe.sweep.pareto import (
 from tsmoe.sweep.stopping import COLLAPSE, EPOCH, EPOCHS_PLANNED, StopLedger
 from tsmoe.sweep.trial import TRIALS_DIR
 from tsmoe.training.checkpoint_files import SUMMARY_FILE
+from tsmoe.training.epoch_choice import kept_epoch
 from tsmoe.training.launch import latest_checkpoint
 
 TRIALS_CSV, TRIALS_PARQUET, PARETO_CSV = "trials.csv", "trials.parquet", "pareto.csv"
@@ -189,9 +190,9 @@ def trials_table(directory: str | Path, config: SweepConfig, planned_epochs: int
             if key not in _TUNE_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool)
         }
         history = _history(output)
-        scored = [epoch for epoch in history if math.isfinite(epoch.get("val_auroc", math.nan))]
-        if scored:
-            best = max(scored, key=lambda epoch: epoch["val_auroc"])
+        kept = kept_epoch(history)
+        if kept is not None:
+            best = next(epoch for epoch in history if epoch.get(EPOCH) == kept)
             row |= {BEST_PREFIX + key: best.get(key, math.nan) for key in _BEST_FIGURES}
         row |= worst_routing(history)
         rows.append(row)

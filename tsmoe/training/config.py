@@ -67,7 +67,9 @@ class TrainingConfig(BaseModel):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     log_every_steps: int = Field(50, gt=0)  # a progress line every this many optimizer steps
     throughput_warmup_steps: int = Field(2, ge=0)  # first-epoch steps left out of the throughput figures
-    keep_checkpoints: int = Field(2, gt=0)  # the best by validation AUROC are kept, and always the latest
+    # Checkpoints kept on disk: those of the epochs chosen as the run's best so far (tsmoe/training/epoch_choice.py),
+    # the latest chosen first, and always the latest epoch's.
+    keep_checkpoints: int = Field(2, gt=0)
     seed: int = 0
     # The objective (docs/detection.md): forecast every horizon (the reference's); reconstruct hidden spans
     # from both sides with the same blocks (masked_reconstruction); or both, their losses summed.

@@ -5,8 +5,9 @@ The output directory of a run:
     OUT/config.yaml       the resolved config (what `tsmoe train OUT/config.yaml` reruns)
     OUT/metrics.jsonl     one JSON line of metrics per epoch
     OUT/model/            the final model, reference checkpoint format (TimeMoE.from_pretrained)
-    OUT/best_model/       the model of the epoch with the best validation AUROC
-    OUT/train/            Ray Train's run: checkpoint_* directories, the best and the latest kept
+    OUT/best_model/       the model of the epoch the run keeps: the latest whose validation AUROC is within one
+                          standard error of the highest (tsmoe/training/epoch_choice.py)
+    OUT/train/            Ray Train's run: checkpoint_* directories, that epoch's and the latest kept
 
 Running the same config into the same OUT again resumes from its latest checkpoint (a crashed or killed
 run loses at most the epoch in progress); a different config into an existing OUT is refused, so no
@@ -30,6 +31,7 @@ from tsmoe.config import RunConfig, dump_run_config
 from tsmoe.data.check import check_dataset
 from tsmoe.data.config import check_spectrum_window
 from tsmoe.training.checkpoint_files import MODEL_DIR, SUMMARY_FILE, checkpoint_problem
+from tsmoe.training.epoch_choice import SELECTION_SCORE, kept_epoch
 from tsmoe.training.loopback import PROCESS_GROUP_VARIABLE, UNCHANGED, loopback_cluster
 
 RUN_NAME = "train"
@@ -178,15 +180,31 @@ def collect_outputs(output: Path) -> TrainingOutcome:
         for metrics in history:
             file.write(json.dumps(metrics) + "\n")
     _copy_model(latest / MODEL_DIR, output / "model")
+    best = None
+    kept = _kept_checkpoint(checkpoints, history)
+    if kept is not None:
+        best = output / "best_model"
+        _copy_model(kept / MODEL_DIR, best)
+    return TrainingOutcome(output, summary["epoch"], history[-1] if history else {}, output / "model", best)
+
+
+def _kept_checkpoint(checkpoints: list[tuple[dict, Path]], history: list[dict]) -> Path | None:
+    """The checkpoint of the epoch the run keeps as its best (`epoch_choice.kept_epoch`). A run whose checkpoints
+    were kept by validation AUROC alone (before that rule) may have lost it: then its kept checkpoint with the
+    highest validation AUROC."""
+    epoch = kept_epoch(history)
+    if epoch is None:
+        return None
+    for summary, directory in checkpoints:
+        if summary["epoch"] == epoch:
+            return directory
     scored = [
-        (item[0]["history"][-1].get("val_auroc", math.nan), item[1]) for item in checkpoints if item[0]["history"]
+        (summary["history"][-1].get("val_auroc", math.nan), directory)
+        for summary, directory in checkpoints
+        if summary["history"]
     ]
     scored = [(auroc, directory) for auroc, directory in scored if math.isfinite(auroc)]
-    best = None
-    if scored:
-        best = output / "best_model"
-        _copy_model(max(scored, key=lambda item: item[0])[1] / MODEL_DIR, best)
-    return TrainingOutcome(output, summary["epoch"], history[-1] if history else {}, output / "model", best)
+    return max(scored, key=lambda item: item[0])[1] if scored else None
 
 
 def _cpu_threads(use_gpu: bool, cpus_per_worker: float) -> dict[str, str]:
@@ -243,7 +261,7 @@ def build_torch_trainer(
             storage_path=storage or str(output),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=run.training.keep_checkpoints,
-                checkpoint_score_attribute="val_auroc",
+                checkpoint_score_attribute=SELECTION_SCORE,
                 checkpoint_score_order="max",
             ),
             # The loopback setup hook patches torch.distributed in these processes only.

@@ -21,6 +21,7 @@ import ray.train
 
 from tsmoe.config import RunConfig
 from tsmoe.training.checkpoint_files import usable_checkpoint, write_checkpoint
+from tsmoe.training.epoch_choice import SELECTION_SCORE, selection_score
 
 if TYPE_CHECKING:
     import torch
@@ -84,6 +85,8 @@ def train_worker(loop_config: dict) -> None:
             metrics["epoch_s"] = time.perf_counter() - epoch_started  # training and validation, without the checkpoint
             # The quality objective of a sweep, and what early stopping and the plots read.
             metrics["best_val_auroc"] = _best_auroc([*trainer.history, metrics])
+            # Ranks the checkpoints Ray Train keeps: the epoch whose model the run keeps must not be deleted.
+            metrics[SELECTION_SCORE] = selection_score([*trainer.history, metrics])
             metrics["epochs_planned"] = run.training.epochs
             metrics["worker_nodes"] = worker_nodes
             trainer.history.append(metrics)
