@@ -10,7 +10,7 @@ import torch
 
 from tests.training.test_loop import synthetic_data, tiny_run
 from tsmoe.model.timemoe import TimeMoE
-from tsmoe.training.epoch_choice import kept_epoch, selection_score
+from tsmoe.training.epoch_choice import describe_kept_epoch, kept_epoch, selection_score
 from tsmoe.training.launch import RUN_NAME, collect_outputs
 from tsmoe.training.trainer import Trainer
 
@@ -77,3 +77,15 @@ def test_best_model_is_the_kept_epochs_and_a_run_that_lost_it_falls_back_to_its_
     # A run whose checkpoints were kept by validation AUROC alone, before this rule: epoch 3's is gone.
     shutil.rmtree(output / RUN_NAME / "checkpoint_000003")
     assert _first_weight(collect_outputs(output).best_model) == pytest.approx(1.0)
+
+
+def test_the_kept_epoch_is_described_with_the_highest_it_was_measured_against():
+    history = _history((0.878, 0.108), (0.816, 0.14), (0.673, 0.148), (0.796, 0.12))
+    assert describe_kept_epoch(history) == (
+        "epoch 4 (val_auroc 0.796), the latest within one standard error (0.108) of the highest, 0.878 at epoch 1"
+    )
+    assert describe_kept_epoch(_history((0.7, 0.1), (0.9, 0.05))) == "epoch 2 (val_auroc 0.900), the highest"
+    assert describe_kept_epoch(_history((0.9, None), (0.9, None))) == (
+        "epoch 2 (val_auroc 0.900), level with the highest at epoch 1"
+    )
+    assert describe_kept_epoch([{"epoch": 1}]) == ""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tsmoe.config import load_run_config
 from tsmoe.training.checkpoint_files import CHOSEN_DETECTOR_FILE
+from tsmoe.training.epoch_choice import describe_kept_epoch
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -57,7 +58,9 @@ def run_train(args: argparse.Namespace) -> int:
         f"val_auroc {metrics.get('val_auroc', float('nan')):.3f}, {metrics.get('samples_s', float('nan')):.1f} "
         f"samples/s"
     )
-    print(f"model: {outcome.model}" + (f"\nbest model: {outcome.best_model}" if outcome.best_model else ""))
+    print(f"model: {outcome.model}")
+    if outcome.best_model is not None:
+        print(f"best model: {outcome.best_model}, {describe_kept_epoch(outcome.history)}")
     chosen = (outcome.best_model or outcome.model) / CHOSEN_DETECTOR_FILE
     if chosen.is_file():
         print(f"detector: {chosen}, the candidate validation chose (tsmoe evaluate scores with it)")

@@ -40,3 +40,23 @@ def selection_score(history: Sequence[Mapping]) -> float:
     """The last epoch's rank among the checkpoints to keep: its number if it is the epoch kept so far, else 0."""
     epoch = int(history[-1]["epoch"])
     return float(epoch) if kept_epoch(history) == epoch else 0.0
+
+
+def describe_kept_epoch(history: Sequence[Mapping]) -> str:
+    """One line saying which epoch a run keeps and why, e.g. "epoch 6 (val_auroc 0.796), the latest within one
+    standard error (0.108) of the highest, 0.878 at epoch 1"; empty where no epoch is kept."""
+    epoch = kept_epoch(history)
+    if epoch is None:
+        return ""
+    kept = next(metrics for metrics in history if metrics["epoch"] == epoch)
+    highest = max((metrics for metrics in history if math.isfinite(_auroc(metrics))), key=_auroc)
+    line = f"epoch {epoch} (val_auroc {_auroc(kept):.3f})"
+    if highest is kept:
+        return line + ", the highest"
+    margin = float(highest.get("val_auroc_se", math.nan))
+    if not math.isfinite(margin):  # the latest of several epochs level with the highest
+        return line + f", level with the highest at epoch {highest['epoch']}"
+    return (
+        line + f", the latest within one standard error ({margin:.3f}) of the highest, "
+        f"{_auroc(highest):.3f} at epoch {highest['epoch']}"
+    )

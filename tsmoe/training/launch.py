@@ -49,13 +49,14 @@ MALLOC_ENVIRONMENT = {
 
 @dataclass
 class TrainingOutcome:
-    """Where a finished run left its outputs, and its last epoch's metrics."""
+    """Where a finished run left its outputs, its last epoch's metrics and every epoch's."""
 
     output: Path
     epochs: int
     metrics: dict[str, float]
     model: Path
     best_model: Path | None
+    history: list[dict]  # every epoch's metrics
 
 
 class TrainingFailed(RuntimeError):
@@ -185,7 +186,7 @@ def collect_outputs(output: Path) -> TrainingOutcome:
     if kept is not None:
         best = output / "best_model"
         _copy_model(kept / MODEL_DIR, best)
-    return TrainingOutcome(output, summary["epoch"], history[-1] if history else {}, output / "model", best)
+    return TrainingOutcome(output, summary["epoch"], history[-1] if history else {}, output / "model", best, history)
 
 
 def _kept_checkpoint(checkpoints: list[tuple[dict, Path]], history: list[dict]) -> Path | None:
