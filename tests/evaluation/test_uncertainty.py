@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from tsmoe.data.store import DatasetWriter, open_dataset
 from tsmoe.evaluation.config import EvaluationConfig
-from tsmoe.evaluation.uncertainty import RESAMPLES, headline_resamples, standard_error
+from tsmoe.evaluation.uncertainty import RESAMPLES, aurocs_by_row, headline_resamples, standard_error
 
 LENGTH = 8
 CONFIG = EvaluationConfig()
@@ -88,3 +88,16 @@ def test_a_split_with_fewer_than_two_units_of_a_class_gives_no_resamples(tmp_pat
     split = _split(tmp_path, labels, "point")
     resamples = headline_resamples([labels.astype(float)], split, CONFIG, "point")
     assert np.isnan(resamples).all() and math.isnan(standard_error(resamples[0]))
+
+
+def test_resampled_aurocs_equal_scikit_learns_with_ties_and_undefined_scores():
+    rng = np.random.default_rng(2)
+    scores = rng.integers(0, 5, size=(30, 40)).astype(float)  # many ties
+    scores[rng.random(scores.shape) < 0.1] = np.nan
+    labels = rng.random(scores.shape) < 0.3
+    expected = [
+        roc_auc_score(row_labels[~np.isnan(row)], row[~np.isnan(row)])
+        for row, row_labels in zip(scores, labels, strict=True)
+    ]
+    np.testing.assert_allclose(aurocs_by_row(scores, labels), expected, rtol=1e-12)
+    assert np.isnan(aurocs_by_row(np.ones((1, 4)), np.zeros((1, 4), dtype=bool))).all()  # one class: undefined

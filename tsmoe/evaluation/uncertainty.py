@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 from tsmoe.data.store import SegmentSplit
@@ -24,8 +25,8 @@ from tsmoe.evaluation.grouping import aggregate_segments, point_groups, run_scor
 
 RESAMPLES = 200
 # Points per pooled resample: neighbouring points of a segment carry nearly the same (smoothed) score, so a
-# regular subsample keeps the AUROC's spread while resamples of long splits stay a fraction of a second each.
-MAX_POOLED_POINTS = 20_000
+# regular subsample keeps the AUROC's spread, and the resamples of a long split cost a fraction of a second.
+MAX_POOLED_POINTS = 4_096
 
 
 def headline_resamples(
@@ -78,24 +79,36 @@ def _group_means(groups: list[list[tuple[np.ndarray, np.ndarray]]], rng: np.rand
 
 
 def _pooled(units: list[list[np.ndarray]], labels: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """AUROC over the points of resampled units, per candidate: units [K][U] of scores, labels [U] alike, each
-    resample drawing as many anomalous units (any point anomalous) and normal units as the split has."""
-    anomalous = np.array([bool(np.asarray(unit).any()) for unit in labels])
+    """AUROC over the points of resampled units, per candidate: units [K][U] of scores, labels [U] alike (every unit
+    as long as the others), each resample drawing as many anomalous units (any point anomalous) and normal units
+    as the split has."""
+    unit_labels = np.stack([np.asarray(unit).ravel() for unit in labels])  # [U, m]
+    anomalous = unit_labels.any(axis=1)
     strata = [np.flatnonzero(anomalous), np.flatnonzero(~anomalous)]
     if min(len(stratum) for stratum in strata) < 2:
         return np.full((len(units), RESAMPLES), np.nan)
-    total = sum(np.asarray(unit).size for unit in labels)
-    stride = max(1, math.ceil(total / MAX_POOLED_POINTS))
-    thinned_labels = [np.asarray(unit).ravel()[::stride] for unit in labels]
-    thinned = [[np.asarray(unit, dtype=np.float64).ravel()[::stride] for unit in candidate] for candidate in units]
-    resamples = np.full((len(units), RESAMPLES), np.nan)
-    for draw in range(RESAMPLES):
-        chosen = np.concatenate([rng.choice(stratum, size=len(stratum)) for stratum in strata])
-        drawn_labels = np.concatenate([thinned_labels[unit] for unit in chosen])
-        for candidate, candidate_units in enumerate(thinned):
-            drawn = np.concatenate([candidate_units[unit] for unit in chosen])
-            resamples[candidate, draw] = _auroc(drawn, drawn_labels)
+    stride = max(1, math.ceil(unit_labels.size / MAX_POOLED_POINTS))
+    chosen = np.concatenate([rng.choice(stratum, size=(RESAMPLES, len(stratum))) for stratum in strata], axis=1)
+    drawn_labels = unit_labels[:, ::stride][chosen].reshape(RESAMPLES, -1).astype(bool)  # [B, n]
+    resamples = np.empty((len(units), RESAMPLES))
+    for candidate, candidate_units in enumerate(units):
+        scores = np.stack([np.asarray(unit, dtype=np.float64).ravel() for unit in candidate_units])[:, ::stride]
+        resamples[candidate] = aurocs_by_row(scores[chosen].reshape(RESAMPLES, -1), drawn_labels)
     return resamples
+
+
+def aurocs_by_row(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """AUROC of each row of scores [B, n] against labels [B, n], NaN scores left out, by the Mann-Whitney identity
+    (ties ranked by their average): sklearn's `roc_auc_score` row by row costs milliseconds each, and a validation
+    draws hundreds of rows per candidate."""
+    ranks = rankdata(scores, axis=1, nan_policy="omit")
+    defined = ~np.isnan(scores)
+    positives = (labels & defined).sum(axis=1)
+    negatives = (~labels & defined).sum(axis=1)
+    rank_sum = np.where(labels & defined, ranks, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        aurocs = (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+    return np.where((positives > 0) & (negatives > 0), aurocs, np.nan)
 
 
 def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
