@@ -4,11 +4,13 @@ A validation split is small (14 files, 10 runs, 32 segments), and choosing the h
 it picks noise as often as a better detector. The resamples give the standard error that model selection
 (`choose_detector`, and the epoch a run keeps) weighs a difference against.
 
-What is resampled is what the headline AUROC treats as independent: the runs where it is averaged over runs,
-the files where each file is one sample, the segments where the split's points are pooled (points within a
-segment are not independent). Pooled resamples are stratified, anomalous units apart from normal ones, so
-every resample holds both classes. Every candidate is measured on the same resamples, so the difference of
-two candidates has its own, paired, standard error.
+What is resampled is what the headline AUROC treats as independent: the files where each file is one sample,
+the segments where the split's points are pooled (points within a segment are not independent), and, where
+AUROC is averaged over runs, the runs and within each drawn run its stretches of one segment's length (a
+two-stage bootstrap). Resampling the runs alone would say that two validation runs which score alike leave no
+doubt, when each holds a handful of anomalies. Units are drawn stratified, anomalous units apart from normal
+ones, so every resample holds both classes. Every candidate is measured on the same resamples, so the
+difference of two candidates has its own, paired, standard error.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import math
 
 import numpy as np
 from scipy.stats import rankdata
-from sklearn.metrics import roc_auc_score
 
 from tsmoe.data.store import SegmentSplit
 from tsmoe.evaluation.config import EvaluationConfig
@@ -50,8 +51,9 @@ def headline_resamples(
     grouped = runs is not None and np.unique(runs).size > 1
     if level == "point":
         if grouped:
+            # Each run's points in order, cut into stretches of one segment's length.
             groups = [list(point_groups(scores, labels, runs, split.starts)) for scores in point_scores]
-            return _group_means(groups, rng)
+            return _two_stage(groups, point_scores[0].shape[1], rng)
         # Pooled points: each segment is a unit.
         return _pooled([list(scores) for scores in point_scores], list(labels), rng)
     segment_scores = [
@@ -59,7 +61,7 @@ def headline_resamples(
     ]
     segment_labels = np.asarray(split.segment_labels())
     if grouped:
-        return _group_means([list(segment_groups(scores, segment_labels, runs)) for scores in segment_scores], rng)
+        return _two_stage([list(segment_groups(scores, segment_labels, runs)) for scores in segment_scores], 1, rng)
     return _pooled(
         [[np.array([value]) for value in scores] for scores in segment_scores],
         [np.array([label]) for label in segment_labels],
@@ -67,25 +69,51 @@ def headline_resamples(
     )
 
 
-def _group_means(groups: list[list[tuple[np.ndarray, np.ndarray]]], rng: np.random.Generator) -> np.ndarray:
-    """Mean AUROC over resampled groups, per candidate, for groups [K][G] of (scores, labels); only groups whose
-    labels hold both classes count, as in `average_over_groups`."""
+def _two_stage(groups: list[list[tuple[np.ndarray, np.ndarray]]], stretch: int, rng: np.random.Generator) -> np.ndarray:
+    """Mean AUROC over resampled groups, each drawn group's AUROC itself taken over its resampled stretches of
+    `stretch` values, per candidate, for groups [K][G] of (scores, labels) in order. Only groups whose labels hold
+    both classes count, as in `average_over_groups`; a class with one stretch in a group is kept as it is."""
     scored = [index for index, (_, labels) in enumerate(groups[0]) if np.unique(labels).size == 2]
-    if len(scored) < 2:
+    if not scored:
         return np.full((len(groups), RESAMPLES), np.nan)
-    aurocs = np.array([[_auroc(*candidate[index]) for index in scored] for candidate in groups])  # [K, G]
+    within = np.stack(  # [K, G, RESAMPLES]: every candidate's AUROC of each group on the same stretches
+        [
+            _pooled(
+                [_stretches(candidate[index][0], stretch, np.nan) for candidate in groups],
+                _stretches(groups[0][index][1], stretch, 0),
+                rng,
+                min_units=1,
+            )
+            for index in scored
+        ],
+        axis=1,
+    )
+    # Each draw of a group takes its own resample of that group's stretches, so a group drawn twice is not
+    # counted twice with the same stretches.
     picks = rng.integers(0, len(scored), size=(RESAMPLES, len(scored)))
-    return aurocs[:, picks].mean(axis=2)
+    columns = rng.integers(0, RESAMPLES, size=(RESAMPLES, len(scored)))
+    return within[:, picks, columns].mean(axis=2)
 
 
-def _pooled(units: list[list[np.ndarray]], labels: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+def _stretches(values: np.ndarray, stretch: int, fill: float) -> list[np.ndarray]:
+    """Consecutive pieces of `stretch` values, the last padded with `fill` (NaN scores are left out of AUROCs,
+    and padded labels are then never counted)."""
+    count = math.ceil(len(values) / stretch)
+    padded = np.full(count * stretch, fill, dtype=np.float64)
+    padded[: len(values)] = values
+    return list(padded.reshape(count, stretch))
+
+
+def _pooled(
+    units: list[list[np.ndarray]], labels: list[np.ndarray], rng: np.random.Generator, min_units: int = 2
+) -> np.ndarray:
     """AUROC over the points of resampled units, per candidate: units [K][U] of scores, labels [U] alike (every unit
     as long as the others), each resample drawing as many anomalous units (any point anomalous) and normal units
-    as the split has."""
+    as the split has. NaN rows where either class has fewer than `min_units` units."""
     unit_labels = np.stack([np.asarray(unit).ravel() for unit in labels])  # [U, m]
     anomalous = unit_labels.any(axis=1)
     strata = [np.flatnonzero(anomalous), np.flatnonzero(~anomalous)]
-    if min(len(stratum) for stratum in strata) < 2:
+    if min(len(stratum) for stratum in strata) < min_units:
         return np.full((len(units), RESAMPLES), np.nan)
     stride = max(1, math.ceil(unit_labels.size / MAX_POOLED_POINTS))
     chosen = np.concatenate([rng.choice(stratum, size=(RESAMPLES, len(stratum))) for stratum in strata], axis=1)
@@ -109,13 +137,6 @@ def aurocs_by_row(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         aurocs = (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
     return np.where((positives > 0) & (negatives > 0), aurocs, np.nan)
-
-
-def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    defined = ~np.isnan(scores)
-    if np.unique(labels[defined]).size < 2:
-        return math.nan
-    return float(roc_auc_score(labels[defined], scores[defined]))
 
 
 def standard_error(resamples: np.ndarray) -> float:
