@@ -290,6 +290,27 @@ def test_a_normal_file_named_as_one_labelled_file_is_that_runs_normal_data(tmp_p
     assert "note: 2 of 2 labelled files have a normal file of the same name" in capsys.readouterr().err
 
 
+def test_a_constant_channel_of_a_paired_normal_file_is_noted_once(tmp_path, capsys):
+    rng = np.random.default_rng(7)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "test").mkdir()
+    normal = _write_run(tmp_path / "train" / "m1.csv", np.column_stack([rng.normal(size=16), np.full(16, 3.0)]))
+    labels = np.zeros(16, dtype=int)
+    labels[10:12] = 1
+    labelled = _write_run(tmp_path / "test" / "m1.csv", rng.normal(size=(16, 2)), labels)
+    csv_to_dataset(
+        tmp_path / "data",
+        train_files=[normal],
+        val_files=[labelled],
+        layout=LAYOUT,
+        segment_length=8,
+        stride=8,
+        holdout_fraction=0.0,
+    )
+    # The normal file normalises itself and its labelled pair: one note, not one per use.
+    assert capsys.readouterr().err.count("channel(s) b are constant") == 1
+
+
 def test_a_normal_file_named_as_several_labelled_files_is_nobodys(tmp_path):
     rng = np.random.default_rng(6)
     labels = np.zeros(16, dtype=int)

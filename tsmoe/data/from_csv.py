@@ -274,10 +274,13 @@ def _normalizers(
         rows = np.concatenate([run.values[:, : run.train_rows] for run in runs if run.train_rows > 0], axis=1)
         shared = _statistics(Path("training rows of all files"), runs[0].channels, rows)
         return {id(run): shared for run in runs}
+    by_source: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     own = {}
     for run in runs:
         source = pairs[id(run)] if run.train_rows < 2 and id(run) in pairs else run
-        own[id(run)] = _statistics(source.path, source.channels, source.values[:, : source.train_rows])
+        if id(source) not in by_source:  # a normal file that normalises its labelled pair too is noted once
+            by_source[id(source)] = _statistics(source.path, source.channels, source.values[:, : source.train_rows])
+        own[id(run)] = by_source[id(source)]
     return own
 
 
