@@ -5,9 +5,11 @@ scored worst, two entities below chance, and moving variance best. This script w
 of 6 entities has 19 metrics driven by its own traffic (a daily cycle and slow noise), a periodic batch job and
 a memory heap that grows and is collected; its metrics are request counts (Poisson), CPU, latencies with
 heavy-tailed spikes in normal operation, the heap, sparse error counts and one constant. A labelled recording
-of the same entity carries four anomalies, each in a group of metrics, drawn from:
+of the same entity carries four anomalies, each in a group of metrics, drawn from (`OUT/anomalies.csv` lists
+them, for figures per kind):
 
-    jitter       the group's noise three to five times stronger (a noisy neighbour; moving variance's case)
+    jitter       noise of 0.6 to 1 times each metric's spread added to a group (a noisy neighbour; moving
+                 variance's case)
     flat         the group stuck at the value it had (a stalled exporter: less error to forecast, not more)
     no_batch     the batch job stops (CPU flatter and more regular than normal)
     error_burst  error counts and latency up together, traffic unchanged
@@ -61,9 +63,7 @@ def _recording(rng: np.random.Generator, entity: dict[str, float], weights: np.n
     traffic = np.clip(driver["traffic"], 0.05, None)
     metrics = np.zeros((METRICS, ROWS))
     metrics[REQUESTS] = rng.poisson(weights[REQUESTS, None] * 20 * traffic)
-    metrics[CPU] = (
-        weights[CPU, None] * (30 * traffic + 25 * driver["batch"]) + rng.normal(size=(4, ROWS)) * 2 + 10
-    )
+    metrics[CPU] = weights[CPU, None] * (30 * traffic + 25 * driver["batch"]) + rng.normal(size=(4, ROWS)) * 2 + 10
     spikes = rng.random((4, ROWS)) < 0.02
     metrics[LATENCY] = (
         weights[LATENCY, None] * (50 + 20 * traffic) * rng.lognormal(0, 0.15, (4, ROWS)) * np.where(spikes, 3, 1)
