@@ -94,3 +94,27 @@ def test_an_alternative_replaces_the_section_only_when_it_leads_by_more_than_one
     choice = choose_detector(None, dataset, SECTION)
     assert choice.results[2].segment.auroc == 1.0 and choice.index == 2
     assert choice.standard_error == 0.0 and 0.03 < choice.standard_errors[0] < 0.15
+
+
+def test_two_validation_runs_that_score_alike_do_not_make_a_small_lead_certain(monkeypatch, tmp_path):
+    # Two runs with the same points: resampling the runs alone gave their difference no spread at all, and any
+    # lead replaced the section. Each run's own anomalies leave doubt (uncertainty.py's two-stage bootstrap).
+    labels = np.zeros((12, LENGTH), dtype=np.int8)
+    labels[1::6, 3:] = 1
+    labels[4::6, :5] = 1
+    writer = DatasetWriter(tmp_path / "data", LENGTH, ["a"], sampling_rate_hz=1.0)
+    writer.add_split("train", 2).segments[:] = 0.0
+    val = writer.add_split("val", len(labels), label_level="point", with_runs=True)
+    val.labels[:] = labels
+    val.runs[:] = np.repeat([0, 1], 6)
+    writer.finish()
+    rng = np.random.default_rng(4)
+    one_run = labels[:6] + rng.normal(0.0, 1.0, (6, LENGTH))
+    noisier = one_run + rng.normal(0.0, 0.5, (6, LENGTH))  # happens to score a little higher
+    section, alternative = np.concatenate([one_run, one_run]), np.concatenate([noisier, noisier])
+
+    _given_scores(monkeypatch, [section, alternative, section])
+    choice = choose_detector(None, open_dataset(tmp_path / "data"), SECTION)
+    aurocs = [result.point.auroc for result in choice.results]
+    assert aurocs[1] - aurocs[0] == pytest.approx(0.0158, abs=1e-4) and choice.index == 0
+    assert choice.standard_error > 0.0
