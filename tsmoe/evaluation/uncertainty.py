@@ -43,11 +43,7 @@ def headline_resamples(
         assert runs is not None, "run-level AUROC needs the split's run ids"
         per_run = [run_scores(scores, split.segment_labels(), runs, split.starts, config) for scores in point_scores]
         run_labels = per_run[0][1]
-        return _pooled(
-            [[np.array([scores[unit]]) for unit in range(len(run_labels))] for scores, _ in per_run],
-            [np.array([label]) for label in run_labels],
-            rng,
-        )
+        return _pooled([scores[:, None] for scores, _ in per_run], run_labels[:, None], rng)
     grouped = runs is not None and np.unique(runs).size > 1
     if level == "point":
         if grouped:
@@ -55,18 +51,14 @@ def headline_resamples(
             groups = [list(point_groups(scores, labels, runs, split.starts)) for scores in point_scores]
             return _two_stage(groups, point_scores[0].shape[1], rng)
         # Pooled points: each segment is a unit.
-        return _pooled([list(scores) for scores in point_scores], list(labels), rng)
+        return _pooled(point_scores, labels, rng)
     segment_scores = [
         aggregate_segments(scores, config.segment_aggregate, config.segment_quantile) for scores in point_scores
     ]
     segment_labels = np.asarray(split.segment_labels())
     if grouped:
         return _two_stage([list(segment_groups(scores, segment_labels, runs)) for scores in segment_scores], 1, rng)
-    return _pooled(
-        [[np.array([value]) for value in scores] for scores in segment_scores],
-        [np.array([label]) for label in segment_labels],
-        rng,
-    )
+    return _pooled([scores[:, None] for scores in segment_scores], segment_labels[:, None], rng)
 
 
 def _two_stage(groups: list[list[tuple[np.ndarray, np.ndarray]]], stretch: int, rng: np.random.Generator) -> np.ndarray:
@@ -95,22 +87,20 @@ def _two_stage(groups: list[list[tuple[np.ndarray, np.ndarray]]], stretch: int, 
     return within[:, picks, columns].mean(axis=2)
 
 
-def _stretches(values: np.ndarray, stretch: int, fill: float) -> list[np.ndarray]:
-    """Consecutive pieces of `stretch` values, the last padded with `fill` (NaN scores are left out of AUROCs,
-    and padded labels are then never counted)."""
+def _stretches(values: np.ndarray, stretch: int, fill: float) -> np.ndarray:
+    """Consecutive pieces of `stretch` values [U, stretch], the last padded with `fill` (NaN scores are left out of
+    AUROCs, and padded labels are then never counted)."""
     count = math.ceil(len(values) / stretch)
     padded = np.full(count * stretch, fill, dtype=np.float64)
     padded[: len(values)] = values
-    return list(padded.reshape(count, stretch))
+    return padded.reshape(count, stretch)
 
 
-def _pooled(
-    units: list[list[np.ndarray]], labels: list[np.ndarray], rng: np.random.Generator, min_units: int = 2
-) -> np.ndarray:
-    """AUROC over the points of resampled units, per candidate: units [K][U] of scores, labels [U] alike (every unit
-    as long as the others), each resample drawing as many anomalous units (any point anomalous) and normal units
-    as the split has. NaN rows where either class has fewer than `min_units` units."""
-    unit_labels = np.stack([np.asarray(unit).ravel() for unit in labels])  # [U, m]
+def _pooled(units: list[np.ndarray], labels: np.ndarray, rng: np.random.Generator, min_units: int = 2) -> np.ndarray:
+    """AUROC over the points of resampled units, per candidate: each candidate's scores [U, m] of U units of m
+    points, labels [U, m] alike, each resample drawing as many anomalous units (any point anomalous) and normal
+    units as the split has. NaN rows where either class has fewer than `min_units` units."""
+    unit_labels = np.asarray(labels)
     anomalous = unit_labels.any(axis=1)
     strata = [np.flatnonzero(anomalous), np.flatnonzero(~anomalous)]
     if min(len(stratum) for stratum in strata) < min_units:
@@ -120,7 +110,7 @@ def _pooled(
     drawn_labels = unit_labels[:, ::stride][chosen].reshape(RESAMPLES, -1).astype(bool)  # [B, n]
     resamples = np.empty((len(units), RESAMPLES))
     for candidate, candidate_units in enumerate(units):
-        scores = np.stack([np.asarray(unit, dtype=np.float64).ravel() for unit in candidate_units])[:, ::stride]
+        scores = np.asarray(candidate_units, dtype=np.float64)[:, ::stride]
         resamples[candidate] = aurocs_by_row(scores[chosen].reshape(RESAMPLES, -1), drawn_labels)
     return resamples
 
