@@ -107,6 +107,30 @@ def test_evaluate_uses_the_run_directory_config_and_says_so(tmp_path, capsys):
     assert "with baselines from the command line" in capsys.readouterr().out
 
 
+def test_evaluate_takes_the_runs_context_window_unless_the_command_line_sets_one(tmp_path, capsys, monkeypatch):
+    data = tmp_path / "synthetic"
+    synthesize(data, train=2, val=4, test=0, length=64)
+    run = RunConfig(model=TimeMoEConfig(**TINY), data=DataConfig(path=data))
+    run.evaluation.context_window = 16
+    (tmp_path / "run").mkdir()
+    dump_run_config(run, tmp_path / "run" / "config.yaml")
+    TimeMoE(TimeMoEConfig(**TINY)).save_pretrained(tmp_path / "run" / "model")
+    used = []
+
+    def record(dataset, split, config, model, progress, views):
+        used.append(config.context_window)
+        return pd.DataFrame({"detector": ["time-moe"], "level": ["point"], "auroc": [0.5], "groups_scored": [1]})
+
+    monkeypatch.setattr("tsmoe.cli.evaluate_command.evaluate_detectors", record)
+    arguments = ["evaluate", str(tmp_path / "run" / "model"), "--data", str(data)]
+    for extra in ([], ["--context-window", "all"], ["--context-window", "8"]):
+        assert main([*arguments, *extra]) == 0
+    assert used == [16, None, 8]
+    with pytest.raises(SystemExit):
+        main([*arguments, "--context-window", "wide"])
+    assert "expected a number of points or all, got 'wide'" in capsys.readouterr().err
+
+
 def test_evaluate_scores_with_the_views_the_run_trained_with(tmp_path, capsys):
     data = tmp_path / "synthetic"
     synthesize(data, train=2, val=4, test=0, length=64)

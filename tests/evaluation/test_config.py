@@ -21,6 +21,7 @@ def test_defaults_report_every_baseline_beside_the_one_step_head():
         ({"heads": []}, "heads"),
         ({"moving_window": 1}, "moving_window"),
         ({"smoothing_window": 0}, "smoothing_window"),
+        ({"context_window": 1}, "context_window"),
         ({"density_weight": -1.0}, "density_weight"),
         ({"reconstruction_weight": -0.5}, "reconstruction_weight"),
         ({"normal_reference": "nearby"}, "normal_reference"),
@@ -45,9 +46,14 @@ def test_candidates_are_the_section_then_each_alternative_applied_to_it():
     config = EvaluationConfig(
         density_weight=1.0,
         smoothing_window=8,
-        alternatives=[{"density_weight": 0.0}, {"forecast_weight": 0.0, "density_layer": 0}],
+        alternatives=[
+            {"density_weight": 0.0},
+            {"forecast_weight": 0.0, "density_layer": 0},
+            {"forecast_weight": 0.0, "context_window": 32},
+        ],
     )
-    first, forecast_only, embedding_only = config.candidates()
+    first, forecast_only, embedding_only, windowed_density = config.candidates()
+    assert (first.context_window, windowed_density.context_window) == (None, 32)
     assert first == config.model_copy(update={"alternatives": []})
     assert (forecast_only.forecast_weight, forecast_only.density_weight) == (1.0, 0.0)
     assert (embedding_only.forecast_weight, embedding_only.density_weight, embedding_only.density_layer) == (0, 1, 0)

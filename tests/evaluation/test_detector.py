@@ -187,6 +187,33 @@ def test_both_directions_with_smoothing_scores_the_absolute_mean_z_over_the_wind
     assert np.allclose(both._forecast_deviation(alternating)[0, 0, 1:-2], 0.0)
 
 
+@pytest.mark.parametrize("context_window", [None, 4])
+def test_with_a_context_window_a_spike_stops_shaping_the_scores_of_the_points_after_its_reach(
+    tmp_path, model, context_window
+):
+    rng = np.random.default_rng(0)
+    writer = DatasetWriter(tmp_path / "data", LENGTH, ["a", "b"], sampling_rate_hz=1.0)
+    writer.add_split("train", 6).segments[:] = rng.normal(size=(6, 2, LENGTH))
+    val = writer.add_split("val", 2, label_level="segment")
+    clean = rng.normal(size=(2, LENGTH))
+    val.segments[:] = clean
+    val.segments[1, 0, 2] += 5.0  # the same segment with a spike at point 2
+    val.labels[:] = [0, 1]
+    writer.finish()
+    dataset = open_dataset(tmp_path / "data")
+    config = EvaluationConfig(
+        batch_size=4, density_weight=1.0, density_method="nearest_neighbours", context_window=context_window
+    )
+    scores = ModelDetector(model, dataset, config).score(dataset.split("val"))
+    # Head 1 forecasts point t from the state at t - 1, which the spike reaches up to 2 + layers * (window - 1).
+    after = 2 + TINY["num_hidden_layers"] * 3 + 2
+    if context_window is None:
+        assert np.abs(scores[1, after:] - scores[0, after:]).max() > 1e-3
+    else:
+        np.testing.assert_allclose(scores[1, after:], scores[0, after:], rtol=1e-5, atol=1e-6)
+        assert np.abs(scores[1, after - 1] - scores[0, after - 1]) > 1e-3
+
+
 def test_files_labelled_whole_are_measured_at_run_level(tmp_path, model):
     dataset = _dataset(tmp_path / "data")
     split = dataset.split("val")

@@ -27,10 +27,10 @@ def tiny_model():
     return TimeMoE(TimeMoEConfig(**TINY)).double().eval()
 
 
-def brute_force_errors(model, segments, heads):
+def brute_force_errors(model, segments, heads, attention_window=None):
     """Point t's error: mean over heads of the mean squared error of every forecast of t, one loop each."""
     batch, channels, length = segments.shape
-    predictions = model(segments.reshape(-1, length).double()).predictions
+    predictions = model(segments.reshape(-1, length).double(), attention_window=attention_window).predictions
     series = segments.reshape(-1, length).double()
     expected = np.full((batch * channels, length), np.nan)
     for row in range(batch * channels):
@@ -51,6 +51,15 @@ def test_forecast_errors_average_every_forecast_of_a_point(tiny_model, heads):
     segments = torch.randn(2, 3, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     actual = forecast_errors(tiny_model, segments, heads).numpy()
     np.testing.assert_allclose(actual, brute_force_errors(tiny_model, segments, heads), rtol=1e-5, equal_nan=True)
+
+
+def test_forecast_errors_with_a_context_window_come_from_the_windowed_pass(tiny_model):
+    segments = torch.randn(2, 3, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    windowed, _ = forecast_errors_and_states(tiny_model, segments, [1, 8], context_window=3)
+    expected = brute_force_errors(tiny_model, segments, [1, 8], attention_window=3)
+    np.testing.assert_allclose(windowed.numpy(), expected, rtol=1e-5, equal_nan=True)
+    whole = forecast_errors(tiny_model, segments, [1, 8]).numpy()
+    assert not np.allclose(windowed.numpy()[..., 4:], whole[..., 4:])
 
 
 def test_absolute_error_is_the_root_of_the_squared_one_for_head_one(tiny_model):

@@ -705,6 +705,66 @@ def test_input_of_the_wrong_rank_is_rejected():
         tiny_model()(series(16))
 
 
+# --- attention window (scoring) -------------------------------------------------------------------
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_a_one_layer_model_with_a_window_sees_what_it_sees_of_the_window_alone(attention):
+    model = tiny_model(num_hidden_layers=1, attention_implementation=attention)
+    x = series(2, 24)
+    window = 6
+    # RoPE is relative, so only the float32 rounding of the absolute angles differs.
+    close = dict(rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        banded = model(x, attention_window=window)
+        for last in (window - 1, 13, 23):
+            alone = model(x[:, last - window + 1 : last + 1])
+            assert_close(banded.last_hidden_state[:, last], alone.last_hidden_state[:, -1], **close)
+            for horizon in (1, 4, 8):
+                assert_close(banded.predictions[horizon][:, last], alone.predictions[horizon][:, -1], **close)
+
+
+@pytest.mark.parametrize(
+    ("attention", "dtype"), [("eager", torch.float64), ("sdpa", torch.float64), ("sdpa", torch.bfloat16)]
+)
+def test_with_a_window_a_change_reaches_at_most_layers_times_window_minus_one_points_ahead(attention, dtype):
+    model = tiny_model(attention_implementation=attention, dtype=dtype)  # 2 layers
+    x = series(2, 24, dtype=dtype)
+    changed = x.clone()
+    changed[:, 5] += 3.0
+    window = 4
+    with torch.no_grad():
+        before = model(x, attention_window=window).last_hidden_state
+        after = model(changed, attention_window=window).last_hidden_state
+        plain_after = model(changed).last_hidden_state
+        plain_before = model(x).last_hidden_state
+    reach = 5 + model.config.num_hidden_layers * (window - 1)  # 11: 5 -> 8 in layer 1, 8 -> 11 in layer 2
+    assert torch.equal(after[:, :5], before[:, :5])
+    assert (after[:, reach] - before[:, reach]).abs().max() > 0
+    assert torch.equal(after[:, reach + 1 :], before[:, reach + 1 :])
+    # Without the window the change reaches every later point.
+    assert (plain_after[:, -1] - plain_before[:, -1]).abs().max() > 0
+
+
+def test_a_window_that_holds_the_whole_series_changes_nothing():
+    model = tiny_model()
+    x = series(2, 16, 3)
+    with torch.no_grad():
+        plain = model(x)
+        whole = model(x, attention_window=16)
+        shorter = model(x, attention_window=15)
+    assert torch.equal(whole.last_hidden_state, plain.last_hidden_state)
+    assert not torch.equal(shorter.last_hidden_state, plain.last_hidden_state)
+    assert torch.equal(shorter.last_hidden_state[:, :15], plain.last_hidden_state[:, :15])
+
+
+def test_an_attention_window_must_hold_the_position_and_belongs_to_the_forecast_pass():
+    model = tiny_model(reconstruction_head=True)
+    x = series(2, 16)
+    with pytest.raises(ValueError, match="attention_window 0: must be at least 1"):
+        model(x, attention_window=0)
+    with pytest.raises(ValueError, match="forecast pass alone"):
+        model(x, reconstruction_mask=_hidden(x.shape, 4, 8), attention_window=4)
+
+
 # --- masked reconstruction (the tsmoe extension) ----------------------------------------------------
 def _hidden(shape, start: int, stop: int) -> torch.Tensor:
     mask = torch.zeros(shape, dtype=torch.bool)

@@ -42,6 +42,7 @@ OVERRIDES = (
     "normal_reference",
     "reconstruction_weight",
     "smoothing_window",
+    "context_window",
     "segment_aggregate",
     "segment_quantile",
     "baselines",
@@ -57,6 +58,16 @@ def _density_layer(text: str) -> str | int:
     except ValueError:
         message = f"expected final or a layer number (0 for the embedding), got {text!r}"
         raise argparse.ArgumentTypeError(message) from None
+
+
+def _context_window(text: str) -> str | int:
+    """--context-window: a number of points, or `all` for the whole segment before each point."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of points or all, got {text!r}") from None
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -87,6 +98,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument("--reconstruction-weight", type=float, help="needs a model trained with reconstruction")
     evaluate.add_argument("--smoothing-window", type=int)
+    evaluate.add_argument(
+        "--context-window",
+        type=_context_window,
+        help="points each attention layer lets a point's forecast and state see, or all (the whole segment)",
+    )
     evaluate.add_argument("--segment-aggregate", choices=["max", "mean", "quantile"])
     evaluate.add_argument("--segment-quantile", type=float)
     evaluate.add_argument(
@@ -134,6 +150,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Check the inputs, score the split and print the table."""
     base, source = evaluation_settings(args.model, args.config)
     given = {name: getattr(args, name) for name in OVERRIDES if getattr(args, name) is not None}
+    if given.get("context_window") == "all":
+        given["context_window"] = None
     config = EvaluationConfig.model_validate(base.model_dump() | given)
     check_dataset(args.data)
     dataset = open_dataset(args.data)

@@ -26,6 +26,7 @@ DETECTOR_FIELDS = (
     "normal_reference",
     "covariance_shrinkage",
     "smoothing_window",
+    "context_window",
     "segment_aggregate",
     "segment_quantile",
 )
@@ -80,6 +81,11 @@ class EvaluationConfig(BaseModel):
     normal_reference: Literal["all", "run"] = "all"
     covariance_shrinkage: float = Field(0.1, gt=0, le=1)  # of both Mahalanobis covariances
     smoothing_window: int = Field(1, ge=1)  # points in the centred mean over the model's point scores
+    # Points each attention layer lets a forecast and a hidden state see: the point itself and those just before
+    # it; None: all of the segment before it. With a window, an anomaly stops shaping the scores of the normal
+    # points after it once it lies num_hidden_layers * (window - 1) points behind them, instead of colouring them
+    # to the end of the segment (docs/detection.md, fourteenth round). Reconstruction errors see the whole segment.
+    context_window: int | None = Field(None, gt=1)
     # A segment's score from its point scores.
     segment_aggregate: Literal["max", "mean", "quantile"] = "quantile"
     segment_quantile: float = Field(0.99, gt=0, lt=1)

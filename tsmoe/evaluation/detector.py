@@ -20,6 +20,10 @@ Each component is measured against normal data the model was not fit on where th
 Every component is standardised by its mean and std over the reference points, weighted, summed, and the
 sum smoothed over `smoothing_window` points.
 
+With `context_window`, the model's forecasts and hidden states come from a pass whose attention sees each point
+and the few before it, for the reference, training and scored segments alike: after an anomaly ends, the points
+that follow it are measured on their own recent past rather than on a context that still holds the anomaly.
+
 A model trained with extra views (`data.views`) is scored with them: every segment gets the same extra
 series as in training (with `residual_reference: run`, the residual series on its own run's directions), and
 "channel" above means every series the model sees.
@@ -112,7 +116,7 @@ def _batches(
         errors: torch.Tensor | None = None
         if reads_forecast_errors(config):
             errors, states = forecast_errors_and_states(
-                model, segments, config.heads, config.error, config.density_layer
+                model, segments, config.heads, config.error, config.density_layer, config.context_window
             )
         else:
             states = embedding_states(model, segments)

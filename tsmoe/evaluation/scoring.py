@@ -52,16 +52,20 @@ def forecast_errors_and_states(
     heads: list[int],
     error: str = "squared",
     state_layer: int | str = "final",
+    context_window: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forecast errors [B, C, L] (as `forecast_errors`) and hidden states [B, C, L, H], one pass: the final ones
-    (after the final norm), or with `state_layer` i the input embedding (0) or decoder layer i's output."""
+    (after the final norm), or with `state_layer` i the input embedding (0) or decoder layer i's output. With
+    `context_window` w, each layer's attention sees a point and the w - 1 points before it."""
     batch, channels, length = segments.shape
     parameter = next(model.parameters())
     series = segments.reshape(batch * channels, length).to(device=parameter.device, dtype=parameter.dtype)
     layers = model.config.num_hidden_layers
     if state_layer != "final" and not 0 <= int(state_layer) <= layers:
         raise ValueError(f"evaluation.density_layer {state_layer}: the model has layers 0 (embedding) to {layers}")
-    output = model(series, state_layer=None if state_layer == "final" else int(state_layer))
+    output = model(
+        series, state_layer=None if state_layer == "final" else int(state_layer), attention_window=context_window
+    )
     predictions = output.predictions  # {h: [B*C, L, h]}
     total = torch.zeros_like(series, dtype=torch.float32)
     for head in heads:

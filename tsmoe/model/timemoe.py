@@ -500,15 +500,23 @@ class TimeMoE(nn.Module):
         reconstruction_mask: torch.Tensor | None = None,  # [B, L] or like x; True hides a point (bool)
         forecast: bool = True,  # False: the reconstruction pass alone (needs reconstruction_mask)
         state_layer: int | None = None,  # also return this layer's states (forecast pass only): 0 is the embedding
+        attention_window: int | None = None,  # forecast pass only: each position sees itself and the window - 1 before
     ) -> TimeMoEOutput:
         """Predict every horizon at every position; with labels, also the training loss.
 
         With `reconstruction_mask`, also the masked-reconstruction pass (`_with_reconstruction`); one forward
         call runs both, so DDP sees every parameter the step uses.
+
+        With `attention_window` w (not in the reference; scoring only), every layer's attention at a position sees
+        that position and the w - 1 before it, so what lies further back reaches it only through the layers
+        below, at most num_hidden_layers * (w - 1) points back: an anomaly stops shaping the states and forecasts
+        of the points after it once it is that far behind them.
         """
         if reconstruction_mask is not None or not forecast:
-            if state_layer is not None:
-                raise ValueError("state_layer is for the forecast pass alone, without reconstruction_mask")
+            if state_layer is not None or attention_window is not None:
+                raise ValueError(
+                    "state_layer and attention_window are for the forecast pass alone, without reconstruction_mask"
+                )
             return self._with_reconstruction(x, labels, loss_masks, attention_mask, reconstruction_mask, forecast)
         _check_shapes(x, labels=labels, loss_masks=loss_masks, attention_mask=attention_mask)
         channels = x.shape[2] if x.dim() == 3 else None
@@ -521,8 +529,12 @@ class TimeMoE(nn.Module):
             raise ValueError(
                 f"state_layer {state_layer}: the model has layers 0 (embedding) to {self.config.num_hidden_layers}"
             )
+        if attention_window is not None and attention_window < 1:
+            raise ValueError(f"attention_window {attention_window}: must be at least 1 (the position itself)")
         kept: list[torch.Tensor] = []
-        hidden, router_logits = self._backbone(series, attention_mask, keep_layer=state_layer, kept=kept)
+        hidden, router_logits = self._backbone(
+            series, attention_mask, keep_layer=state_layer, kept=kept, attention_window=attention_window
+        )
         series_predictions = [head(hidden) for head in self.lm_heads]  # [N, L, h] each
         predictions = {
             horizon: _from_series(prediction, channels)
@@ -556,14 +568,22 @@ class TimeMoE(nn.Module):
         return self.model.embed_layer(series.unsqueeze(-1))
 
     def _backbone(
-        self, series, attention_mask, cache: KVCache | None = None, hidden_points=None, keep_layer=None, kept=None
+        self,
+        series,
+        attention_mask,
+        cache: KVCache | None = None,
+        hidden_points=None,
+        keep_layer=None,
+        kept=None,
+        attention_window: int | None = None,
     ):
         """[N, L] values -> final hidden states [N, L, H] and per-layer router logits.
 
         With `hidden_points` ([N, L] bool), the reconstruction pass: those points enter as the mask embedding
         and attention is bidirectional (an explicit all-keys mask, which every attention kernel honours).
         With `keep_layer` i, the list `kept` receives that layer's states [N, L, H] (0: the embedding); only
-        that one is kept, so scoring a deep model holds one layer's states, not all.
+        that one is kept, so scoring a deep model holds one layer's states, not all. With `attention_window` w,
+        each position attends to itself and the w - 1 positions before it (`_attention_mask`).
         """
         start = 0 if cache is None else cache.length
         hidden = self.embed(series)
@@ -572,7 +592,7 @@ class TimeMoE(nn.Module):
         positions = torch.arange(start, start + series.shape[1], device=series.device)
         cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, hidden.dtype)
         if hidden_points is None:
-            mask = _attention_mask(attention_mask, series.shape[1], start, series.device)
+            mask = _attention_mask(attention_mask, series.shape[1], start, series.device, attention_window)
         else:
             mask = _bidirectional_mask(attention_mask, series.shape[1], series.device)
         router_logits = []
@@ -805,17 +825,28 @@ def _bidirectional_mask(attention_mask: torch.Tensor | None, length: int, device
 
 
 def _attention_mask(
-    attention_mask: torch.Tensor | None, length: int, start: int, device: torch.device
+    attention_mask: torch.Tensor | None,
+    length: int,
+    start: int,
+    device: torch.device,
+    window: int | None = None,
 ) -> torch.Tensor | None:
     """Boolean [N, 1, L, start+L] mask (causal, padding keys hidden) on `device`, or None for plain causal.
 
-    `device` is the inputs' device: without a padding mask (every cached `generate` step) nothing else says
-    where the mask belongs, and one built on the default device would fail or copy on every GPU step.
+    With `window` w, query i (at key start + i) also loses every key before start + i - w + 1: a band of w keys
+    ending at its own. `device` is the inputs' device: without a padding mask (every cached `generate` step)
+    nothing else says where the mask belongs, and one built on the default device would fail or copy on every
+    GPU step.
     """
-    if attention_mask is None and start == 0:
-        return None
     keys = start + length
-    mask = torch.ones(length, keys, dtype=torch.bool, device=device).tril(start)[None, None]
+    if window is not None and window >= keys:
+        window = None  # a window that holds every key leaves the mask causal
+    if attention_mask is None and start == 0 and window is None:
+        return None
+    mask = torch.ones(length, keys, dtype=torch.bool, device=device).tril(start)
+    if window is not None:
+        mask = mask.triu(start - window + 1)
+    mask = mask[None, None]
     if attention_mask is not None:
         # A padding query keeps its own key (query i sits at key start + i) so its softmax row is never empty.
         own_key = torch.arange(keys, device=device)[None, :] == torch.arange(start, keys, device=device)[:, None]
