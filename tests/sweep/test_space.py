@@ -111,3 +111,12 @@ def test_a_trials_objective_sets_its_models_reconstruction_path():
     forecast = space.apply(base, params | {"training.loss": "forecast"})
     assert not forecast.model.reconstruction_head
     assert forecast.detector_settings().reconstruction_weight == 0.0 < both.detector_settings().reconstruction_weight
+
+
+def test_a_null_choice_sets_the_field_to_none_and_a_number_to_that_number():
+    base = RunConfig()
+    space = load_search_space(SEARCH_SPACES / "default.yaml", base, 2048)
+    params = {path: distribution.values()[0] for path, distribution in space.parameters.items()}
+    params = {path: json.dumps(value) if isinstance(value, list) else value for path, value in params.items()}
+    assert space.apply(base, params | {"evaluation.context_window": None}).evaluation.context_window is None
+    assert space.apply(base, params | {"evaluation.context_window": 32}).evaluation.context_window == 32
