@@ -6,7 +6,8 @@ layer, decoder layer, the model with its forecast heads and losses, then `genera
 One extension is not the reference's and exists only when `reconstruction_head` is set: a masked-reconstruction
 pass over the same blocks (a mask embedding replaces the hidden points' inputs, attention sees both sides, a
 reconstruction head reads each point's value back). Without it the parameters and every computation are the
-reference's; see docs/design.md section 2.
+reference's; see docs/design.md section 2. Scoring may also band the causal mask (`attention_window`), which
+adds no parameter and, left unset, leaves the mask the reference's.
 
 Every definition follows the public reference implementation (Time-MoE, ICLR 2025) so that its
 checkpoints load and give the same numbers; see docs/design.md section 2. One token per time point
