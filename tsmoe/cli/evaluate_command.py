@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -49,25 +50,23 @@ OVERRIDES = (
 )
 
 
-def _density_layer(text: str) -> str | int:
-    """--density-layer: `final` or a layer number."""
-    if text == "final":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        message = f"expected final or a layer number (0 for the embedding), got {text!r}"
-        raise argparse.ArgumentTypeError(message) from None
+def _number_or(keyword: str, expected: str) -> Callable[[str], str | int]:
+    """An option's parser of a whole number or `keyword`; its error says the value is not `expected`."""
+
+    def parse(text: str) -> str | int:
+        if text == keyword:
+            return text
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+    return parse
 
 
-def _context_window(text: str) -> str | int:
-    """--context-window: a number of points, or `all` for the whole segment before each point."""
-    if text == "all":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of points or all, got {text!r}") from None
+# --density-layer: final or a layer number; --context-window: a number of points, or all (the whole segment).
+_density_layer = _number_or("final", "final or a layer number (0 for the embedding)")
+_context_window = _number_or("all", "a number of points or all")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
