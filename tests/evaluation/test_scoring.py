@@ -4,6 +4,7 @@ import torch
 
 from tests.data.conftest import write_small_dataset
 from tests.model.tiny import TINY
+from tsmoe.data.loader import normalized_segments
 from tsmoe.data.store import open_dataset
 from tsmoe.evaluation.config import EvaluationConfig
 from tsmoe.evaluation.scoring import (
@@ -119,6 +120,19 @@ def test_statistics_normalise_training_errors_per_channel_and_context(tmp_path, 
         for bucket in range(5):
             values = z[:, channel, 1:][:, buckets[1:] == bucket]
             assert abs(values.mean()) < 1e-4 and values.std() == pytest.approx(1.0, rel=1e-3)
+
+
+def test_channel_scores_read_the_configs_context_window(tmp_path, tiny_model):
+    dataset = open_dataset(write_small_dataset(tmp_path / "data", train=12))
+    model, train = tiny_model.float(), dataset.split("train")
+    config = EvaluationConfig(batch_size=5, context_window=4)
+    statistics = training_error_statistics(model, train, dataset.normalization, config)
+    z = channel_scores(model, train, dataset.normalization, statistics, config)
+    segments = torch.from_numpy(normalized_segments(train, dataset.normalization, 0, len(train)))
+    windowed = forecast_errors(model, segments, config.heads, context_window=4).numpy()
+    np.testing.assert_allclose(z, statistics.normalize(windowed), rtol=1e-5, atol=1e-5, equal_nan=True)
+    whole = forecast_errors(model, segments, config.heads).numpy()
+    assert not np.allclose(windowed[..., 8:], whole[..., 8:])
 
 
 def test_statistics_use_only_the_requested_number_of_segments(tmp_path, tiny_model):

@@ -36,13 +36,19 @@ def context_buckets(length: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def forecast_errors(model: TimeMoE, segments: torch.Tensor, heads: list[int], error: str = "squared") -> torch.Tensor:
+def forecast_errors(
+    model: TimeMoE,
+    segments: torch.Tensor,
+    heads: list[int],
+    error: str = "squared",
+    context_window: int | None = None,
+) -> torch.Tensor:
     """Per-point forecast error [B, C, L] of normalised segments [B, C, L]; NaN at position 0.
 
     Each head's error at a point is the mean over that head's forecasts of the point; the result is the
-    mean over `heads`.
+    mean over `heads`. `context_window` as in `forecast_errors_and_states`.
     """
-    return forecast_errors_and_states(model, segments, heads, error)[0]
+    return forecast_errors_and_states(model, segments, heads, error, context_window=context_window)[0]
 
 
 @torch.inference_mode()
@@ -174,7 +180,7 @@ def _iterate_errors(
     for start in range(0, count, config.batch_size):
         stop = min(start + config.batch_size, count)
         segments = torch.from_numpy(normalized_segments(split, normalization, start, stop))
-        yield start, forecast_errors(model, segments, config.heads, config.error).numpy()
+        yield start, forecast_errors(model, segments, config.heads, config.error, config.context_window).numpy()
         if progress is not None:
             progress(stop, count)
 
