@@ -23,6 +23,7 @@ from tsmoe.evaluation.scoring import (
     forecast_errors_and_states,
     reconstruction_errors,
 )
+from tsmoe.evaluation.smoothing import smooth_points
 from tsmoe.model.config import TimeMoEConfig
 from tsmoe.model.timemoe import TimeMoE
 
@@ -302,11 +303,20 @@ def test_candidates_alike_but_for_their_weights_share_one_detector_and_score_as_
     dataset = _dataset(tmp_path / "data")
     section = EvaluationConfig(
         batch_size=4,
+        error_direction="both",
         density_weight=1.0,
         density_method="nearest_neighbours",
         density_scope="joint",
         smoothing_window=3,
-        alternatives=[{"density_weight": 0.0}, {"forecast_weight": 0.0}, {"forecast_weight": 0.0, "density_layer": 0}],
+        alternatives=[
+            {"density_weight": 0.0},
+            {"forecast_weight": 0.0},
+            {"forecast_weight": 0.0, "density_layer": 0},
+            # The density alone only smooths its sum: another window shares the section's detector.
+            {"forecast_weight": 0.0, "smoothing_window": 5},
+            # Forecast deviation in both directions is a window's mean z: another window needs its own.
+            {"density_weight": 0.0, "smoothing_window": 5},
+        ],
     )
     candidates = section.candidates()
     built = []
@@ -319,15 +329,33 @@ def test_candidates_alike_but_for_their_weights_share_one_detector_and_score_as_
     monkeypatch.setattr(ModelDetector, "__init__", counted)
     shared = candidate_point_scores(model, dataset, dataset.split("val"), candidates)
     monkeypatch.undo()
-    # The three final-state candidates share one detector computing both components; the embedding's is apart.
-    assert [(config.forecast_weight, config.density_weight, config.density_layer) for config in built] == [
-        (1.0, 1.0, "final"),
-        (0.0, 1.0, 0),
-    ]
+    # The final-state candidates share one detector computing both components; the embedding's is apart, and so
+    # is the forecast deviation over another window.
+    assert [
+        (config.forecast_weight, config.density_weight, config.density_layer, config.smoothing_window)
+        for config in built
+    ] == [(1.0, 1.0, "final", 3), (0.0, 1.0, 0, 3), (1.0, 0.0, "final", 5)]
     for scores, candidate in zip(shared, candidates, strict=True):
         alone = ModelDetector(model, dataset, candidate).score(dataset.split("val"))
         np.testing.assert_allclose(scores, alone, rtol=1e-5, atol=1e-6)
     assert not np.allclose(shared[1], shared[2], equal_nan=True)
+    assert not np.allclose(shared[2], shared[4], equal_nan=True)
+
+
+def test_a_detector_refuses_a_forecast_deviation_over_another_window(tmp_path, model):
+    dataset = _dataset(tmp_path / "data")
+    detector = ModelDetector(model, dataset, EvaluationConfig(batch_size=4, error_direction="both", smoothing_window=3))
+    components = detector.standardized_components(dataset.split("val"))
+    with pytest.raises(ValueError, match="window of 3 points, not 5"):
+        detector.combine(components, EvaluationConfig(error_direction="both", smoothing_window=5))
+    # Summed components alone (upper direction) may be smoothed over any window.
+    upper = EvaluationConfig(batch_size=4, smoothing_window=3)
+    detector = ModelDetector(model, dataset, upper)
+    components = detector.standardized_components(dataset.split("val"))
+    unsmoothed = detector.combine(components, upper.model_copy(update={"smoothing_window": 1}))
+    np.testing.assert_allclose(
+        detector.combine(components, upper.model_copy(update={"smoothing_window": 5})), smooth_points(unsmoothed, 5)
+    )
 
 
 def test_a_detector_cannot_weigh_a_component_it_did_not_compute(tmp_path, model):

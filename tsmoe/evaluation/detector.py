@@ -344,6 +344,11 @@ class ModelDetector:
         missing = sorted(name for name, weight in weights.items() if weight > 0 and name not in components)
         if missing:
             raise ValueError(f"the detector computed no {', '.join(missing)} component to weigh")
+        if _window_shapes_components(config) and config.smoothing_window != self.config.smoothing_window:
+            raise ValueError(
+                f"the detector computed its forecast component over a smoothing window of "
+                f"{self.config.smoothing_window} points, not {config.smoothing_window}"
+            )
         total = sum(weights[name] * values for name, values in components.items() if weights[name] > 0)
         return smooth_points(np.asarray(total, dtype=np.float32), config.smoothing_window)
 
@@ -353,8 +358,15 @@ class ModelDetector:
 
 
 def _shared_settings(config: EvaluationConfig) -> str:
-    """What decides a detector's components, apart from their weights: detectors alike in it share them."""
-    return config.model_dump_json(exclude={*WEIGHT_FIELDS, "alternatives"})
+    """What decides a detector's components, apart from their weights and the smoothing window: detectors alike
+    in it can share one pass of the model."""
+    return config.model_dump_json(exclude={*WEIGHT_FIELDS, "alternatives", "smoothing_window"})
+
+
+def _window_shapes_components(config: EvaluationConfig) -> bool:
+    """Whether a detector's components (not only its final sum) depend on its smoothing window: the forecast
+    deviation in both directions is a window's mean z. Every other component is smoothed only once summed."""
+    return config.forecast_weight > 0 and config.error_direction == "both"
 
 
 def candidate_point_scores(
@@ -366,13 +378,21 @@ def candidate_point_scores(
     views: SeriesViews | None = None,
 ) -> list[np.ndarray]:
     """Point scores [N, L] of each candidate detector on a split. Candidates that differ only in their weights
-    share one pass of the model and one fit of every component (a density's neighbours are most of the cost)."""
-    groups: dict[str, list[int]] = {}
+    share one pass of the model and one fit of every component (a density's neighbours are most of the cost), and
+    so do those that differ in their smoothing window too wherever the window only smooths the sum."""
+    groups: dict[tuple[str, int | None], list[int]] = {}
     for index, candidate in enumerate(candidates):
-        groups.setdefault(_shared_settings(candidate), []).append(index)
+        window = candidate.smoothing_window if _window_shapes_components(candidate) else None
+        groups.setdefault((_shared_settings(candidate), window), []).append(index)
+    # A candidate whose window only smooths the sum joins a group that computes its components anyway.
+    for settings, window in [key for key in groups if key[1] is None]:
+        host = next((key for key in groups if key[0] == settings and key[1] is not None), None)
+        if host is not None:
+            groups[host] += groups.pop((settings, window))
     scores: list[np.ndarray | None] = [None] * len(candidates)
     for members in groups.values():
-        # One detector computing every component any member weighs.
+        # One detector computing every component any member weighs, with the window its forecast component
+        # needs (the first member's: any member whose components depend on it shares it).
         union = {field: max(getattr(candidates[index], field) for index in members) for field in WEIGHT_FIELDS}
         detector = ModelDetector(model, dataset, candidates[members[0]].model_copy(update=union), progress, views)
         components = detector.standardized_components(split)
