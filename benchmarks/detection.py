@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks.machine import cpu_model
 from benchmarks.motor_files import build_motor_files, fault_kind_auroc
 from tsmoe.config import RunConfig, load_run_config, with_field
 from tsmoe.data.check import check_dataset
@@ -249,7 +249,7 @@ def main() -> None:
         + (f" with {', '.join(arguments.set)}" if arguments.set else "")
         + f": Time-MoE hidden "
         f"{model_config.hidden_size}, {model_config.num_hidden_layers} layers, {model_config.num_experts} experts, "
-        f"{run.training.epochs} epochs in {train_seconds:.0f} s; {platform.processor() or platform.machine()}, "
+        f"{run.training.epochs} epochs in {train_seconds:.0f} s; {cpu_model()}, "
         f"{arguments.threads} threads, torch {torch.__version__}"
     )
     print(header)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 from ray.tune import Callback
 
+from benchmarks.machine import cpu_model
 from tsmoe.sweep.definition import load_sweep
 from tsmoe.sweep.runner import run_sweep
 
@@ -39,16 +40,6 @@ class TrialClock(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.ended[trial.trial_id] = time.perf_counter()
-
-
-def cpu_model() -> str:
-    """The CPU's model name as the kernel reports it (what `lscpu` shows), or the platform's word for it."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from unittest import mock
 
 import torch
 
-from benchmarks.sweep_overhead import cpu_model
+from benchmarks.machine import cpu_model
 from tsmoe.config import load_run_config
 from tsmoe.data.store import open_dataset
 from tsmoe.data.views import describe_views, fit_views

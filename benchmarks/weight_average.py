@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from benchmarks.detection import DEFAULT_CONFIG, build_ucr
+from benchmarks.machine import cpu_model
 from tsmoe.config import RunConfig, load_run_config
 from tsmoe.training.loop import fit
 
@@ -57,7 +57,7 @@ def main() -> None:
     torch.set_num_threads(arguments.threads)
     print(
         f"{arguments.config.name}, decay {arguments.decay}, seeds {arguments.seeds}; "
-        f"{platform.processor() or platform.machine()}, {arguments.threads} threads, torch {torch.__version__}"
+        f"{cpu_model()}, {arguments.threads} threads, torch {torch.__version__}"
     )
     rows = []
     with tempfile.TemporaryDirectory() as temporary:
